@@ -1,0 +1,60 @@
+# Celery stream monitor — every target installs what it needs (venv, Tansu, ClickHouse, brokers).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RUN_DIR ?= $(CURDIR)/.run
+export RUN_DIR
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup up down status logs test unit integration demo bench-engine clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+	  || { echo "Python 3.11 is required (found $(PYTHON)); set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+/usr/sbin/clickhouse-server:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clickhouse-server clickhouse-client
+
+setup: $(VENV)/.installed /usr/sbin/clickhouse-server  ## venv + Python deps (incl. Tansu) + Debian ClickHouse
+	@echo "setup done: $(PY), $$(command -v clickhouse-server)"
+
+up: setup  ## start Tansu, ClickHouse (and RabbitMQ/Redis if absent), create topics, apply schema
+	$(PY) -m devstack up
+
+down:  ## stop what `make up` started (never services it did not start)
+	@[ -x $(PY) ] && $(PY) -m devstack down || true
+
+status:  ## show each service, its port and whether we own it
+	@$(PY) -m devstack status
+
+logs:  ## tail the logs of the services we run
+	@$(PY) -m devstack logs
+
+unit: setup  ## unit tests only (no servers)
+	$(PY) -m pytest tests/unit -q
+
+integration: setup  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
+	$(PY) -m pytest tests/integration -q
+
+test: setup  ## all tests: unit + integration (isolated stack on free ports)
+	$(PY) -m pytest tests -q
+
+demo: setup  ## the whole pipeline end to end with a real Celery worker, then a report
+	$(PY) -m demo
+
+bench-engine: setup  ## engine vs celery.events.state.State on >= 200k recorded events
+	$(PY) -m bench.engine
+
+clean: down  ## stop our services and delete the run directory and venv
+	rm -rf $(RUN_DIR) $(VENV)

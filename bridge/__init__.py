@@ -1,0 +1,1 @@
+"""Celery broker (celeryev exchange) -> Kafka, raw bodies kept, one envelope per event."""

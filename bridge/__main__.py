@@ -1,0 +1,68 @@
+"""python -m bridge --broker URL --cluster NAME [--kafka-bootstrap HOST:PORT ...]"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+
+from streams.config import Settings, add_arguments
+from streams.logs import setup_logging
+
+from .envelope import Enveloper
+from .producer import KafkaEventProducer
+from .receiver import BrokerReceiver
+
+log = logging.getLogger("bridge")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bridge", description=__doc__)
+    parser.add_argument("--broker", dest="broker_url", default=None, help="Celery broker URL (env CELERY_BROKER_URL)")
+    add_arguments(
+        parser,
+        [
+            "cluster",
+            "kafka_bootstrap",
+            "topic_task_events",
+            "topic_worker_events",
+            "topic_dead_letters",
+            "bridge_queue",
+            "bridge_queue_max_length",
+            "bridge_queue_ttl_ms",
+            "bridge_prefetch",
+            "bridge_batch_size",
+            "bridge_batch_seconds",
+        ],
+    )
+    parser.add_argument("--bridge-id", default=None, help="id on every envelope (default host:pid)")
+    parser.add_argument("--log-level", default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    settings = Settings.load(args)
+    bridge_id = args.bridge_id or f"{socket.gethostname()}:{os.getpid()}"
+    log.info("bridge starting: id=%s settings=%s", bridge_id, settings.as_dict())
+    producer = KafkaEventProducer(settings)
+    receiver = BrokerReceiver(settings, Enveloper(settings.cluster, bridge_id), producer.send_all)
+
+    def stop(signum, _frame):
+        log.info("bridge stopping on signal %d: flushing the current batch", signum)
+        receiver.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        receiver.run()
+    finally:
+        producer.close()
+        log.info("bridge stopped: %s", receiver.counts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The Kafka adapter of the bridge: the only module that imports kafka-python."""
+
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from streams.config import Settings
+
+from .envelope import DEAD, TASK, WORKER, Routed
+
+log = logging.getLogger("bridge.kafka")
+
+
+class KafkaUnavailable(RuntimeError):
+    """Kafka did not acknowledge a batch; the bridge retries it and consumes nothing meanwhile."""
+
+
+class KafkaEventProducer:
+    def __init__(self, settings: Settings, flush_timeout: float = 30.0):
+        self.topics = {
+            TASK: settings.topic_task_events,
+            WORKER: settings.topic_worker_events,
+            DEAD: settings.topic_dead_letters,
+        }
+        self.flush_timeout = flush_timeout
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            client_id=f"celery-monitor-bridge-{settings.cluster}",
+            acks="all",
+            linger_ms=5,
+            batch_size=256 * 1024,
+            max_request_size=4 * 1024 * 1024,
+            buffer_memory=64 * 1024 * 1024,
+            retries=5,
+            request_timeout_ms=15_000,
+            max_block_ms=15_000,
+        )
+
+    def send_all(self, records: list[Routed]) -> None:
+        """Return only when Kafka acknowledged every record; raise KafkaUnavailable otherwise."""
+        try:
+            futures = [self.producer.send(self.topics[r.kind], key=r.key, value=r.value) for r in records]
+            self.producer.flush(timeout=self.flush_timeout)
+            for future in futures:
+                future.get(timeout=0)
+        except KafkaError as exc:
+            raise KafkaUnavailable(str(exc)) from exc
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)

@@ -1,0 +1,207 @@
+"""Run the pipeline's processes (bridge, streams worker, a Celery worker) and wait on ClickHouse.
+
+Shared by `make demo` and the end-to-end test, so the test exercises exactly what users run.
+Each process is started with its own session and stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.config import Settings
+from streams.engine.states import FINAL_STATES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict
+    log_path: Path
+    popen: subprocess.Popen | None = None
+
+    def start(self) -> "Proc":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.env, cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int | None:
+        if self.popen is None:
+            return None
+        if self.alive():
+            os.kill(self.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        return self.popen.returncode
+
+
+def settings_env(settings: Settings) -> dict:
+    """The environment that hands `settings` to a child process (same names as documented)."""
+    from dataclasses import fields
+
+    env = dict(os.environ)
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        env[f.metadata["env"]] = str(int(value) if isinstance(value, bool) else value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    log_dir: Path
+    run_id: str = field(default_factory=lambda: uuidlib.uuid4().hex[:8])
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def worker_hostname(self) -> str:
+        return f"demo-{self.run_id}@{socket.gethostname()}"
+
+    @property
+    def task_queue(self) -> str:
+        return f"celery-monitor-demo-{self.run_id}"
+
+    def _proc(self, name: str, argv: list[str], extra_env: dict | None = None) -> Proc:
+        env = settings_env(self.settings)
+        env.update(extra_env or {})
+        proc = Proc(name, argv, env, self.log_dir / f"{name}-{self.run_id}.log").start()
+        self.procs.append(proc)
+        return proc
+
+    def start_bridge(self, timeout: float = 30.0) -> Proc:
+        proc = self._proc("bridge", [sys.executable, "-m", "bridge"])
+        self.wait_for_log(proc, "consuming Celery events", timeout)
+        return proc
+
+    def start_streams(self, name: str = "streams") -> Proc:
+        return self._proc(name, [sys.executable, "-m", "streams", "worker"])
+
+    def start_celery_worker(self, timeout: float = 60.0) -> Proc:
+        argv = [
+            sys.executable, "-m", "celery", "-A", "demo.tasks", "worker", "-E", "-c", "2",
+            "-Q", self.task_queue, "-n", self.worker_hostname, "--without-gossip", "--without-mingle", "-l", "warning",
+        ]  # fmt: skip
+        proc = self._proc("celery-worker", argv, {"DEMO_QUEUE": self.task_queue})
+        from . import tasks
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise PipelineError(f"Celery worker exited: {proc.tail()}")
+            if tasks.app.control.ping(destination=[self.worker_hostname], timeout=0.5):
+                return proc
+        raise PipelineError(f"Celery worker not ready within {timeout}s: {proc.tail()}")
+
+    def wait_for_log(self, proc: Proc, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in proc.log_text():
+                return
+            if not proc.alive():
+                raise PipelineError(f"{proc.name} exited while starting:\n{proc.tail()}")
+            time.sleep(0.1)
+        raise PipelineError(f"{proc.name} did not log {text!r} within {timeout}s:\n{proc.tail()}")
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.name != "celery-worker" and proc.popen.poll() is not None and proc.popen.returncode not in (0, -15):
+                raise PipelineError(f"{proc.name} died (exit {proc.popen.returncode}):\n{proc.tail()}")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def cleanup_broker(self) -> None:
+        """Delete the demo's own queues (never anything else) from the Celery broker."""
+        from kombu import Connection, Queue
+
+        with Connection(self.settings.broker_url, connect_timeout=5) as conn:
+            channel = conn.channel()
+            for name in (self.task_queue, self.settings.bridge_queue_name):
+                try:
+                    Queue(name, channel=channel).delete()
+                except Exception:  # noqa: BLE001 - already gone, or a transport without queues
+                    pass
+
+
+def wait_for_tasks(client, settings: Settings, uuids: list[str], pipeline: Pipeline | None = None, timeout: float = 120.0) -> dict[str, dict]:
+    """Poll ClickHouse until every task has a final state; returns uuid -> record."""
+    db = settings.clickhouse_database
+    deadline = time.monotonic() + timeout
+    rows: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        if pipeline:
+            pipeline.check_alive()
+        result, types = client.execute(
+            f"SELECT * FROM {db}.tasks FINAL WHERE cluster = %(cluster)s AND uuid IN %(uuids)s",
+            {"cluster": settings.cluster, "uuids": tuple(uuids)},
+            with_column_types=True,
+        )
+        names = [n for n, _ in types]
+        rows = {r["uuid"]: r for r in (dict(zip(names, row)) for row in result)}
+        if len(rows) == len(uuids) and all(r["state"] in FINAL_STATES for r in rows.values()):
+            return rows
+        time.sleep(0.5)
+    pending = {u: rows.get(u, {}).get("state") for u in uuids if rows.get(u, {}).get("state") not in FINAL_STATES}
+    raise PipelineError(f"pipeline did not catch up within {timeout}s; not final: {pending}")
+
+
+def wait_for_worker(client, settings: Settings, hostname: str, state: str, timeout: float = 60.0) -> dict:
+    db = settings.clickhouse_database
+    deadline = time.monotonic() + timeout
+    row = None
+    while time.monotonic() < deadline:
+        result, types = client.execute(
+            f"SELECT * FROM {db}.workers FINAL WHERE cluster = %(cluster)s AND hostname = %(hostname)s",
+            {"cluster": settings.cluster, "hostname": hostname},
+            with_column_types=True,
+        )
+        if result:
+            row = dict(zip([n for n, _ in types], result[0]))
+            if row["state"] == state:
+                return row
+        time.sleep(0.5)
+    raise PipelineError(f"worker {hostname} not {state} within {timeout}s (last: {row})")

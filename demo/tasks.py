@@ -1,0 +1,52 @@
+"""The demo Celery app: one task per kind of outcome the pipeline must recognise."""
+
+import os
+import time
+
+from celery import Celery
+from celery.exceptions import Reject
+
+app = Celery("demo", broker=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"))
+app.conf.update(
+    task_send_sent_event=True,  # task-sent -> QUEUED
+    worker_send_task_events=True,  # same as -E
+    task_default_queue=os.environ.get("DEMO_QUEUE", "celery-monitor-demo"),
+    task_ignore_result=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+
+@app.task(name="demo.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="demo.fail")
+def fail(message):
+    raise ValueError(message)
+
+
+@app.task(name="demo.flaky", bind=True, max_retries=3)
+def flaky(self, succeed_on_try):
+    attempt = self.request.retries + 1
+    if attempt < succeed_on_try:
+        raise self.retry(exc=ConnectionError(f"transient failure on try {attempt}"), countdown=0.1)
+    return f"ok on try {attempt}"
+
+
+@app.task(name="demo.always_retry", bind=True, max_retries=2)
+def always_retry(self):
+    raise self.retry(exc=RuntimeError("still broken"), countdown=0.1)
+
+
+@app.task(name="demo.sleep")
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="demo.reject", bind=True, acks_late=True)
+def reject(self):
+    raise Reject("bad payload, dropping", requeue=False)

@@ -1,0 +1,134 @@
+"""python -m streams {worker,sink,migrate,topics,replay,report,config}"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from .config import Settings, add_arguments, settings_table
+from .logs import setup_logging
+
+log = logging.getLogger("streams")
+
+KAFKA = ["kafka_bootstrap", "kafka_flavor", "topic_partitions", "topic_task_events", "topic_worker_events",
+         "topic_task_states", "topic_worker_states", "topic_dead_letters"]  # fmt: skip
+CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhouse_password",
+              "clickhouse_database", "clickhouse_secure"]  # fmt: skip
+SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "session_timeout"]
+APP = ["app_id", "store", "session_timeout", "worker_expiry_factor", "sink", "web_port"]
+
+
+def cmd_worker(settings: Settings, args) -> None:
+    from .app import create_app
+
+    app = create_app(settings)
+    argv = ["streams", "worker", "-l", args.log_level or "info"]
+    argv += ["--web-host", "127.0.0.1", "--web-port", str(settings.web_port)] if settings.web_port else ["--without-web"]
+    sys.argv = argv
+    app.main()
+
+
+def cmd_sink(settings: Settings, args) -> None:
+    from .sink.consumer import ClickHouseSink
+
+    sink = ClickHouseSink(settings)
+    signal.signal(signal.SIGTERM, lambda *_: sink.stop())
+    signal.signal(signal.SIGINT, lambda *_: sink.stop())
+    sink.run()
+
+
+def cmd_migrate(settings: Settings, args) -> None:
+    from .migrate import migrate
+    from .sink.clickhouse import connect
+
+    client = connect(settings, with_database=False)
+    applied = migrate(client.execute, settings.clickhouse_database)
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+def cmd_topics(settings: Settings, args) -> None:
+    from .topics import ensure_topics
+
+    created = ensure_topics(settings)
+    print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+
+
+def cmd_replay(settings: Settings, args) -> None:
+    from .replay import replay
+
+    sys.exit(replay(args.files, at=args.at, expiry_factor=settings.worker_expiry_factor))
+
+
+def cmd_report(settings: Settings, args) -> None:
+    import time
+
+    from .report import render, run_report
+    from .sink.clickhouse import connect
+
+    client = connect(settings)
+
+    def execute(sql: str, params: dict):
+        rows, types = client.execute(sql, params, with_column_types=True)
+        return [name for name, _ in types], rows
+
+    since = time.time() - args.window if args.window else 0
+    answers = run_report(execute, settings.clickhouse_database, {"cluster": args.cluster or "", "since": since})
+    print(render(answers, args.format))
+
+
+def cmd_config(settings: Settings, args) -> None:
+    print(settings_table())
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m streams", description="Celery monitoring streams app")
+    parser.add_argument("--log-level", default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="run the Faust worker (agents, tables, timer; the sink unless STREAMS_SINK=off)")
+    add_arguments(p, KAFKA + APP + CLICKHOUSE + ["sink_group", "sink_batch_rows", "sink_batch_seconds"])
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("sink", help="run only the ClickHouse sink (its own consumer group)")
+    add_arguments(p, KAFKA + CLICKHOUSE + SINK)
+    p.set_defaults(func=cmd_sink)
+
+    p = sub.add_parser("migrate", help="apply sql/migrations to ClickHouse (idempotent)")
+    add_arguments(p, CLICKHOUSE)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("topics", help="create every topic (and table changelog) up front")
+    add_arguments(p, KAFKA + ["app_id"])
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("replay", help="fold recorded events with the engine and print the records")
+    p.add_argument("files", nargs="+", help="JSON-lines files ('-' = stdin, .gz read as gzip)")
+    p.add_argument("--at", type=float, default=None, help="judge worker liveness at this epoch time (default: latest event)")
+    add_arguments(p, ["worker_expiry_factor"])
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("report", help="answer the analytics questions from ClickHouse")
+    p.add_argument("--cluster", default="", help="only this cluster (default all)")
+    p.add_argument("--window", type=float, default=0, help="only tasks first seen in the last N seconds (0 = all)")
+    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    add_arguments(p, CLICKHOUSE)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("config", help="print every setting: env variable, flag, default")
+    p.set_defaults(func=cmd_config)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    settings = Settings.load(args)
+    if args.command in ("worker", "sink"):
+        log.info("%s starting: settings=%s", args.command, settings.as_dict())
+    args.func(settings, args)
+
+
+if __name__ == "__main__":
+    main()

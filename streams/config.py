@@ -1,0 +1,160 @@
+"""Every setting of the pipeline, in one place: environment variable, CLI flag, default, meaning.
+
+Each process resolves its settings once at start (``Settings.load``); nothing else reads
+``os.environ``.  ``python -m streams config`` prints the table (the README's copy comes from it).
+Precedence: CLI flag > environment variable > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable
+
+
+def _setting(default: Any, env: str, help: str, secret: bool = False):
+    return field(default=default, metadata={"env": env, "help": help, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Kafka
+    kafka_bootstrap: str = _setting("127.0.0.1:9092", "KAFKA_BOOTSTRAP", "Kafka bootstrap servers (host:port[,host:port])")
+    kafka_flavor: str = _setting(
+        "tansu", "KAFKA_FLAVOR", "'tansu' enables the corrections for Tansu's known bugs; 'kafka' for Apache Kafka (all off)"
+    )
+    topic_partitions: int = _setting(8, "TOPIC_PARTITIONS", "partitions of every topic the pipeline creates")
+    topic_task_events: str = _setting("celery.task-events.v1", "TOPIC_TASK_EVENTS", "raw task events, key = task uuid")
+    topic_worker_events: str = _setting(
+        "celery.worker-events.v1", "TOPIC_WORKER_EVENTS", "raw worker events, key = cluster/hostname"
+    )
+    topic_task_states: str = _setting("celery.task-states.v1", "TOPIC_TASK_STATES", "task-state records, key = task uuid")
+    topic_worker_states: str = _setting(
+        "celery.worker-states.v1", "TOPIC_WORKER_STATES", "worker-state records, key = cluster/hostname"
+    )
+    topic_dead_letters: str = _setting(
+        "celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason"
+    )
+    # Celery broker (bridge)
+    broker_url: str = _setting(
+        "amqp://guest:guest@127.0.0.1:5672//", "CELERY_BROKER_URL", "Celery broker to read events from (amqp:// or redis://)", secret=True
+    )
+    cluster: str = _setting("default", "CLUSTER", "name of the Celery cluster the bridge reads; on every record")
+    bridge_queue: str = _setting(
+        "", "BRIDGE_QUEUE", "AMQP: durable queue bound to celeryev with '#' (default celery-monitor.bridge.<cluster>)"
+    )
+    bridge_queue_max_length: int = _setting(
+        2_000_000, "BRIDGE_QUEUE_MAX_LENGTH", "AMQP x-max-length of the bridge queue (protects the broker when the bridge is down)"
+    )
+    bridge_queue_ttl_ms: int = _setting(86_400_000, "BRIDGE_QUEUE_TTL_MS", "AMQP x-message-ttl of the bridge queue (ms)")
+    bridge_prefetch: int = _setting(4000, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight")
+    bridge_batch_size: int = _setting(1000, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush (acked together after it)")
+    bridge_batch_seconds: float = _setting(0.2, "BRIDGE_BATCH_SECONDS", "longest wait before a partial batch is flushed")
+    # Streams app
+    app_id: str = _setting("celery-monitor", "STREAMS_APP_ID", "Faust application id (consumer group, changelog prefix)")
+    store: str = _setting("memory://", "STREAMS_STORE", "Faust table store: memory:// or rocksdb://")
+    session_timeout: float = _setting(
+        6.0, "STREAMS_SESSION_TIMEOUT", "Kafka consumer session timeout, s (Tansu's JoinGroup waits half of it)"
+    )
+    worker_expiry_factor: float = _setting(
+        2.0, "WORKER_EXPIRY_FACTOR", "a worker is OFFLINE(heartbeat-expired) after this many x freq without heartbeat"
+    )
+    sink: str = _setting("inline", "STREAMS_SINK", "'inline': the ClickHouse sink runs inside `streams worker`; 'off': run `streams sink` alone")
+    web_port: int = _setting(6066, "STREAMS_WEB_PORT", "Faust web server port (bound to 127.0.0.1)")
+    # ClickHouse sink
+    clickhouse_host: str = _setting("127.0.0.1", "CLICKHOUSE_HOST", "ClickHouse host")
+    clickhouse_port: int = _setting(9000, "CLICKHOUSE_PORT", "ClickHouse native TCP port")
+    clickhouse_user: str = _setting("default", "CLICKHOUSE_USER", "ClickHouse user")
+    clickhouse_password: str = _setting("", "CLICKHOUSE_PASSWORD", "ClickHouse password", secret=True)
+    clickhouse_database: str = _setting("celery", "CLICKHOUSE_DATABASE", "ClickHouse database")
+    clickhouse_secure: bool = _setting(False, "CLICKHOUSE_SECURE", "TLS to ClickHouse")
+    sink_group: str = _setting("celery-monitor-sink", "SINK_GROUP", "consumer group of the ClickHouse sink")
+    sink_batch_rows: int = _setting(5000, "SINK_BATCH_ROWS", "rows per ClickHouse insert (at most)")
+    sink_batch_seconds: float = _setting(1.0, "SINK_BATCH_SECONDS", "longest wait before a partial batch is inserted")
+
+    # -- resolution --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, args: argparse.Namespace | None = None, environ: dict | None = None, **overrides) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f, raw)
+            cli = getattr(args, f.name, None) if args is not None else None
+            if cli is not None:
+                values[f.name] = _convert(f, cli)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def bridge_queue_name(self) -> str:
+        return self.bridge_queue or f"celery-monitor.bridge.{self.cluster}"
+
+    @property
+    def tansu_fixes(self) -> bool:
+        return self.kafka_flavor == "tansu"
+
+    @property
+    def event_topics(self) -> tuple[str, str]:
+        return (self.topic_task_events, self.topic_worker_events)
+
+    def all_topics(self) -> list[str]:
+        return [
+            self.topic_task_events,
+            self.topic_worker_events,
+            self.topic_task_states,
+            self.topic_worker_states,
+            self.topic_dead_letters,
+        ]
+
+    def as_dict(self) -> dict:
+        """For logs: secrets masked (a password inside a broker URL too)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value:
+                value = mask_url(value) if "://" in str(value) else "***"
+            out[f.name] = value
+        return out
+
+
+def mask_url(url: str) -> str:
+    """amqp://user:secret@host// -> amqp://user:***@host//"""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def _convert(f: dataclasses.Field, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    kind = type(f.default)
+    if kind is bool:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind is int:
+        return int(raw)
+    if kind is float:
+        return float(raw)
+    return raw
+
+
+def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """CLI flags for the named settings; defaults stay None so env/defaults apply."""
+    by_name = {f.name: f for f in fields(Settings)}
+    for name in names:
+        f = by_name[name]
+        flag = "--" + name.replace("_", "-")
+        default = "" if f.metadata["secret"] else f" (default {f.default!r})"
+        parser.add_argument(flag, dest=name, default=None, help=f"{f.metadata['help']}; env {f.metadata['env']}{default}")
+
+
+def settings_table() -> str:
+    rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        rows.append(f"| `{f.metadata['env']}` | `--{f.name.replace('_', '-')}` | `{f.default!r}` | {f.metadata['help']} |")
+    return "\n".join(rows)

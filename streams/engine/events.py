@@ -1,0 +1,177 @@
+"""Turning raw Celery event bodies into validated engine events (no I/O).
+
+Accepted shapes (one JSON value each):
+  * an event object, as Celery's Receiver handlers get it or as the worker published it;
+  * a list of event objects (a raw ``task.multi`` body);
+  * a bridge envelope ``{"v": 1, "cluster": ..., "event": {...}}`` (see schemas/envelope.v1.json);
+  * a capture record ``{"routing_key": ..., "body": <event or list>}`` (../shared/fixtures format).
+
+Nothing here raises on bad input: an unusable value becomes an :class:`Invalid` with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from .states import (
+    NUMBER,
+    REJECTED_KIND,
+    TASK_EVENT_KINDS,
+    TASK_FIELD_TYPES,
+    WORKER_EVENT_TYPES,
+    WORKER_FIELD_TYPES,
+)
+
+
+class Invalid:
+    """An input that is not a usable event; ``reason`` says why (it goes to the dead letters)."""
+
+    __slots__ = ("reason", "raw")
+
+    def __init__(self, reason: str, raw: Any):
+        self.reason = reason
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"Invalid({self.reason!r})"
+
+
+class TaskEvent:
+    """A validated task event. ``identity`` is what makes two deliveries the same event."""
+
+    __slots__ = ("kind", "uuid", "cluster", "hostname", "pid", "clock", "timestamp", "identity", "body")
+
+    def __init__(self, kind, uuid, cluster, hostname, pid, clock, timestamp, identity, body):
+        self.kind = kind
+        self.uuid = uuid
+        self.cluster = cluster
+        self.hostname = hostname
+        self.pid = pid
+        self.clock = clock
+        self.timestamp = timestamp
+        self.identity = identity
+        self.body = body
+
+    @property
+    def key(self) -> str:
+        return task_key(self.cluster, self.uuid)
+
+
+class WorkerEvent:
+    """A validated worker event (worker-online / worker-heartbeat / worker-offline)."""
+
+    __slots__ = ("type", "cluster", "hostname", "pid", "clock", "timestamp", "body")
+
+    def __init__(self, type, cluster, hostname, pid, clock, timestamp, body):
+        self.type = type
+        self.cluster = cluster
+        self.hostname = hostname
+        self.pid = pid
+        self.clock = clock
+        self.timestamp = timestamp
+        self.body = body
+
+    @property
+    def key(self) -> str:
+        return worker_key(self.cluster, self.hostname)
+
+
+def task_key(cluster: str | None, uuid: str) -> str:
+    """Table key of a task: cluster-scoped, so two clusters can never collide."""
+    return f"{cluster or ''}/{uuid}"
+
+
+def worker_key(cluster: str | None, hostname: str) -> str:
+    """Key of a worker: hostnames repeat across clusters (celery@host), so the cluster is in it."""
+    return f"{cluster or ''}/{hostname}"
+
+
+def _bad_type(body: dict, types: dict) -> str | None:
+    for field, expected in types.items():
+        value = body.get(field)
+        if value is None:
+            continue
+        # bool is an int in Python; a flag where a count belongs is a wrong type.
+        if not isinstance(value, expected) or (value.__class__ is bool and expected is not bool):
+            return f"field {field!r} has type {type(value).__name__}"
+    return None
+
+
+def _common(body: dict) -> tuple[str, int, int, float] | str:
+    hostname = body.get("hostname", "")
+    pid = body.get("pid", 0)
+    clock = body.get("clock", 0)
+    timestamp = body.get("timestamp")
+    if hostname is None:
+        hostname = ""
+    if not isinstance(hostname, str):
+        return "field 'hostname' is not a string"
+    if pid is None:
+        pid = 0
+    if clock is None:
+        clock = 0
+    if pid.__class__ is not int or clock.__class__ is not int:
+        return "field 'pid' or 'clock' is not an integer"
+    if not isinstance(timestamp, NUMBER) or timestamp.__class__ is bool:
+        return "field 'timestamp' is missing or not a number"
+    return hostname, pid, clock, float(timestamp)
+
+
+def parse_event(body: Any, cluster: str | None = None) -> TaskEvent | WorkerEvent | Invalid:
+    """Validate one event object. Never raises."""
+    if not isinstance(body, dict):
+        return Invalid(f"event is a {type(body).__name__}, not an object", body)
+    etype = body.get("type")
+    if not isinstance(etype, str):
+        return Invalid("field 'type' is missing or not a string", body)
+    common = _common(body)
+    if isinstance(common, str):
+        return Invalid(common, body)
+    hostname, pid, clock, timestamp = common
+
+    if etype in TASK_EVENT_KINDS:
+        uuid = body.get("uuid")
+        if not isinstance(uuid, str) or not uuid:
+            return Invalid("task event without a 'uuid' string", body)
+        bad = _bad_type(body, TASK_FIELD_TYPES)
+        if bad:
+            return Invalid(bad, body)
+        kind = TASK_EVENT_KINDS[etype]
+        if kind is None:  # task-rejected: requeue decides
+            kind = REJECTED_KIND[bool(body.get("requeue"))]
+        # Identity: the same event delivered twice has the same producer, process, Lamport
+        # clock and timestamp.  Two distinct events of one task never share all four.
+        identity = f"{etype}|{hostname}|{pid}|{clock}|{timestamp!r}"
+        return TaskEvent(kind, uuid, cluster, hostname, pid, clock, timestamp, identity, body)
+
+    if etype in WORKER_EVENT_TYPES:
+        if not hostname:
+            return Invalid("worker event without a 'hostname'", body)
+        bad = _bad_type(body, WORKER_FIELD_TYPES)
+        if bad:
+            return Invalid(bad, body)
+        return WorkerEvent(etype, cluster, hostname, pid, clock, timestamp, body)
+
+    return Invalid(f"unknown event type {etype[:80]!r}", body)
+
+
+def iter_events(value: Any, cluster: str | None = None) -> Iterator[TaskEvent | WorkerEvent | Invalid]:
+    """Every event in one decoded JSON value, whatever accepted shape it has."""
+    if isinstance(value, list):
+        if not value:
+            yield Invalid("empty event list", value)
+        for item in value:
+            yield parse_event(item, cluster)
+        return
+    if isinstance(value, dict) and "type" not in value:
+        if "event" in value:  # bridge envelope
+            env_cluster = value.get("cluster", cluster)
+            if env_cluster is not None and not isinstance(env_cluster, str):
+                yield Invalid("envelope 'cluster' is not a string", value)
+                return
+            yield parse_event(value["event"], env_cluster)
+            return
+        if "body" in value:  # capture record: {routing_key, body}
+            yield from iter_events(value["body"], cluster)
+            return
+    yield parse_event(value, cluster)

@@ -1,0 +1,317 @@
+"""Folding events into task and worker state, and deriving the records users see (no I/O).
+
+The task state is a join-semilattice: a set of event identities, per-kind counts over that
+set, and *registers* that each keep the values of the single highest-ranked event of some
+kinds (``states.MERGE_RULES``).  Adding an event already in the set changes nothing; adding
+events in any order ends in the same state.  The record (state name, tags, fields) is then
+computed from that state alone by :func:`derive_task`, so it is a function of the SET of
+distinct events (rule 1) by construction rather than by careful ordering.
+
+The state is a plain JSON-able dict (``ids`` is a set; see ``codec.py``) because it is what
+the Faust table stores and what its changelog carries.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .events import TaskEvent, WorkerEvent
+from .states import (
+    AFTER_RETRIES,
+    DEFAULT_EXPIRY_FACTOR,
+    DEFAULT_FREQ,
+    ENDING_STATE,
+    FAILED_K,
+    IGNORED_K,
+    MERGE_RULES,
+    OFFLINE,
+    OFFLINE_HEARTBEAT_EXPIRED,
+    OFFLINE_LEFT,
+    ONLINE,
+    HEARTBEAT,
+    ONLY_SENT_STATE,
+    PROGRESS,
+    RECEIVED_K,
+    REGISTERS_BY_KIND,
+    REJECTION_IGNORED,
+    REJECTION_REQUEUED,
+    REQUEUED_K,
+    RETRIED_K,
+    RETRIES_KINDS,
+    REVOCATION_EXPIRED,
+    REVOCATION_PLAIN,
+    REVOCATION_TERMINATED,
+    REVOKE_RANK,
+    TERMINAL_PRECEDENCE,
+    TIMESTAMP_FIELDS,
+    WRAPPER_EXCEPTIONS,
+)
+
+TaskState = dict[str, Any]
+WorkerState = dict[str, Any]
+
+_REGISTER_PLAN = {
+    kind: tuple((name, MERGE_RULES[name][1], MERGE_RULES[name][2]) for name in names)
+    for kind, names in REGISTERS_BY_KIND.items()
+}
+
+
+# -- ranks: total orders over events, so "the greatest" is always one well-defined event ----
+def _revocation(body: dict) -> str:
+    if body.get("terminated"):
+        return REVOCATION_TERMINATED
+    if body.get("expired"):
+        return REVOCATION_EXPIRED
+    return REVOCATION_PLAIN
+
+
+def event_rank(ev: TaskEvent, rank: str) -> list:
+    latest = [ev.timestamp, ev.clock, ev.identity]
+    if rank == "latest" or rank == "earliest":
+        return latest
+    if rank == "attempt":
+        return [ev.body.get("retries") or 0, 1 if ev.kind == RECEIVED_K else 0, *latest]
+    if rank == "revoke":
+        return [REVOKE_RANK[_revocation(ev.body)], *latest]
+    raise ValueError(f"unknown rank {rank!r}")
+
+
+def _values(ev: TaskEvent, fields: tuple[str, ...]) -> dict:
+    body = ev.body
+    out = {}
+    for field in fields:
+        if field == "kind":
+            out[field] = ev.kind
+        elif field == "hostname":
+            out[field] = ev.hostname
+        else:
+            out[field] = body.get(field)
+    return out
+
+
+# -- tasks ----------------------------------------------------------------------------------
+def new_task_state(cluster: str | None, uuid: str) -> TaskState:
+    return {
+        "cluster": cluster,
+        "uuid": uuid,
+        "ids": set(),  # identities of the distinct events merged
+        "n": {},  # kind -> number of distinct events of that kind
+        "ts": {},  # kind -> latest timestamp of that kind
+        "first": None,
+        "last": None,
+        "retries": 0,
+        "reg": {},  # register -> [rank, {field: value}]
+    }
+
+
+def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
+    """Merge one event into a task's state (updated in place and returned).
+
+    Returns ``(state, changed)``; ``changed`` is False for an event already merged.
+    """
+    if state is None:
+        state = new_task_state(ev.cluster, ev.uuid)
+    ids = state["ids"]
+    if ev.identity in ids:
+        return state, False
+    ids.add(ev.identity)
+
+    kind = ev.kind
+    n = state["n"]
+    n[kind] = n.get(kind, 0) + 1
+    ts = ev.timestamp
+    latest = state["ts"]
+    if ts > latest.get(kind, float("-inf")):
+        latest[kind] = ts
+    if state["first"] is None or ts < state["first"]:
+        state["first"] = ts
+    if state["last"] is None or ts > state["last"]:
+        state["last"] = ts
+    if kind in RETRIES_KINDS:
+        retries = ev.body.get("retries") or 0
+        if retries > state["retries"]:
+            state["retries"] = retries
+
+    regs = state["reg"]
+    for name, fields, rank_name in _REGISTER_PLAN.get(kind, ()):
+        rank = event_rank(ev, rank_name)
+        current = regs.get(name)
+        if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
+            regs[name] = [rank, _values(ev, fields)]
+    return state, True
+
+
+_REPR_TYPE = re.compile(r"([A-Za-z_][\w.]*)\(")
+_TRACEBACK_TYPE = re.compile(r"([A-Za-z_][\w.]*)(?::|$)")
+
+
+def exception_type(exception: str | None, traceback: str | None) -> str | None:
+    """The exception's class name; read from the traceback when the repr hides it (rule 5)."""
+    if exception:
+        m = _REPR_TYPE.match(exception)
+        if m:
+            name = m.group(1).rsplit(".", 1)[-1]
+            if name not in WRAPPER_EXCEPTIONS:
+                return name
+    if traceback:
+        for line in reversed(traceback.splitlines()):
+            line = line.strip()
+            if line:
+                m = _TRACEBACK_TYPE.match(line)
+                return m.group(1).rsplit(".", 1)[-1] if m else None
+    return None
+
+
+def _reg(regs: dict, name: str) -> dict:
+    current = regs.get(name)
+    return current[1] if current else {}
+
+
+def task_status(state: TaskState) -> str:
+    """The state name (rules 3 and 4), from counts and registers only."""
+    n = state["n"]
+    for kind, terminal in TERMINAL_PRECEDENCE:
+        if n.get(kind):
+            if state["retries"] > 0:
+                return AFTER_RETRIES.get(terminal, terminal)
+            return terminal
+    ended = n.get(RETRIED_K, 0) + n.get(REQUEUED_K, 0)
+    for kind, progress in PROGRESS:
+        if n.get(kind, 0) > ended:
+            return progress
+    if ended:
+        return ENDING_STATE[_reg(state["reg"], "ending")["kind"]]
+    return ONLY_SENT_STATE
+
+
+def derive_task(state: TaskState) -> dict:
+    """The task record: what the output topic carries and ClickHouse stores."""
+    n = state["n"]
+    regs = state["reg"]
+    meta = _reg(regs, "meta")
+    route = _reg(regs, "route")
+    success = _reg(regs, "success")
+    problem = _reg(regs, "failure") if n.get(FAILED_K) else _reg(regs, "retry")
+    revoke = regs.get("revoke")
+    revocation = signum = None
+    if revoke:
+        revocation = _revocation(revoke[1])
+        signum = revoke[1].get("signum") if revocation == REVOCATION_TERMINATED else None
+    if n.get(IGNORED_K):
+        rejection = REJECTION_IGNORED
+    elif n.get(REQUEUED_K):
+        rejection = REJECTION_REQUEUED
+    else:
+        rejection = None
+    exc = problem.get("exception")
+    tb = problem.get("traceback")
+    record = {
+        "kind": "task",
+        "cluster": state["cluster"],
+        "uuid": state["uuid"],
+        "name": meta.get("name"),
+        "state": task_status(state),
+        "retries": state["retries"],
+        "revocation_reason": revocation,
+        "signum": signum,
+        "rejection": rejection,
+        "requeues": n.get(REQUEUED_K, 0),
+        "exception": exc,
+        "exception_type": exception_type(exc, tb),
+        "traceback": tb,
+        "result": success.get("result"),
+        "runtime": success.get("runtime"),
+        "args": meta.get("args"),
+        "kwargs": meta.get("kwargs"),
+        "eta": meta.get("eta"),
+        "expires": meta.get("expires"),
+        "root_id": meta.get("root_id"),
+        "parent_id": meta.get("parent_id"),
+        "queue": route.get("queue"),
+        "exchange": route.get("exchange"),
+        "routing_key": route.get("routing_key"),
+        "worker": _reg(regs, "worker").get("hostname"),
+        "client": _reg(regs, "client").get("hostname"),
+    }
+    latest = state["ts"]
+    for kind, field in TIMESTAMP_FIELDS.items():  # two kinds share rejected_at: keep the later
+        ts, prev = latest.get(kind), record.get(field)
+        record[field] = ts if prev is None else prev if ts is None else max(prev, ts)
+    record["first_seen_at"] = state["first"]
+    record["last_seen_at"] = state["last"]
+    record["events_count"] = len(state["ids"])
+    return record
+
+
+# -- workers --------------------------------------------------------------------------------
+_WORKER_TS_FIELD = {"worker-online": "online", "worker-heartbeat": "heartbeat", "worker-offline": "offline"}
+_WORKER_LATEST_FIELDS = ("freq", "active", "processed", "loadavg", "sw_ident", "sw_ver", "sw_sys")
+
+
+def new_worker_state(cluster: str | None, hostname: str) -> WorkerState:
+    return {"cluster": cluster, "hostname": hostname, "online": None, "heartbeat": None, "offline": None, "latest": None}
+
+
+def fold_worker(state: WorkerState | None, ev: WorkerEvent) -> tuple[WorkerState, bool]:
+    """Merge one worker event: the latest of each type, and the latest event's gauges."""
+    if state is None:
+        state = new_worker_state(ev.cluster, ev.hostname)
+    changed = False
+    field = _WORKER_TS_FIELD[ev.type]
+    if state[field] is None or ev.timestamp > state[field]:
+        state[field] = ev.timestamp
+        changed = True
+    rank = [ev.timestamp, ev.clock, ev.pid, ev.type]
+    latest = state["latest"]
+    if latest is None or rank > latest[0]:
+        values = {f: ev.body.get(f) for f in _WORKER_LATEST_FIELDS}
+        values["pid"] = ev.pid
+        state["latest"] = [rank, values]
+        changed = True
+    return state, changed
+
+
+def worker_expires_at(state: WorkerState, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> float | None:
+    """When the worker counts as gone if no further heartbeat arrives."""
+    alive = [t for t in (state["online"], state["heartbeat"]) if t is not None]
+    if not alive:
+        return None
+    freq = (state["latest"][1].get("freq") if state["latest"] else None) or DEFAULT_FREQ
+    return max(alive) + expiry_factor * freq
+
+
+def derive_worker(state: WorkerState, now: float | None, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> dict:
+    """The worker record; liveness is judged at ``now`` (None: only what the events say)."""
+    online, heartbeat, offline = state["online"], state["heartbeat"], state["offline"]
+    alive = max((t for t in (online, heartbeat) if t is not None), default=None)
+    expires_at = worker_expires_at(state, expiry_factor)
+    reason = None
+    if offline is not None and (alive is None or offline >= alive):
+        status, reason = OFFLINE, OFFLINE_LEFT
+    elif now is not None and expires_at is not None and now > expires_at:
+        status, reason = OFFLINE, OFFLINE_HEARTBEAT_EXPIRED
+    elif heartbeat is not None and (online is None or heartbeat > online):
+        status = HEARTBEAT
+    else:
+        status = ONLINE
+    latest = state["latest"][1] if state["latest"] else {}
+    return {
+        "kind": "worker",
+        "cluster": state["cluster"],
+        "hostname": state["hostname"],
+        "state": status,
+        "offline_reason": reason,
+        "pid": latest.get("pid"),
+        "freq": latest.get("freq"),
+        "active": latest.get("active"),
+        "processed": latest.get("processed"),
+        "loadavg": latest.get("loadavg"),
+        "sw_ident": latest.get("sw_ident"),
+        "sw_ver": latest.get("sw_ver"),
+        "sw_sys": latest.get("sw_sys"),
+        "online_at": online,
+        "heartbeat_at": heartbeat,
+        "offline_at": offline,
+        "expires_at": expires_at,
+    }

@@ -1,0 +1,49 @@
+"""In-memory keyed state for many tasks and workers: the engine without a streaming runtime."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .events import Invalid, TaskEvent, WorkerEvent, iter_events
+from .fold import TaskState, WorkerState, derive_task, derive_worker, fold_task, fold_worker
+from .states import DEFAULT_EXPIRY_FACTOR
+
+
+class Tracker:
+    def __init__(self) -> None:
+        self.tasks: dict[str, TaskState] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self.latest_timestamp: float | None = None
+
+    def add(self, event: TaskEvent | WorkerEvent) -> bool:
+        """Fold one validated event; True when it changed the state."""
+        ts = event.timestamp
+        if self.latest_timestamp is None or ts > self.latest_timestamp:
+            self.latest_timestamp = ts
+        key = event.key
+        if event.__class__ is TaskEvent:
+            state, changed = fold_task(self.tasks.get(key), event)
+            self.tasks[key] = state
+        else:
+            state, changed = fold_worker(self.workers.get(key), event)
+            self.workers[key] = state
+        return changed
+
+    def feed(self, value: Any, cluster: str | None = None) -> list[Invalid]:
+        """Fold every event in one decoded JSON value; returns what was invalid."""
+        invalid = []
+        for event in iter_events(value, cluster):
+            if event.__class__ is Invalid:
+                invalid.append(event)
+            else:
+                self.add(event)
+        return invalid
+
+    def task_records(self) -> Iterable[dict]:
+        for key in sorted(self.tasks):
+            yield derive_task(self.tasks[key])
+
+    def worker_records(self, now: float | None = None, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> Iterable[dict]:
+        at = self.latest_timestamp if now is None else now
+        for key in sorted(self.workers):
+            yield derive_worker(self.workers[key], at, expiry_factor)

@@ -1,0 +1,62 @@
+"""Bytes at the edges of the streams app <-> engine values (pure).
+
+Output records are JSON (schemas/ documents them); dead letters carry the reason, where the
+input came from, and the input itself so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import orjson
+
+from .engine import Invalid, TaskEvent, WorkerEvent, iter_events
+
+RECORD_VERSION = 1
+MAX_DEAD_LETTER_RAW = 1_000_000  # larger inputs are cut (and marked so) to fit a Kafka message
+
+
+def decode(value: bytes | None) -> list[TaskEvent | WorkerEvent | Invalid]:
+    """Every event in one Kafka record value (a bridge envelope); never raises."""
+    if value is None:
+        return [Invalid("empty record value", None)]
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return [Invalid(f"not JSON: {exc}", value)]
+    return list(iter_events(decoded))
+
+
+def encode(record: dict) -> bytes:
+    return orjson.dumps(record)
+
+
+def dead_letter(invalid: Invalid, source: dict[str, Any], stage: str) -> bytes:
+    raw = invalid.raw
+    letter: dict[str, Any] = {
+        "v": RECORD_VERSION,
+        "stage": stage,
+        "reason": invalid.reason,
+        "source": source,
+        "at": time.time(),
+    }
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            letter["raw"] = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            letter["raw_b64"] = base64.b64encode(bytes(raw)).decode()
+    else:
+        letter["raw"] = raw
+    try:
+        out = orjson.dumps(letter)
+    except TypeError:  # a value orjson cannot write (e.g. an int beyond 64 bits): keep its repr
+        letter["raw"] = repr(raw)
+        out = orjson.dumps(letter)
+    if len(out) > MAX_DEAD_LETTER_RAW:
+        letter.pop("raw_b64", None)
+        letter["raw"] = repr(raw)[:MAX_DEAD_LETTER_RAW]
+        letter["truncated"] = True
+        out = orjson.dumps(letter)
+    return out

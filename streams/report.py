@@ -1,0 +1,74 @@
+"""`python -m streams report`: the analytics questions in sql/queries/, answered from ClickHouse."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tabulate import tabulate
+
+QUERIES_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
+DEFAULT_QUERIES = ("tasks_by_state", "failure_rate_by_name", "runtime_percentiles_by_name", "worker_status")
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    title: str
+    sql: str
+
+
+def load_query(name: str, db: str) -> Query:
+    text = (QUERIES_DIR / f"{name}.sql").read_text()
+    title = name
+    for line in text.splitlines():
+        if line.startswith("-- title:"):
+            title = line.split(":", 1)[1].strip()
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+    return Query(name, title, body.replace("{db}", db).strip())
+
+
+@dataclass
+class Answer:
+    query: Query
+    columns: list[str]
+    rows: list[tuple]
+
+
+def run_report(
+    execute: Callable[[str, dict], tuple[list[str], list[tuple]]],
+    db: str,
+    params: dict,
+    names: tuple[str, ...] = DEFAULT_QUERIES,
+) -> list[Answer]:
+    answers = []
+    for name in names:
+        query = load_query(name, db)
+        columns, rows = execute(query.sql, params)
+        answers.append(Answer(query, columns, rows))
+    return answers
+
+
+def render(answers: list[Answer], fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps(
+            {a.query.name: [dict(zip(a.columns, row)) for row in a.rows] for a in answers}, default=str, indent=2
+        )
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        for a in answers:
+            writer.writerow([f"# {a.query.name}"])
+            writer.writerow(a.columns)
+            writer.writerows(a.rows)
+        return buf.getvalue()
+    parts = []
+    for a in answers:
+        parts.append(f"== {a.query.title} ==")
+        parts.append(tabulate(a.rows, headers=a.columns, tablefmt="simple") if a.rows else "(no rows)")
+        parts.append("")
+    return "\n".join(parts)

@@ -1,0 +1,1 @@
+"""Kafka -> ClickHouse: pure row mapping (rows.py), the writer (clickhouse.py), the consumer loop (consumer.py)."""

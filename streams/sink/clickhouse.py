@@ -1,0 +1,60 @@
+"""The ClickHouse adapter: the only module that imports clickhouse-driver."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Sequence
+
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+# Network-level failures: ClickHouse is down or unreachable -> retry, never drop.
+UNAVAILABLE = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, ConnectionError, OSError, EOFError)
+
+
+class ClickHouseUnavailable(RuntimeError):
+    """ClickHouse could not be reached; the caller retries with backoff."""
+
+
+def connect(settings: Settings, with_database: bool = True) -> Client:
+    return Client(
+        host=settings.clickhouse_host,
+        port=settings.clickhouse_port,
+        user=settings.clickhouse_user,
+        password=settings.clickhouse_password,
+        database=settings.clickhouse_database if with_database else "default",
+        secure=settings.clickhouse_secure,
+        connect_timeout=5,
+        send_receive_timeout=60,
+        settings={"use_numpy": False},
+    )
+
+
+class ClickHouseWriter:
+    """Inserts whole batches; a batch either lands or raises (the caller decides to retry)."""
+
+    def __init__(self, settings: Settings, client: Client | None = None):
+        self.database = settings.clickhouse_database
+        self.client = client or connect(settings)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[tuple]) -> int:
+        rows = list(rows)
+        if not rows:
+            return 0
+        sql = f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES"
+        try:
+            self.client.execute(sql, rows, types_check=False)
+        except UNAVAILABLE as exc:
+            self.client.disconnect()
+            raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
+        return len(rows)
+
+    def query(self, sql: str, params: dict | None = None) -> list[tuple]:
+        return self.client.execute(sql, params or {})
+
+    def close(self) -> None:
+        self.client.disconnect()

@@ -1,0 +1,35 @@
+"""Create every topic up front with one partition count (Tansu auto-creates with 4)."""
+
+from __future__ import annotations
+
+import logging
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from .config import Settings
+
+log = logging.getLogger("streams.topics")
+TABLES = ("tasks", "workers")
+
+
+def topic_names(settings: Settings) -> list[str]:
+    """Pipeline topics plus the Faust table changelogs (they must match the source partitions)."""
+    return settings.all_topics() + [f"{settings.app_id}-{table}-changelog" for table in TABLES]
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="celery-monitor-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in topic_names(settings) if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1) for name in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process
+        return missing
+    finally:
+        admin.close()
