@@ -33,7 +33,6 @@ class KafkaEventProducer:
             linger_ms=5,
             batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
-            buffer_memory=64 * 1024 * 1024,
             retries=5,
             request_timeout_ms=15_000,
             max_block_ms=15_000,

@@ -7,9 +7,11 @@ sleep), prints the report and stops everything it started.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+import uuid
 
 from devstack.__main__ import down, run_dir, up
 from streams.config import Settings
@@ -22,9 +24,12 @@ from .pipeline import Pipeline, PipelineError, wait_for_tasks, wait_for_worker
 
 def main() -> int:
     setup_logging("WARNING")
-    settings = Settings.load(cluster=os.environ.get("CLUSTER") or "demo")
+    logging.getLogger("celery.app.base").setLevel(logging.ERROR)  # the expired task is on purpose
+    run_id = uuid.uuid4().hex[:8]
+    # A cluster name per run: the report shows this run only, and the bridge queue is the run's own.
+    settings = Settings.load(cluster=f"{os.environ.get('CLUSTER') or 'demo'}-{run_id}")
     started = up(settings)
-    pipeline = Pipeline(settings, run_dir() / "logs")
+    pipeline = Pipeline(settings, run_dir() / "logs", run_id)
     began = time.monotonic()
     try:
         pipeline.start_bridge()

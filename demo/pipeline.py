@@ -7,7 +7,7 @@ Each process is started with its own session and stopped by its pid.
 from __future__ import annotations
 
 import os
-import signal
+import signal as signals
 import socket
 import subprocess
 import sys
@@ -64,7 +64,7 @@ class Proc:
         if self.alive():
             os.kill(self.pid, sig)
 
-    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int | None:
+    def stop(self, timeout: float = 20.0, sig: int = signals.SIGTERM) -> int | None:
         if self.popen is None:
             return None
         if self.alive():
@@ -72,7 +72,7 @@ class Proc:
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self.pid, signals.SIGKILL)
                 self.popen.wait(10)
         return self.popen.returncode
 
@@ -127,6 +127,7 @@ class Pipeline:
         proc = self._proc("celery-worker", argv, {"DEMO_QUEUE": self.task_queue})
         from . import tasks
 
+        tasks.configure(self.settings.broker_url, self.task_queue)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not proc.alive():

@@ -18,6 +18,12 @@ app.conf.update(
 )
 
 
+def configure(broker_url: str, queue: str) -> None:
+    """Point this process's producer at the pipeline's broker and the run's own task queue."""
+    app.conf.broker_url = broker_url
+    app.conf.task_default_queue = queue
+
+
 @app.task(name="demo.add")
 def add(x, y):
     return x + y

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 
 from . import tasks
@@ -15,8 +14,8 @@ def submit(worker_hostname: str, timeout: float = 30.0) -> dict[str, dict]:
     """Publish the mixed workload; returns uuid -> expected fields of its final record."""
     expected: dict[str, dict] = {}
 
-    def expect(result, **fields) -> None:
-        expected[result.id] = fields
+    def expect(async_result, **fields) -> None:
+        expected[async_result.id] = fields
 
     for i in range(N_ADD):
         expect(tasks.add.delay(i, i), name="demo.add", state="SUCCEEDED", retries=0, result=repr(2 * i))
@@ -26,8 +25,9 @@ def submit(worker_hostname: str, timeout: float = 30.0) -> dict[str, dict]:
         expect(tasks.flaky.delay(3), name="demo.flaky", state="RECOVERED", retries=2, result="'ok on try 3'")
     for _ in range(2):
         expect(tasks.always_retry.delay(), name="demo.always_retry", state="CRITICAL", retries=2, exception_type="RuntimeError")
-    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=60)
-    expect(tasks.add.apply_async((1, 1), expires=past), name="demo.add", state="REVOKED", revocation_reason="expired")
+    # Expired: held by the worker until its ETA, which is after its expiry (an already-expired
+    # message would be dropped by RabbitMQ's per-message TTL before any worker saw it).
+    expect(tasks.add.apply_async((1, 1), countdown=2, expires=1), name="demo.add", state="REVOKED", revocation_reason="expired")
     expect(tasks.reject.delay(), name="demo.reject", state="REJECTED", rejection="ignored", exception_type="Reject")
 
     # Terminate needs the task running, not merely reserved (that would be a plain revoke).

@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=max(0.5, settings.session_timeout / 6),
         consumer_auto_offset_reset="earliest",
         web_host="127.0.0.1",
-        web_port=settings.web_port,
+        web_port=settings.web_port or 6066,  # only used when the web server is enabled
         producer_acks=-1,
     )
     app.pipeline_settings = settings
@@ -86,8 +86,9 @@ def create_app(settings: Settings) -> faust.App:
     worker_states = topic(settings.topic_worker_states)
     dead_letters = topic(settings.topic_dead_letters)
 
-    tasks = app.Table("tasks", default=None, partitions=partitions, key_serializer="json", value_serializer="task_state")
-    workers = app.Table("workers", default=None, partitions=partitions, key_serializer="json", value_serializer="json")
+    tasks = app.Table("tasks", default=None, partitions=partitions, key_type=str)
+    tasks.value_serializer = "task_state"  # Faust derives serializers from model types; ours is a codec
+    workers = app.Table("workers", default=None, partitions=partitions, key_type=str)
     liveness = Liveness()
     expiry = settings.worker_expiry_factor
 

@@ -62,7 +62,7 @@ class Settings:
         2.0, "WORKER_EXPIRY_FACTOR", "a worker is OFFLINE(heartbeat-expired) after this many x freq without heartbeat"
     )
     sink: str = _setting("inline", "STREAMS_SINK", "'inline': the ClickHouse sink runs inside `streams worker`; 'off': run `streams sink` alone")
-    web_port: int = _setting(6066, "STREAMS_WEB_PORT", "Faust web server port (bound to 127.0.0.1)")
+    web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port on 127.0.0.1 (0 = no web server)")
     # ClickHouse sink
     clickhouse_host: str = _setting("127.0.0.1", "CLICKHOUSE_HOST", "ClickHouse host")
     clickhouse_port: int = _setting(9000, "CLICKHOUSE_PORT", "ClickHouse native TCP port")
