@@ -38,7 +38,7 @@ def main() -> int:
         print(f"[demo] bridge, streams worker and Celery worker {pipeline.worker_hostname} are running")
         from . import workload
 
-        expected = workload.submit(pipeline.worker_hostname)
+        expected = workload.submit(pipeline.client, pipeline.worker_hostname)
         print(f"[demo] published {len(expected)} tasks; waiting for their final state in ClickHouse")
         client = connect(settings)
         rows = wait_for_tasks(client, settings, list(expected), pipeline)

@@ -6,6 +6,7 @@ Each process is started with its own session and stopped by its pid.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal as signals
 import socket
@@ -95,6 +96,7 @@ class Pipeline:
     log_dir: Path
     run_id: str = field(default_factory=lambda: uuidlib.uuid4().hex[:8])
     procs: list[Proc] = field(default_factory=list)
+    client: object = None  # the Celery producer app of this run (set when the worker is up)
 
     @property
     def worker_hostname(self) -> str:
@@ -103,6 +105,13 @@ class Pipeline:
     @property
     def task_queue(self) -> str:
         return f"celery-monitor-demo-{self.run_id}"
+
+    def __post_init__(self) -> None:
+        # Each run is its own Faust application (fresh consumer group and changelogs): a streams
+        # worker that recovers a changelog and then meets a backlog can stall one partition on
+        # Tansu (docs/known-issues.md); the demo must not depend on that.
+        if self.settings.app_id == Settings.app_id:
+            self.settings = dataclasses.replace(self.settings, app_id=f"{self.settings.app_id}-{self.run_id}")
 
     def _proc(self, name: str, argv: list[str], extra_env: dict | None = None) -> Proc:
         env = settings_env(self.settings)
@@ -125,14 +134,14 @@ class Pipeline:
             "-Q", self.task_queue, "-n", self.worker_hostname, "--without-gossip", "--without-mingle", "-l", "warning",
         ]  # fmt: skip
         proc = self._proc("celery-worker", argv, {"DEMO_QUEUE": self.task_queue})
-        from . import tasks
+        from .tasks import make_client
 
-        tasks.configure(self.settings.broker_url, self.task_queue)
+        self.client = make_client(self.settings.broker_url, self.task_queue)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not proc.alive():
                 raise PipelineError(f"Celery worker exited: {proc.tail()}")
-            if tasks.app.control.ping(destination=[self.worker_hostname], timeout=0.5):
+            if self.client.control.ping(destination=[self.worker_hostname], timeout=0.5):
                 return proc
         raise PipelineError(f"Celery worker not ready within {timeout}s: {proc.tail()}")
 

@@ -18,10 +18,15 @@ app.conf.update(
 )
 
 
-def configure(broker_url: str, queue: str) -> None:
-    """Point this process's producer at the pipeline's broker and the run's own task queue."""
-    app.conf.broker_url = broker_url
-    app.conf.task_default_queue = queue
+def make_client(broker_url: str, queue: str) -> Celery:
+    """A producer-only app for one run: sends the tasks above by name, asks workers via control.
+
+    A fresh app per run, because an app's connection and producer pools stay bound to the first
+    broker it used (the tests run the workload on RabbitMQ and then on Redis in one process).
+    """
+    client = Celery("demo-client", broker=broker_url, set_as_current=False)
+    client.conf.update(task_send_sent_event=True, task_default_queue=queue, task_ignore_result=True)
+    return client
 
 
 @app.task(name="demo.add")

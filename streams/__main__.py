@@ -17,7 +17,7 @@ KAFKA = ["kafka_bootstrap", "kafka_flavor", "topic_partitions", "topic_task_even
 CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhouse_password",
               "clickhouse_database", "clickhouse_secure"]  # fmt: skip
 SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "session_timeout"]
-APP = ["app_id", "store", "session_timeout", "worker_expiry_factor", "sink", "web_port"]
+APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "sink", "web_port"]
 
 
 def cmd_worker(settings: Settings, args) -> None:

@@ -17,26 +17,12 @@ import time
 
 import faust
 import mode
-from faust.serializers import codecs
 
 from . import records
 from .config import Settings
-from .engine import TaskEvent, WorkerEvent, codec, derive_task, derive_worker, fold_task, fold_worker
+from .engine import TaskEvent, WorkerEvent, derive_task, derive_worker, fold_task, fold_worker
 
 log = logging.getLogger("streams.app")
-
-
-class TaskStateCodec(codecs.Codec):
-    """Table values: engine state dicts (with a set) <-> JSON bytes."""
-
-    def _dumps(self, obj) -> bytes:
-        return codec.dumps(obj)
-
-    def _loads(self, s: bytes):
-        return codec.loads_task_state(s)
-
-
-codecs.register("task_state", TaskStateCodec())
 
 
 class Liveness:
@@ -60,10 +46,15 @@ def _source(event) -> dict:
 
 def create_app(settings: Settings) -> faust.App:
     partitions = settings.topic_partitions
+    if settings.tansu_fixes:
+        from . import tansu
+
+        tansu.install(settings.kafka_bootstrap)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{hp}" for hp in settings.kafka_bootstrap.split(",")],
         store=settings.store,
+        datadir=settings.data_dir,
         topic_partitions=partitions,
         topic_replication_factor=1,
         topic_disable_leader=True,
@@ -86,8 +77,9 @@ def create_app(settings: Settings) -> faust.App:
     worker_states = topic(settings.topic_worker_states)
     dead_letters = topic(settings.topic_dead_letters)
 
+    # Values are engine state dicts; Faust's JSON writes the `ids` set as a list, and the fold
+    # turns it back into a set on the next event (see fold_task).
     tasks = app.Table("tasks", default=None, partitions=partitions, key_type=str)
-    tasks.value_serializer = "task_state"  # Faust derives serializers from model types; ours is a codec
     workers = app.Table("workers", default=None, partitions=partitions, key_type=str)
     liveness = Liveness()
     expiry = settings.worker_expiry_factor

@@ -55,6 +55,7 @@ class Settings:
     # Streams app
     app_id: str = _setting("celery-monitor", "STREAMS_APP_ID", "Faust application id (consumer group, changelog prefix)")
     store: str = _setting("memory://", "STREAMS_STORE", "Faust table store: memory:// or rocksdb://")
+    data_dir: str = _setting(".run/faust", "STREAMS_DATA_DIR", "Faust data directory (rocksdb tables live here)")
     session_timeout: float = _setting(
         6.0, "STREAMS_SESSION_TIMEOUT", "Kafka consumer session timeout, s (Tansu's JoinGroup waits half of it)"
     )

@@ -1,7 +1,7 @@
 """Task/worker state <-> JSON bytes (what the Faust table changelog carries).
 
 The only non-JSON value in a state is the ``ids`` set; it is written as a sorted list so
-equal states always serialize to equal bytes.
+equal states always serialize to equal bytes (keys sorted too).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def _default(value):
 
 
 def dumps(value) -> bytes:
-    return orjson.dumps(value, default=_default)
+    return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS)
 
 
 def loads_task_state(data: bytes | str) -> TaskState:

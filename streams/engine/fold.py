@@ -113,6 +113,8 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
     if state is None:
         state = new_task_state(ev.cluster, ev.uuid)
     ids = state["ids"]
+    if ids.__class__ is not set:  # a state read back from JSON (table changelog) has a list
+        ids = state["ids"] = set(ids)
     if ev.identity in ids:
         return state, False
     ids.add(ev.identity)
