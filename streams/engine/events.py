@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .states import (
+    FIELDS_READ_BY_TYPE,
     NUMBER,
     REJECTED_KIND,
     TASK_EVENT_KINDS,
-    TASK_FIELD_TYPES,
     WORKER_EVENT_TYPES,
     WORKER_FIELD_TYPES,
 )
@@ -97,14 +97,16 @@ def _bad_type(body: dict, types: dict) -> str | None:
     return None
 
 
-def _common(body: dict) -> tuple[str, int, int, float] | str:
-    hostname = body.get("hostname", "")
-    pid = body.get("pid", 0)
-    clock = body.get("clock", 0)
-    timestamp = body.get("timestamp")
+def _header(body: dict) -> tuple[str, int, int, float] | str:
+    """hostname, pid, clock, timestamp — the identity fields every event has (or a reason)."""
+    get = body.get
+    hostname = get("hostname")
+    pid = get("pid")
+    clock = get("clock")
+    timestamp = get("timestamp")
     if hostname is None:
         hostname = ""
-    if not isinstance(hostname, str):
+    elif hostname.__class__ is not str and not isinstance(hostname, str):
         return "field 'hostname' is not a string"
     if pid is None:
         pid = 0
@@ -112,30 +114,34 @@ def _common(body: dict) -> tuple[str, int, int, float] | str:
         clock = 0
     if pid.__class__ is not int or clock.__class__ is not int:
         return "field 'pid' or 'clock' is not an integer"
-    if not isinstance(timestamp, NUMBER) or timestamp.__class__ is bool:
-        return "field 'timestamp' is missing or not a number"
-    return hostname, pid, clock, float(timestamp)
+    if timestamp.__class__ is not float:
+        if timestamp.__class__ is bool or not isinstance(timestamp, NUMBER):
+            return "field 'timestamp' is missing or not a number"
+        timestamp = float(timestamp)
+    return hostname, pid, clock, timestamp
 
 
 def parse_event(body: Any, cluster: str | None = None) -> TaskEvent | WorkerEvent | Invalid:
     """Validate one event object. Never raises."""
-    if not isinstance(body, dict):
+    if body.__class__ is not dict and not isinstance(body, dict):
         return Invalid(f"event is a {type(body).__name__}, not an object", body)
     etype = body.get("type")
-    if not isinstance(etype, str):
+    if etype.__class__ is not str and not isinstance(etype, str):
         return Invalid("field 'type' is missing or not a string", body)
-    common = _common(body)
-    if isinstance(common, str):
-        return Invalid(common, body)
-    hostname, pid, clock, timestamp = common
+    header = _header(body)
+    if header.__class__ is str:
+        return Invalid(header, body)
+    hostname, pid, clock, timestamp = header
 
-    if etype in TASK_EVENT_KINDS:
+    fields = FIELDS_READ_BY_TYPE.get(etype)
+    if fields is not None:  # a task event
         uuid = body.get("uuid")
-        if not isinstance(uuid, str) or not uuid:
+        if uuid.__class__ is not str or not uuid:
             return Invalid("task event without a 'uuid' string", body)
-        bad = _bad_type(body, TASK_FIELD_TYPES)
-        if bad:
-            return Invalid(bad, body)
+        if fields:
+            bad = _bad_type(body, fields)
+            if bad:
+                return Invalid(bad, body)
         kind = TASK_EVENT_KINDS[etype]
         if kind is None:  # task-rejected: requeue decides
             kind = REJECTED_KIND[bool(body.get("requeue"))]

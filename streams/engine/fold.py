@@ -49,10 +49,20 @@ from .states import (
 )
 
 TaskState = dict[str, Any]
+_NEG_INF = float("-inf")
 WorkerState = dict[str, Any]
 
+def _getter(fields: tuple[str, ...]):
+    """What a register keeps of an event (built once per register, not per event)."""
+    if fields == ("hostname",):
+        return lambda ev: {"hostname": ev.hostname}
+    if fields == ("kind",):
+        return lambda ev: {"kind": ev.kind}
+    return lambda ev: {f: ev.body.get(f) for f in fields}
+
+
 _REGISTER_PLAN = {
-    kind: tuple((name, MERGE_RULES[name][1], MERGE_RULES[name][2]) for name in names)
+    kind: tuple((name, _getter(MERGE_RULES[name][1]), MERGE_RULES[name][2]) for name in names)
     for kind, names in REGISTERS_BY_KIND.items()
 }
 
@@ -66,8 +76,8 @@ def _revocation(body: dict) -> str:
     return REVOCATION_PLAIN
 
 
-def event_rank(ev: TaskEvent, rank: str) -> list:
-    latest = [ev.timestamp, ev.clock, ev.identity]
+def event_rank(ev: TaskEvent, rank: str, latest: list | None = None) -> list:
+    latest = latest or [ev.timestamp, ev.clock, ev.identity]
     if rank == "latest" or rank == "earliest":
         return latest
     if rank == "attempt":
@@ -75,19 +85,6 @@ def event_rank(ev: TaskEvent, rank: str) -> list:
     if rank == "revoke":
         return [REVOKE_RANK[_revocation(ev.body)], *latest]
     raise ValueError(f"unknown rank {rank!r}")
-
-
-def _values(ev: TaskEvent, fields: tuple[str, ...]) -> dict:
-    body = ev.body
-    out = {}
-    for field in fields:
-        if field == "kind":
-            out[field] = ev.kind
-        elif field == "hostname":
-            out[field] = ev.hostname
-        else:
-            out[field] = body.get(field)
-    return out
 
 
 # -- tasks ----------------------------------------------------------------------------------
@@ -120,15 +117,17 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
     ids.add(ev.identity)
 
     kind = ev.kind
+    ts = ev.timestamp
     n = state["n"]
     n[kind] = n.get(kind, 0) + 1
-    ts = ev.timestamp
     latest = state["ts"]
-    if ts > latest.get(kind, float("-inf")):
+    if ts > latest.get(kind, _NEG_INF):
         latest[kind] = ts
-    if state["first"] is None or ts < state["first"]:
+    first = state["first"]
+    if first is None or ts < first:
         state["first"] = ts
-    if state["last"] is None or ts > state["last"]:
+    last = state["last"]
+    if last is None or ts > last:
         state["last"] = ts
     if kind in RETRIES_KINDS:
         retries = ev.body.get("retries") or 0
@@ -136,11 +135,12 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
             state["retries"] = retries
 
     regs = state["reg"]
-    for name, fields, rank_name in _REGISTER_PLAN.get(kind, ()):
-        rank = event_rank(ev, rank_name)
+    latest_rank = [ts, ev.clock, ev.identity]
+    for name, values, rank_name in _REGISTER_PLAN[kind]:
+        rank = latest_rank if rank_name == "latest" else event_rank(ev, rank_name, latest_rank)
         current = regs.get(name)
         if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
-            regs[name] = [rank, _values(ev, fields)]
+            regs[name] = [rank, values(ev)]
     return state, True
 
 

@@ -120,6 +120,19 @@ for _name, (_kinds, _fields, _rank) in MERGE_RULES.items():
         REGISTERS_BY_KIND.setdefault(_kind, ())
         REGISTERS_BY_KIND[_kind] += (_name,)
 
+# Fields the engine reads from each event type: only these are type-checked (rule 7), so a
+# wrong type in a field nobody reads neither costs time nor invalidates the event.
+_FLAGS = {"task-rejected": ("requeue",), "task-revoked": ("expired", "terminated", "signum")}
+FIELDS_READ_BY_TYPE = {}
+for _etype, _kind in TASK_EVENT_KINDS.items():
+    _kinds = tuple(REJECTED_KIND.values()) if _kind is None else (_kind,)
+    _read = {"retries"} if _kind in ("sent", "received") else set()
+    _read.update(_FLAGS.get(_etype, ()))
+    for _k in _kinds:
+        for _name in REGISTERS_BY_KIND.get(_k, ()):
+            _read.update(f for f in MERGE_RULES[_name][1] if f in TASK_FIELD_TYPES)
+    FIELDS_READ_BY_TYPE[_etype] = {f: TASK_FIELD_TYPES[f] for f in sorted(_read)}
+
 # Kinds that carry the attempt number (`retries`, 0-based); rule 2: retries = the highest seen.
 RETRIES_KINDS = frozenset({SENT, RECEIVED_K})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .events import Invalid, TaskEvent, WorkerEvent, iter_events
+from .events import Invalid, TaskEvent, WorkerEvent, iter_events, parse_event
 from .fold import TaskState, WorkerState, derive_task, derive_worker, fold_task, fold_worker
 from .states import DEFAULT_EXPIRY_FACTOR
 
@@ -32,6 +32,12 @@ class Tracker:
     def feed(self, value: Any, cluster: str | None = None) -> list[Invalid]:
         """Fold every event in one decoded JSON value; returns what was invalid."""
         invalid = []
+        if value.__class__ is dict and "type" in value:  # the common case: one event object
+            event = parse_event(value, cluster)
+            if event.__class__ is Invalid:
+                return [event]
+            self.add(event)
+            return invalid
         for event in iter_events(value, cluster):
             if event.__class__ is Invalid:
                 invalid.append(event)

@@ -1,0 +1,61 @@
+"""The same migrations and queries on ClickHouse 18.16 (the server) and 26.x (chdb): same answers."""
+
+import math
+
+import pytest
+
+from streams.migrate import migrate
+from streams.report import QUERIES_DIR, run_report
+from streams.sink.clickhouse import ClickHouseWriter, connect
+from tests.sqlkit import Chdb, dataset, insert_sql
+
+DB = "celery_sqlcheck"
+QUERIES = sorted(p.stem for p in QUERIES_DIR.glob("*.sql"))
+
+
+@pytest.fixture(scope="module")
+def both(stack, scenario_events, tmp_path_factory):
+    import dataclasses
+
+    settings = dataclasses.replace(stack["settings"], clickhouse_database=DB)
+    server = connect(settings, with_database=False)
+    server.execute(f"DROP DATABASE IF EXISTS {DB}")
+    assert migrate(server.execute, DB) == ["0001", "0002", "0003"]
+    assert migrate(server.execute, DB) == []
+    writer = ClickHouseWriter(settings, connect(settings))
+    modern = Chdb(str(tmp_path_factory.mktemp("chdb")))
+    migrate(modern.execute, DB)
+    tables, _ = dataset(scenario_events)
+    for table, (columns, rows) in tables.items():
+        writer.insert(table, columns, rows)
+        writer.insert(table, columns, rows)  # twice: the duplicates must not change any answer
+        modern.execute(insert_sql(DB, table, columns, rows))
+
+    def server_query(sql, params):
+        rows, types = server.execute(sql, params, with_column_types=True)
+        return [n for n, _ in types], rows
+
+    yield server_query, modern.query
+    modern.close()
+    server.execute(f"DROP DATABASE IF EXISTS {DB}")
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("name", QUERIES)
+def test_same_answer_on_both(both, name):
+    server_query, modern_query = both
+    params = {"cluster": "fx", "since": 0}
+    (old,) = run_report(server_query, DB, params, (name,))
+    (new,) = run_report(modern_query, DB, params, (name,))
+    assert old.columns == new.columns
+    assert old.rows, f"{name} returned nothing on the known dataset"
+    assert len(old.rows) == len(new.rows)
+    for a, b in zip(old.rows, new.rows):
+        assert same(list(a), list(b)), (name, a, b)

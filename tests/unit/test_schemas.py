@@ -1,0 +1,41 @@
+"""Records the pipeline writes validate against the JSON Schemas in schemas/."""
+
+import json
+from pathlib import Path
+
+import orjson
+from jsonschema import Draft202012Validator
+
+from bridge.envelope import DEAD, Enveloper
+from streams.engine import Tracker
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def validator(name):
+    schema = json.loads((SCHEMAS / name).read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def test_task_and_worker_records(scenario_events):
+    t = Tracker()
+    for e in scenario_events:
+        t.feed(e, "c")
+    tasks, workers = validator("task-state.v1.json"), validator("worker-state.v1.json")
+    for r in t.task_records():
+        tasks.validate(r)
+    for r in t.worker_records(now=0):
+        workers.validate({**r, "evaluated_at": 1.0})
+
+
+def test_envelopes_and_dead_letters(scenario_raw):
+    envelope, dead = validator("envelope.v1.json"), validator("dead-letter.v1.json")
+    enveloper = Enveloper("c", "b")
+    for message in scenario_raw:
+        for record in enveloper.wrap(json.dumps(message["body"]).encode(), message["routing_key"], 1.0):
+            envelope.validate(orjson.loads(record.value))
+    for body in (b"\xff", b"[1]", b'{"type": "x"}'):
+        (record,) = Enveloper("c", "b").wrap(body, "rk", 0)
+        assert record.kind == DEAD
+        dead.validate(orjson.loads(record.value))
