@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from pathlib import Path
 
 import faust
 import mode
@@ -46,6 +47,7 @@ def _source(event) -> dict:
 
 def create_app(settings: Settings) -> faust.App:
     partitions = settings.topic_partitions
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     if settings.tansu_fixes:
         from . import tansu
 

@@ -53,12 +53,12 @@ _NEG_INF = float("-inf")
 WorkerState = dict[str, Any]
 
 def _getter(fields: tuple[str, ...]):
-    """What a register keeps of an event (built once per register, not per event)."""
+    """What a register keeps of an event, as a tuple aligned with its fields (built once)."""
     if fields == ("hostname",):
-        return lambda ev: {"hostname": ev.hostname}
+        return lambda ev: (ev.hostname,)
     if fields == ("kind",):
-        return lambda ev: {"kind": ev.kind}
-    return lambda ev: {f: ev.body.get(f) for f in fields}
+        return lambda ev: (ev.kind,)
+    return lambda ev: tuple(map(ev.body.get, fields))
 
 
 _REGISTER_PLAN = {
@@ -98,7 +98,7 @@ def new_task_state(cluster: str | None, uuid: str) -> TaskState:
         "first": None,
         "last": None,
         "retries": 0,
-        "reg": {},  # register -> [rank, {field: value}]
+        "reg": {},  # register -> [rank, [value of each of its fields]]
     }
 
 
@@ -136,8 +136,11 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
 
     regs = state["reg"]
     latest_rank = [ts, ev.clock, ev.identity]
+    ranks = {"latest": latest_rank, "earliest": latest_rank}
     for name, values, rank_name in _REGISTER_PLAN[kind]:
-        rank = latest_rank if rank_name == "latest" else event_rank(ev, rank_name, latest_rank)
+        rank = ranks.get(rank_name)
+        if rank is None:
+            rank = ranks[rank_name] = event_rank(ev, rank_name, latest_rank)
         current = regs.get(name)
         if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
             regs[name] = [rank, values(ev)]
@@ -167,7 +170,7 @@ def exception_type(exception: str | None, traceback: str | None) -> str | None:
 
 def _reg(regs: dict, name: str) -> dict:
     current = regs.get(name)
-    return current[1] if current else {}
+    return dict(zip(MERGE_RULES[name][1], current[1])) if current else {}
 
 
 def task_status(state: TaskState) -> str:
@@ -195,11 +198,11 @@ def derive_task(state: TaskState) -> dict:
     route = _reg(regs, "route")
     success = _reg(regs, "success")
     problem = _reg(regs, "failure") if n.get(FAILED_K) else _reg(regs, "retry")
-    revoke = regs.get("revoke")
+    revoke = _reg(regs, "revoke")
     revocation = signum = None
     if revoke:
-        revocation = _revocation(revoke[1])
-        signum = revoke[1].get("signum") if revocation == REVOCATION_TERMINATED else None
+        revocation = _revocation(revoke)
+        signum = revoke.get("signum") if revocation == REVOCATION_TERMINATED else None
     if n.get(IGNORED_K):
         rejection = REJECTION_IGNORED
     elif n.get(REQUEUED_K):

@@ -42,6 +42,7 @@ def stack(tmp_path_factory):
         sink_group=f"celery-monitor-sink-test-{run}",
         session_timeout=3.0,
         cluster=f"test-{run}",
+        data_dir=str(run_dir / "faust"),
     )
     prepare(settings)
     yield {"settings": settings, "run_dir": run_dir, "tansu": tansu, "clickhouse": clickhouse, "ch_http": ch_http}
