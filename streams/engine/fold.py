@@ -14,6 +14,7 @@ the Faust table stores and what its changelog carries.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from .events import TaskEvent, WorkerEvent
@@ -65,6 +66,8 @@ _REGISTER_PLAN = {
     kind: tuple((name, _getter(MERGE_RULES[name][1]), MERGE_RULES[name][2]) for name in names)
     for kind, names in REGISTERS_BY_KIND.items()
 }
+# fold_task builds at most one rank besides "latest"/"earliest" per event.
+assert all(len({r for _, _, r in plan} - {"latest", "earliest"}) <= 1 for plan in _REGISTER_PLAN.values())
 
 
 # -- ranks: total orders over events, so "the greatest" is always one well-defined event ----
@@ -136,11 +139,12 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
 
     regs = state["reg"]
     latest_rank = [ts, ev.clock, ev.identity]
-    ranks = {"latest": latest_rank, "earliest": latest_rank}
+    other_rank = None  # "attempt" or "revoke": at most one of them per kind, built once
     for name, values, rank_name in _REGISTER_PLAN[kind]:
-        rank = ranks.get(rank_name)
-        if rank is None:
-            rank = ranks[rank_name] = event_rank(ev, rank_name, latest_rank)
+        if rank_name == "latest" or rank_name == "earliest":
+            rank = latest_rank
+        else:
+            rank = other_rank = other_rank or event_rank(ev, rank_name, latest_rank)
         current = regs.get(name)
         if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
             regs[name] = [rank, values(ev)]
@@ -151,6 +155,7 @@ _REPR_TYPE = re.compile(r"([A-Za-z_][\w.]*)\(")
 _TRACEBACK_TYPE = re.compile(r"([A-Za-z_][\w.]*)(?::|$)")
 
 
+@lru_cache(maxsize=4096)  # a few exception texts repeat across most failed tasks
 def exception_type(exception: str | None, traceback: str | None) -> str | None:
     """The exception's class name; read from the traceback when the repr hides it (rule 5)."""
     if exception:
@@ -190,14 +195,24 @@ def task_status(state: TaskState) -> str:
     return ONLY_SENT_STATE
 
 
+_NO_VALUES = {name: (None,) * len(fields) for name, (_, fields, _) in MERGE_RULES.items()}
+_COPIED_REGISTERS = tuple((name, MERGE_RULES[name][1]) for name in ("meta", "route", "success"))
+_TIMESTAMP_SOURCES: dict[str, list[str]] = {}
+for _kind, _field in TIMESTAMP_FIELDS.items():
+    _TIMESTAMP_SOURCES.setdefault(_field, []).append(_kind)
+_SINGLE_TS = tuple((field, kinds[0]) for field, kinds in _TIMESTAMP_SOURCES.items() if len(kinds) == 1)
+_SHARED_TS = tuple((field, tuple(kinds)) for field, kinds in _TIMESTAMP_SOURCES.items() if len(kinds) > 1)
+
+
+def _values_of(regs: dict, name: str) -> tuple | list:
+    current = regs.get(name)
+    return current[1] if current is not None else _NO_VALUES[name]
+
+
 def derive_task(state: TaskState) -> dict:
     """The task record: what the output topic carries and ClickHouse stores."""
     n = state["n"]
     regs = state["reg"]
-    meta = _reg(regs, "meta")
-    route = _reg(regs, "route")
-    success = _reg(regs, "success")
-    problem = _reg(regs, "failure") if n.get(FAILED_K) else _reg(regs, "retry")
     revoke = _reg(regs, "revoke")
     revocation = signum = None
     if revoke:
@@ -209,13 +224,12 @@ def derive_task(state: TaskState) -> dict:
         rejection = REJECTION_REQUEUED
     else:
         rejection = None
-    exc = problem.get("exception")
-    tb = problem.get("traceback")
+    exc, tb = _values_of(regs, "failure" if n.get(FAILED_K) else "retry")
     record = {
         "kind": "task",
         "cluster": state["cluster"],
         "uuid": state["uuid"],
-        "name": meta.get("name"),
+        "name": _values_of(regs, "meta")[0],
         "state": task_status(state),
         "retries": state["retries"],
         "revocation_reason": revocation,
@@ -225,24 +239,17 @@ def derive_task(state: TaskState) -> dict:
         "exception": exc,
         "exception_type": exception_type(exc, tb),
         "traceback": tb,
-        "result": success.get("result"),
-        "runtime": success.get("runtime"),
-        "args": meta.get("args"),
-        "kwargs": meta.get("kwargs"),
-        "eta": meta.get("eta"),
-        "expires": meta.get("expires"),
-        "root_id": meta.get("root_id"),
-        "parent_id": meta.get("parent_id"),
-        "queue": route.get("queue"),
-        "exchange": route.get("exchange"),
-        "routing_key": route.get("routing_key"),
-        "worker": _reg(regs, "worker").get("hostname"),
-        "client": _reg(regs, "client").get("hostname"),
+        "worker": _values_of(regs, "worker")[0],
+        "client": _values_of(regs, "client")[0],
     }
+    for name, fields in _COPIED_REGISTERS:
+        record.update(zip(fields, _values_of(regs, name)))
     latest = state["ts"]
-    for kind, field in TIMESTAMP_FIELDS.items():  # two kinds share rejected_at: keep the later
-        ts, prev = latest.get(kind), record.get(field)
-        record[field] = ts if prev is None else prev if ts is None else max(prev, ts)
+    get = latest.get
+    for field, kind in _SINGLE_TS:
+        record[field] = get(kind)
+    for field, kinds in _SHARED_TS:  # rejected_at: either kind of task-rejected, the later
+        record[field] = max((latest[k] for k in kinds if k in latest), default=None)
     record["first_seen_at"] = state["first"]
     record["last_seen_at"] = state["last"]
     record["events_count"] = len(state["ids"])

@@ -18,13 +18,16 @@ class Tracker:
     def add(self, event: TaskEvent | WorkerEvent) -> bool:
         """Fold one validated event; True when it changed the state."""
         ts = event.timestamp
-        if self.latest_timestamp is None or ts > self.latest_timestamp:
+        latest = self.latest_timestamp
+        if latest is None or ts > latest:
             self.latest_timestamp = ts
-        key = event.key
         if event.__class__ is TaskEvent:
-            state, changed = fold_task(self.tasks.get(key), event)
-            self.tasks[key] = state
+            key = f"{event.cluster or ''}/{event.uuid}"  # task_key(), inlined on the hot path
+            tasks = self.tasks
+            state, changed = fold_task(tasks.get(key), event)
+            tasks[key] = state
         else:
+            key = event.key
             state, changed = fold_worker(self.workers.get(key), event)
             self.workers[key] = state
         return changed
