@@ -68,7 +68,6 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port or 6066,  # only used when the web server is enabled
         producer_acks=-1,
     )
-    app.pipeline_settings = settings
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
@@ -86,12 +85,15 @@ def create_app(settings: Settings) -> faust.App:
     liveness = Liveness()
     expiry = settings.worker_expiry_factor
 
+    async def dead_letter(item, event, expected: str) -> None:
+        await dead_letters.send(value=records.dead_letter(_as_invalid(item, expected), _source(event), "streams"))
+
     @app.agent(task_events, name="fold_task_events")
     async def fold_task_events(stream):
         async for event in stream.events():
             for item in records.decode(event.value):
                 if item.__class__ is not TaskEvent:
-                    await dead_letters.send(value=records.dead_letter(_as_invalid(item, "task"), _source(event), "streams"))
+                    await dead_letter(item, event, "task")
                     continue
                 state, changed = fold_task(tasks.get(item.key), item)
                 if changed:
@@ -103,13 +105,13 @@ def create_app(settings: Settings) -> faust.App:
         async for event in stream.events():
             for item in records.decode(event.value):
                 if item.__class__ is not WorkerEvent:
-                    await dead_letters.send(value=records.dead_letter(_as_invalid(item, "worker"), _source(event), "streams"))
+                    await dead_letter(item, event, "worker")
                     continue
                 state, changed = fold_worker(workers.get(item.key), item)
                 if changed:
                     workers[item.key] = state
                     record = derive_worker(state, None, expiry)
-                    liveness.changed(item.key, record)
+                    liveness.changed(item.key, record)  # the timer then only publishes real changes
                     await worker_states.send(key=item.key.encode(), value=records.encode(record))
 
     @app.timer(interval=1.0, name="expire_workers")
@@ -123,7 +125,6 @@ def create_app(settings: Settings) -> faust.App:
 
     if settings.sink == "inline":
         app.service(_sink_service(settings))
-    app.pipeline = {"tasks": tasks, "workers": workers}
     return app
 
 
