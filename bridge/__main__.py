@@ -35,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             "bridge_prefetch",
             "bridge_batch_size",
             "bridge_batch_seconds",
+            "bridge_kafka_timeout",
         ],
     )
     parser.add_argument("--bridge-id", default=None, help="id on every envelope (default host:pid)")

@@ -19,13 +19,14 @@ class KafkaUnavailable(RuntimeError):
 
 
 class KafkaEventProducer:
-    def __init__(self, settings: Settings, flush_timeout: float = 30.0):
+    def __init__(self, settings: Settings):
         self.topics = {
             TASK: settings.topic_task_events,
             WORKER: settings.topic_worker_events,
             DEAD: settings.topic_dead_letters,
         }
-        self.flush_timeout = flush_timeout
+        self.flush_timeout = settings.bridge_kafka_timeout
+        timeout_ms = int(settings.bridge_kafka_timeout * 1000)
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             client_id=f"celery-monitor-bridge-{settings.cluster}",
@@ -34,8 +35,8 @@ class KafkaEventProducer:
             batch_size=256 * 1024,
             max_request_size=4 * 1024 * 1024,
             retries=5,
-            request_timeout_ms=15_000,
-            max_block_ms=15_000,
+            request_timeout_ms=timeout_ms,
+            max_block_ms=timeout_ms,
         )
 
     def send_all(self, records: list[Routed]) -> None:

@@ -116,7 +116,9 @@ class Pipeline:
     def _proc(self, name: str, argv: list[str], extra_env: dict | None = None) -> Proc:
         env = settings_env(self.settings)
         env.update(extra_env or {})
-        proc = Proc(name, argv, env, self.log_dir / f"{name}-{self.run_id}.log").start()
+        same = sum(1 for p in self.procs if p.name == name)  # a restarted process gets its own log
+        suffix = f"-{same}" if same else ""
+        proc = Proc(name, argv, env, self.log_dir / f"{name}-{self.run_id}{suffix}.log").start()
         self.procs.append(proc)
         return proc
 

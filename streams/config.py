@@ -52,6 +52,9 @@ class Settings:
     bridge_prefetch: int = _setting(4000, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight")
     bridge_batch_size: int = _setting(1000, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush (acked together after it)")
     bridge_batch_seconds: float = _setting(0.2, "BRIDGE_BATCH_SECONDS", "longest wait before a partial batch is flushed")
+    bridge_kafka_timeout: float = _setting(
+        10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries"
+    )
     # Streams app
     app_id: str = _setting("celery-monitor", "STREAMS_APP_ID", "Faust application id (consumer group, changelog prefix)")
     store: str = _setting("memory://", "STREAMS_STORE", "Faust table store: memory:// or rocksdb://")
