@@ -9,7 +9,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup up down status logs test unit integration demo bench-engine clean
+.PHONY: help setup up down status logs test unit integration demo bench bench-engine bench-bridge clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,6 +55,11 @@ demo: setup  ## the whole pipeline end to end with a real Celery worker, then a 
 
 bench-engine: setup  ## engine vs celery.events.state.State on >= 200k recorded events
 	$(PY) -m bench.engine
+
+bench-bridge: setup  ## events/s RabbitMQ -> bridge -> Kafka (private Tansu), bridge CPU and RSS
+	$(PY) -m bench.bridge
+
+bench: bench-engine bench-bridge  ## every benchmark
 
 clean: down  ## stop our services and delete the run directory and venv
 	rm -rf $(RUN_DIR) $(VENV)

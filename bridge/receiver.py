@@ -72,9 +72,10 @@ class BrokerReceiver:
             queue, acks = self._queue(conn)
             log.info("consuming Celery events: broker=%s queue=%s acks=%s cluster=%s", mask_url(url), queue.name, acks, self.settings.cluster)
             self.pending = []  # unacked messages of a lost connection come back by redelivery
-            with conn.Consumer(queue, on_message=self._on_message, no_ack=not acks) as consumer:
-                if acks:
-                    consumer.qos(prefetch_count=self.settings.bridge_prefetch)
+            # prefetch must be set before basic.consume: RabbitMQ applies a per-consumer qos only
+            # to consumers started after it (set later, the whole queue was delivered at once).
+            prefetch = self.settings.bridge_prefetch if acks else None
+            with conn.Consumer(queue, on_message=self._on_message, no_ack=not acks, prefetch_count=prefetch):
                 batch_started = time.monotonic()
                 while not self.stopping:
                     left = self.settings.bridge_batch_seconds - (time.monotonic() - batch_started)

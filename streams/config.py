@@ -49,8 +49,10 @@ class Settings:
         2_000_000, "BRIDGE_QUEUE_MAX_LENGTH", "AMQP x-max-length of the bridge queue (protects the broker when the bridge is down)"
     )
     bridge_queue_ttl_ms: int = _setting(86_400_000, "BRIDGE_QUEUE_TTL_MS", "AMQP x-message-ttl of the bridge queue (ms)")
-    bridge_prefetch: int = _setting(4000, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight")
-    bridge_batch_size: int = _setting(1000, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush (acked together after it)")
+    bridge_prefetch: int = _setting(
+        100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (the bridge's memory bound; a task.multi message holds up to ~100 events)"
+    )
+    bridge_batch_size: int = _setting(50, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush (acked together after it)")
     bridge_batch_seconds: float = _setting(0.2, "BRIDGE_BATCH_SECONDS", "longest wait before a partial batch is flushed")
     bridge_kafka_timeout: float = _setting(
         10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries"

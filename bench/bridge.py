@@ -1,0 +1,130 @@
+"""`make bench-bridge`: events/s through the bridge, RabbitMQ -> Kafka, with its CPU and RSS.
+
+The recorded load (80,216 real events, repeated with fresh uuids) is published into the
+`celeryev` exchange as `task.multi` batches (worker events one per message), into the bridge's
+durable queue, before the bridge starts; then the bridge drains it into a private Tansu. The
+clock runs from the bridge's start until Kafka holds every record (Fetch high watermarks).
+Writes bench/results/bridge.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from celery.events.event import get_exchange
+from kafka import TopicPartition
+from kombu import Connection, Queue
+
+from bench.engine import load_events
+from demo.pipeline import Pipeline
+from devstack import services
+from devstack.__main__ import prepare
+from streams.config import Settings
+from streams.tansu import fetch_highwaters
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def messages(events: list[dict], batch: int) -> list[tuple[str, bytes]]:
+    out, pending = [], []
+    for e in events:
+        e = {k: v for k, v in e.items() if k != "local_received"}  # raw bodies have no receiver field
+        if e["type"].startswith("task-"):
+            pending.append(e)
+            if len(pending) >= batch:
+                out.append(("task.multi", orjson.dumps(pending)))
+                pending = []
+        else:
+            out.append((e["type"].replace("-", "."), orjson.dumps(e)))
+    if pending:
+        out.append(("task.multi", orjson.dumps(pending)))
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=100, help="events per task.multi message")
+    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
+    args = parser.parse_args(argv)
+
+    events = load_events(args.events)
+    bodies = messages(events, args.batch)
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    port = services.free_port()
+    tansu, argv_, env = services.tansu(run_dir, port)
+    tansu.start(argv_, env=env)
+    settings = Settings.load(kafka_bootstrap=f"127.0.0.1:{port}", broker_url=args.broker, cluster=f"bench-{os.getpid()}")
+    pipeline = Pipeline(settings, run_dir / "logs")
+    try:
+        from streams.topics import ensure_topics
+
+        ensure_topics(settings)
+        with Connection(settings.broker_url) as conn:
+            exchange = get_exchange(conn)
+            queue = Queue(
+                settings.bridge_queue_name, exchange=exchange, routing_key="#", durable=True, auto_delete=False,
+                queue_arguments={"x-max-length": settings.bridge_queue_max_length, "x-message-ttl": settings.bridge_queue_ttl_ms},
+            )  # fmt: skip
+            queue(conn.channel()).declare()
+            with conn.Producer(exchange=exchange) as producer:
+                for routing_key, body in bodies:
+                    producer.publish(body, routing_key=routing_key, content_type="application/json", content_encoding="utf-8")
+        print(f"bench-bridge: {len(events):,} events in {len(bodies):,} broker messages (task.multi of {args.batch}) queued")
+
+        t0 = time.monotonic()
+        bridge = pipeline.start_bridge()
+        topics = [settings.topic_task_events, settings.topic_worker_events]
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+        rss_max, produced = 0.0, 0
+        while time.monotonic() - t0 < 600:
+            rss_max = max(rss_max, rss_mb(bridge.pid))
+            produced = sum(fetch_highwaters([settings.kafka_bootstrap], tps).values())
+            if produced >= len(events):
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - t0
+        cpu = cpu_seconds(bridge.pid)
+    finally:
+        pipeline.stop()
+        pipeline.cleanup_broker()
+        tansu.stop()
+    result = {
+        "events": len(events),
+        "records_in_kafka": produced,
+        "seconds": elapsed,
+        "events_per_second": produced / elapsed,
+        "bridge_cpu_seconds": cpu,
+        "bridge_cpu_share": cpu / elapsed,
+        "bridge_rss_max_mb": rss_max,
+    }
+    print(f"  throughput : {result['events_per_second']:,.0f} events/s ({produced:,} records in {elapsed:.1f}s, goal 30,000/s)")
+    print(f"  bridge CPU : {cpu:.1f}s = {result['bridge_cpu_share']:.0%} of one core;  RSS max {rss_max:.0f} MB (goal <= 100 MB)")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bridge.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
