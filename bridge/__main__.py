@@ -12,8 +12,10 @@ from streams.config import Settings, add_arguments
 from streams.logs import setup_logging
 
 from .envelope import Enveloper
+from .metrics import BridgeMetrics
 from .producer import KafkaEventProducer
 from .receiver import BrokerReceiver
+from .redact import Redactor
 
 log = logging.getLogger("bridge")
 
@@ -36,6 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             "bridge_batch_size",
             "bridge_batch_seconds",
             "bridge_kafka_timeout",
+            "bridge_metrics_addr",
+            "bridge_redact_fields",
+            "bridge_redact_mode",
+            "bridge_redact_max_chars",
         ],
     )
     parser.add_argument("--bridge-id", default=None, help="id on every envelope (default host:pid)")
@@ -49,8 +55,11 @@ def main(argv=None) -> None:
     settings = Settings.load(args)
     bridge_id = args.bridge_id or f"{socket.gethostname()}:{os.getpid()}"
     log.info("bridge starting: id=%s settings=%s", bridge_id, settings.as_dict())
+    redactor = Redactor.from_settings(settings.bridge_redact_fields, settings.bridge_redact_mode, settings.bridge_redact_max_chars)
+    metrics = BridgeMetrics()
+    metrics.serve(settings.bridge_metrics_addr)
     producer = KafkaEventProducer(settings)
-    receiver = BrokerReceiver(settings, Enveloper(settings.cluster, bridge_id), producer.send_all)
+    receiver = BrokerReceiver(settings, Enveloper(settings.cluster, bridge_id, redactor), producer.send_all, metrics)
 
     def stop(signum, _frame):
         log.info("bridge stopping on signal %d: flushing the current batch", signum)

@@ -16,6 +16,8 @@ import orjson
 from streams.engine.events import Invalid, worker_key
 from streams.records import dead_letter
 
+from .redact import Redactor
+
 ENVELOPE_VERSION = 1
 TASK, WORKER, DEAD = "task", "worker", "dead"
 
@@ -27,9 +29,10 @@ class Routed(NamedTuple):
 
 
 class Enveloper:
-    def __init__(self, cluster: str, bridge_id: str):
+    def __init__(self, cluster: str, bridge_id: str, redactor: Redactor | None = None):
         self.cluster = cluster
         self.bridge_id = bridge_id
+        self.redactor = redactor
         self.seq = 0
 
     def _dead(self, reason: str, raw, routing_key: str | None) -> Routed:
@@ -61,6 +64,10 @@ class Enveloper:
                 "routing_key": routing_key,
                 "event": event,
             }
+            if self.redactor is not None:
+                redacted = self.redactor(event)
+                if redacted:
+                    envelope["redacted"] = redacted
             try:
                 value = orjson.dumps(envelope)
             except TypeError as exc:  # e.g. an integer beyond 64 bits

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import Counter
 from typing import Callable
 
 from celery.events.event import get_exchange
@@ -21,17 +22,26 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from streams.config import Settings, mask_url
 
-from .envelope import Enveloper, Routed
+from .envelope import DEAD, Enveloper, Routed
+from .metrics import BridgeMetrics
 from .producer import KafkaUnavailable
 
 log = logging.getLogger("bridge.receiver")
 
 
 class BrokerReceiver:
-    def __init__(self, settings: Settings, enveloper: Enveloper, send_all: Callable[[list[Routed]], None]):
+    def __init__(
+        self,
+        settings: Settings,
+        enveloper: Enveloper,
+        send_all: Callable[[list[Routed]], None],
+        metrics: BridgeMetrics | None = None,
+    ):
         self.settings = settings
         self.enveloper = enveloper
         self.send_all = send_all
+        self.metrics = metrics or BridgeMetrics()
+        self.topics = {"task": settings.topic_task_events, "worker": settings.topic_worker_events, DEAD: settings.topic_dead_letters}
         self.pending: list = []  # (message, received_at) not yet in Kafka
         self.stopping = False
         self.counts = {"messages": 0, "records": 0, "batches": 0}
@@ -58,13 +68,17 @@ class BrokerReceiver:
         for attempt in Retrying(
             wait=wait_exponential(multiplier=0.5, max=30),
             retry=lambda state: state.outcome.failed and not self.stopping,
-            before_sleep=lambda st: log.warning(
-                "broker connection lost (%s); reconnecting to %s in %.1fs",
-                st.outcome.exception(), mask_url(url), st.next_action.sleep,
-            ),
+            before_sleep=self._on_broker_lost,
         ):
             with attempt:
                 self._consume(url)
+
+    def _on_broker_lost(self, state) -> None:
+        self.metrics.broker_reconnects.labels(self.settings.cluster).inc()
+        log.warning(
+            "broker connection lost (%s); reconnecting to %s in %.1fs",
+            state.outcome.exception(), mask_url(self.settings.broker_url), state.next_action.sleep,
+        )
 
     def _consume(self, url: str) -> None:
         with Connection(url, connect_timeout=10) as conn:
@@ -78,6 +92,7 @@ class BrokerReceiver:
             with conn.Consumer(queue, on_message=self._on_message, no_ack=not acks, prefetch_count=prefetch):
                 batch_started = time.monotonic()
                 while not self.stopping:
+                    self.metrics.tick()
                     left = self.settings.bridge_batch_seconds - (time.monotonic() - batch_started)
                     if self.pending and (left <= 0 or len(self.pending) >= self.settings.bridge_batch_size):
                         self._flush(acks)
@@ -93,6 +108,7 @@ class BrokerReceiver:
 
     def _on_message(self, message) -> None:
         self.pending.append((message, time.time()))
+        self.metrics.in_flight.labels(self.settings.cluster).set(len(self.pending))
 
     def _flush(self, acks: bool) -> None:
         records: list[Routed] = []
@@ -102,20 +118,34 @@ class BrokerReceiver:
             if compression:
                 body = decompress(body, compression)
             records.extend(self.enveloper.wrap(body, message.delivery_info.get("routing_key"), received_at))
+        cluster = self.settings.cluster
+        by_kind = Counter(record.kind for record in records)  # metrics per batch, not per event
+        for kind, count in by_kind.items():
+            self.metrics.events_in.labels(cluster, kind).inc(count)
         # Back-pressure: while Kafka is down we neither ack nor consume; RabbitMQ keeps the rest.
         for attempt in Retrying(
             wait=wait_exponential(multiplier=0.5, max=30),
             retry=retry_if_exception_type(KafkaUnavailable),
-            before_sleep=lambda st: log.warning(
-                "Kafka unavailable (%s); holding %d events, retry %d in %.1fs (check KAFKA_BOOTSTRAP=%s, make status)",
-                st.outcome.exception(), len(records), st.attempt_number, st.next_action.sleep, self.settings.kafka_bootstrap,
-            ),
+            before_sleep=lambda st: self._on_kafka_down(st, len(records)),
         ):
             with attempt:
                 self.send_all(records)
+        for kind, count in by_kind.items():
+            self.metrics.records_out.labels(cluster, self.topics[kind]).inc(count)
+        self.metrics.dead_letters.labels(cluster).inc(by_kind.get(DEAD, 0))
         if acks:
             self.pending[-1][0].ack(multiple=True)  # every message up to this one is in Kafka
+            self.metrics.broker_acks.labels(cluster).inc(len(self.pending))
+        self.metrics.in_flight.labels(cluster).set(0)
         self.counts["messages"] += len(self.pending)
         self.counts["records"] += len(records)
         self.counts["batches"] += 1
         self.pending = []
+
+    def _on_kafka_down(self, state, held: int) -> None:
+        self.metrics.kafka_errors.labels(self.settings.cluster).inc()
+        self.metrics.tick()  # waiting on Kafka is not being stuck
+        log.warning(
+            "Kafka unavailable (%s); holding %d events, retry %d in %.1fs (check KAFKA_BOOTSTRAP=%s, make status)",
+            state.outcome.exception(), held, state.attempt_number, state.next_action.sleep, self.settings.kafka_bootstrap,
+        )

@@ -57,6 +57,14 @@ class Settings:
     bridge_kafka_timeout: float = _setting(
         10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries"
     )
+    bridge_metrics_addr: str = _setting(
+        "127.0.0.1:9464", "BRIDGE_METRICS_ADDR", "host:port of the bridge's /metrics and /healthz ('' = off)"
+    )
+    bridge_redact_fields: str = _setting(
+        "", "BRIDGE_REDACT_FIELDS", "comma list of args,kwargs,result to redact before events leave the bridge"
+    )
+    bridge_redact_mode: str = _setting("hash", "BRIDGE_REDACT_MODE", "drop | truncate | hash (sha256) for redacted fields")
+    bridge_redact_max_chars: int = _setting(256, "BRIDGE_REDACT_MAX_CHARS", "characters kept by BRIDGE_REDACT_MODE=truncate")
     # Streams app
     app_id: str = _setting("celery-monitor", "STREAMS_APP_ID", "Faust application id (consumer group, changelog prefix)")
     store: str = _setting("memory://", "STREAMS_STORE", "Faust table store: memory:// or rocksdb://")

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import threading
 import time
+import urllib.request
 
 from demo.pipeline import Pipeline
+from devstack import services
 from tests.integration.test_bridge_at_least_once import EVENTS_PER_TASK, identities_in_kafka
 
 N_TASKS = 2000
@@ -27,7 +30,10 @@ def rss_mb(pid: int) -> float:
 def test_kafka_down_means_back_pressure_not_memory_or_loss(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(pipeline.settings, cluster=f"{base.cluster}-down-{pipeline.run_id}", bridge_kafka_timeout=4.0)
+    metrics_addr = f"127.0.0.1:{services.free_port()}"
+    settings = dataclasses.replace(
+        pipeline.settings, cluster=f"{base.cluster}-down-{pipeline.run_id}", bridge_kafka_timeout=4.0, bridge_metrics_addr=metrics_addr
+    )
     pipeline.settings = settings
     tansu_pid = stack["tansu"].pid()
     rss = []
@@ -45,6 +51,7 @@ def test_kafka_down_means_back_pressure_not_memory_or_loss(stack):
                 assert bridge.alive(), bridge.tail()
                 time.sleep(0.5)
             publisher.join()
+            health = urllib.request.urlopen(f"http://{metrics_addr}/healthz", timeout=5).status  # waiting is not stuck
         finally:
             os.kill(tansu_pid, signal.SIGCONT)
         deadline = time.monotonic() + 120
@@ -54,10 +61,16 @@ def test_kafka_down_means_back_pressure_not_memory_or_loss(stack):
                 break
             time.sleep(2)
         log = bridge.log_text()
+        metrics = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5).read().decode()
     finally:
         pipeline.stop()
         pipeline.cleanup_broker()
     assert len(seen) == N_TASKS * EVENTS_PER_TASK, f"{N_TASKS * EVENTS_PER_TASK - len(seen)} events lost"
     assert "Kafka unavailable" in log  # it said so, with what to check
+    assert health == 200
+    errors = re.search(r'bridge_kafka_errors_total\{cluster="[^"]+"\} (\d+)', metrics)
+    assert errors and int(errors.group(1)) >= 1, metrics
+    out = re.search(r'bridge_records_out_total\{cluster="[^"]+",topic="celery.task-events.v1"\} (\d+)', metrics)
+    assert out and int(out.group(1)) >= N_TASKS * EVENTS_PER_TASK
     assert max(rss) < 150, f"bridge RSS grew to {max(rss):.0f} MB while Kafka was down"
     print(f"\nKafka paused {PAUSE_SECONDS}s: bridge RSS max {max(rss):.0f} MB, {len(seen)} events, {records - len(seen)} duplicates")

@@ -1,0 +1,77 @@
+"""Prometheus metrics and a health check for the bridge (prometheus-client).
+
+GET /metrics   the counters and gauges below
+GET /healthz   200 while the consume loop is alive (it ticks at least every batch interval),
+               503 with the reason otherwise — for a liveness probe.
+Bound to BRIDGE_METRICS_ADDR (default 127.0.0.1:9464; empty = off).  A bind failure is logged
+and the bridge runs on without metrics rather than not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+log = logging.getLogger("bridge.metrics")
+STALE_AFTER = 120.0  # seconds without a loop tick (longer than a Kafka retry wait) -> unhealthy
+
+
+class BridgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("bridge_events_in_total", "Events read from the broker", ["cluster", "type"], registry=r)
+        self.records_out = Counter("bridge_records_out_total", "Records acknowledged by Kafka", ["cluster", "topic"], registry=r)
+        self.dead_letters = Counter("bridge_dead_letters_total", "Inputs sent to the dead-letter topic", ["cluster"], registry=r)
+        self.broker_acks = Counter("bridge_broker_acks_total", "Broker messages acked after Kafka acked them", ["cluster"], registry=r)
+        self.kafka_errors = Counter("bridge_kafka_errors_total", "Batches Kafka did not acknowledge (retried)", ["cluster"], registry=r)
+        self.broker_reconnects = Counter("bridge_broker_reconnects_total", "Broker connections lost and retried", ["cluster"], registry=r)
+        self.in_flight = Gauge("bridge_in_flight_messages", "Broker messages received, not yet in Kafka", ["cluster"], registry=r)
+        self.last_tick = time.monotonic()
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def health(self) -> tuple[int, dict]:
+        age = time.monotonic() - self.last_tick
+        if age > STALE_AFTER:
+            return 503, {"status": "stuck", "seconds_since_loop": round(age, 1)}
+        return 200, {"status": "ok", "seconds_since_loop": round(age, 1)}
+
+    def serve(self, address: str) -> ThreadingHTTPServer | None:
+        if not address:
+            return None
+        host, _, port = address.rpartition(":")
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                if self.path.startswith("/metrics"):
+                    status, body, ctype = 200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+                elif self.path.startswith("/healthz"):
+                    status, payload = metrics.health()
+                    body, ctype = json.dumps(payload).encode(), "application/json"
+                else:
+                    status, body, ctype = 404, b"not found\n", "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # scrapes are not news
+                pass
+
+        try:
+            server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        except OSError as exc:
+            log.warning("metrics endpoint %s not started (%s); the bridge runs without it", address, exc)
+            return None
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        log.info("metrics on http://%s/metrics, health on /healthz", address)
+        return server
