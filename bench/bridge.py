@@ -24,7 +24,6 @@ from kombu import Connection, Queue
 from bench.engine import load_events
 from demo.pipeline import Pipeline
 from devstack import services
-from devstack.__main__ import prepare
 from streams.config import Settings
 from streams.tansu import fetch_highwaters
 

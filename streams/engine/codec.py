@@ -1,14 +1,13 @@
-"""Task/worker state <-> JSON bytes (what the Faust table changelog carries).
+"""Canonical JSON bytes of an engine state: equal states give equal bytes.
 
-The only non-JSON value in a state is the ``ids`` set; it is written as a sorted list so
-equal states always serialize to equal bytes (keys sorted too).
+The only non-JSON value in a state is the ``ids`` set; it is written as a sorted list and every
+object's keys are sorted, so two states built from the same events in different orders
+serialize identically (the property tests compare states this way).
 """
 
 from __future__ import annotations
 
 import orjson
-
-from .fold import TaskState
 
 
 def _default(value):
@@ -19,13 +18,3 @@ def _default(value):
 
 def dumps(value) -> bytes:
     return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS)
-
-
-def loads_task_state(data: bytes | str) -> TaskState:
-    state = orjson.loads(data)
-    state["ids"] = set(state["ids"])
-    return state
-
-
-def loads(data: bytes | str):
-    return orjson.loads(data)
