@@ -37,13 +37,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
 
 def messages(events: list[dict], batch: int) -> list[tuple[str, bytes]]:
     out, pending = [], []
@@ -98,7 +91,7 @@ def main(argv=None) -> None:
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
         rss_max, produced = 0.0, 0
         while time.monotonic() - t0 < 600:
-            rss_max = max(rss_max, rss_mb(bridge.pid))
+            rss_max = max(rss_max, services.rss_mb(bridge.pid))
             produced = sum(fetch_highwaters([settings.kafka_bootstrap], tps).values())
             if produced >= len(events):
                 break

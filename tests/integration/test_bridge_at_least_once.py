@@ -37,6 +37,15 @@ def identities_in_kafka(settings, uuids: set[str]) -> tuple[set, int, set]:
     return seen, records, bridges
 
 
+def wait_for_identities(settings, uuids: set[str], expected: int, timeout: float = 120.0) -> tuple[set, int, set]:
+    deadline = time.monotonic() + timeout
+    while True:
+        seen, records, bridges = identities_in_kafka(settings, uuids)
+        if len(seen) >= expected or time.monotonic() > deadline:
+            return seen, records, bridges
+        time.sleep(2)
+
+
 def test_kill_9_bridge_under_load_loses_nothing(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
@@ -59,12 +68,7 @@ def test_kill_9_bridge_under_load_loses_nothing(stack):
             bridge.popen.wait(10)
             bridge = pipeline.start_bridge()
         publisher.join()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            seen, records, bridges = identities_in_kafka(settings, uuids)
-            if len(seen) >= N_TASKS * EVENTS_PER_TASK:
-                break
-            time.sleep(2)
+        seen, records, bridges = wait_for_identities(settings, uuids, N_TASKS * EVENTS_PER_TASK)
     finally:
         pipeline.stop()
         pipeline.cleanup_broker()

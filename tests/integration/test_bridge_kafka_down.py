@@ -13,18 +13,11 @@ import urllib.request
 
 from demo.pipeline import Pipeline
 from devstack import services
-from tests.integration.test_bridge_at_least_once import EVENTS_PER_TASK, identities_in_kafka
+from tests.integration.test_bridge_at_least_once import EVENTS_PER_TASK, wait_for_identities
 
 N_TASKS = 2000
 PAUSE_SECONDS = 12
 
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def test_kafka_down_means_back_pressure_not_memory_or_loss(stack):
@@ -47,19 +40,14 @@ def test_kafka_down_means_back_pressure_not_memory_or_loss(stack):
             publisher.start()
             deadline = time.monotonic() + PAUSE_SECONDS
             while time.monotonic() < deadline:
-                rss.append(rss_mb(bridge.pid))
+                rss.append(services.rss_mb(bridge.pid))
                 assert bridge.alive(), bridge.tail()
                 time.sleep(0.5)
             publisher.join()
             health = urllib.request.urlopen(f"http://{metrics_addr}/healthz", timeout=5).status  # waiting is not stuck
         finally:
             os.kill(tansu_pid, signal.SIGCONT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            seen, records, _ = identities_in_kafka(settings, uuids)
-            if len(seen) >= N_TASKS * EVENTS_PER_TASK:
-                break
-            time.sleep(2)
+        seen, records, _ = wait_for_identities(settings, uuids, N_TASKS * EVENTS_PER_TASK)
         log = bridge.log_text()
         metrics = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5).read().decode()
     finally:
