@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import socket
+import threading
 
 from streams.config import Settings, add_arguments
 from streams.logs import setup_logging
 
+from .clusters import ClusterSpec, load_clusters
 from .envelope import Enveloper
 from .metrics import BridgeMetrics
 from .producer import KafkaEventProducer
@@ -44,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             "bridge_redact_max_chars",
         ],
     )
+    parser.add_argument("--config", default=None, help="cluster file (TOML): several clusters in one process (see bridge/clusters.py)")
     parser.add_argument("--bridge-id", default=None, help="id on every envelope (default host:pid)")
     parser.add_argument("--log-level", default=None)
     return parser.parse_args(argv)
@@ -56,22 +60,38 @@ def main(argv=None) -> None:
     bridge_id = args.bridge_id or f"{socket.gethostname()}:{os.getpid()}"
     log.info("bridge starting: id=%s settings=%s", bridge_id, settings.as_dict())
     redactor = Redactor.from_settings(settings.bridge_redact_fields, settings.bridge_redact_mode, settings.bridge_redact_max_chars)
+    if args.config:
+        specs = load_clusters(args.config)
+    else:
+        specs = [ClusterSpec(settings.cluster, settings.broker_url, settings.bridge_queue)]
     metrics = BridgeMetrics()
     metrics.serve(settings.bridge_metrics_addr)
-    producer = KafkaEventProducer(settings)
-    receiver = BrokerReceiver(settings, Enveloper(settings.cluster, bridge_id, redactor), producer.send_all, metrics)
+    producer = KafkaEventProducer(settings)  # one producer (thread-safe) for every cluster
+    receivers = []
+    for spec in specs:
+        cluster_settings = dataclasses.replace(settings, cluster=spec.name, broker_url=spec.broker_url, bridge_queue=spec.queue)
+        enveloper = Enveloper(spec.name, bridge_id, redactor)
+        receivers.append(
+            BrokerReceiver(cluster_settings, enveloper, producer.send_all, metrics, spec.transport_options, spec.ssl)
+        )
 
     def stop(signum, _frame):
-        log.info("bridge stopping on signal %d: flushing the current batch", signum)
-        receiver.stop()
+        log.info("bridge stopping on signal %d: flushing the current batches", signum)
+        for receiver in receivers:
+            receiver.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    threads = [threading.Thread(target=r.run, name=f"cluster-{r.settings.cluster}", daemon=True) for r in receivers]
     try:
-        receiver.run()
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(timeout=0.5)  # short joins: the main thread must stay free for signals
     finally:
         producer.close()
-        log.info("bridge stopped: %s", receiver.counts)
+        log.info("bridge stopped: %s", {r.settings.cluster: r.counts for r in receivers})
 
 
 if __name__ == "__main__":

@@ -32,16 +32,18 @@ class BridgeMetrics:
         self.kafka_errors = Counter("bridge_kafka_errors_total", "Batches Kafka did not acknowledge (retried)", ["cluster"], registry=r)
         self.broker_reconnects = Counter("bridge_broker_reconnects_total", "Broker connections lost and retried", ["cluster"], registry=r)
         self.in_flight = Gauge("bridge_in_flight_messages", "Broker messages received, not yet in Kafka", ["cluster"], registry=r)
-        self.last_tick = time.monotonic()
+        self.last_tick: dict[str, float] = {}  # cluster -> when its consume loop last went round
 
-    def tick(self) -> None:
-        self.last_tick = time.monotonic()
+    def tick(self, cluster: str) -> None:
+        self.last_tick[cluster] = time.monotonic()
 
     def health(self) -> tuple[int, dict]:
-        age = time.monotonic() - self.last_tick
-        if age > STALE_AFTER:
-            return 503, {"status": "stuck", "seconds_since_loop": round(age, 1)}
-        return 200, {"status": "ok", "seconds_since_loop": round(age, 1)}
+        now = time.monotonic()
+        ages = {cluster: round(now - t, 1) for cluster, t in self.last_tick.items()}
+        stuck = sorted(c for c, age in ages.items() if age > STALE_AFTER)
+        if stuck or not ages:
+            return 503, {"status": "stuck" if stuck else "starting", "stuck": stuck, "seconds_since_loop": ages}
+        return 200, {"status": "ok", "seconds_since_loop": ages}
 
     def serve(self, address: str) -> ThreadingHTTPServer | None:
         if not address:

@@ -36,8 +36,12 @@ class BrokerReceiver:
         enveloper: Enveloper,
         send_all: Callable[[list[Routed]], None],
         metrics: BridgeMetrics | None = None,
+        transport_options: dict | None = None,
+        ssl: bool | dict = False,
     ):
         self.settings = settings
+        self.transport_options = transport_options or {}
+        self.ssl = ssl
         self.enveloper = enveloper
         self.send_all = send_all
         self.metrics = metrics or BridgeMetrics()
@@ -81,7 +85,7 @@ class BrokerReceiver:
         )
 
     def _consume(self, url: str) -> None:
-        with Connection(url, connect_timeout=10) as conn:
+        with Connection(url, connect_timeout=10, transport_options=self.transport_options, ssl=self.ssl) as conn:
             conn.ensure_connection(max_retries=1)
             queue, acks = self._queue(conn)
             log.info("consuming Celery events: broker=%s queue=%s acks=%s cluster=%s", mask_url(url), queue.name, acks, self.settings.cluster)
@@ -92,7 +96,7 @@ class BrokerReceiver:
             with conn.Consumer(queue, on_message=self._on_message, no_ack=not acks, prefetch_count=prefetch):
                 batch_started = time.monotonic()
                 while not self.stopping:
-                    self.metrics.tick()
+                    self.metrics.tick(self.settings.cluster)
                     left = self.settings.bridge_batch_seconds - (time.monotonic() - batch_started)
                     if self.pending and (left <= 0 or len(self.pending) >= self.settings.bridge_batch_size):
                         self._flush(acks)
@@ -144,7 +148,7 @@ class BrokerReceiver:
 
     def _on_kafka_down(self, state, held: int) -> None:
         self.metrics.kafka_errors.labels(self.settings.cluster).inc()
-        self.metrics.tick()  # waiting on Kafka is not being stuck
+        self.metrics.tick(self.settings.cluster)  # waiting on Kafka is not being stuck
         log.warning(
             "Kafka unavailable (%s); holding %d events, retry %d in %.1fs (check KAFKA_BOOTSTRAP=%s, make status)",
             state.outcome.exception(), held, state.attempt_number, state.next_action.sleep, self.settings.kafka_bootstrap,

@@ -1,0 +1,57 @@
+"""One bridge process serving two Celery clusters (RabbitMQ and Redis) from a cluster file:
+every record carries its own cluster, in the envelope and in worker keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import orjson
+from kafka import KafkaConsumer
+
+from demo.pipeline import Pipeline
+from tests.integration.test_bridge_at_least_once import EVENTS_PER_TASK, wait_for_identities
+
+N_TASKS = 20
+
+
+def test_two_clusters_in_one_bridge(stack, tmp_path):
+    base = stack["settings"]
+    rabbit = Pipeline(base, stack["run_dir"] / "logs")
+    redis = Pipeline(base, stack["run_dir"] / "logs")
+    rabbit.settings = dataclasses.replace(rabbit.settings, cluster=f"rmq-{rabbit.run_id}")
+    redis.settings = dataclasses.replace(redis.settings, cluster=f"rds-{redis.run_id}", broker_url="redis://127.0.0.1:6379/13")
+    config = tmp_path / "clusters.toml"
+    config.write_text(
+        f'[clusters.{rabbit.settings.cluster}]\nbroker = "{rabbit.settings.broker_url}"\n\n'
+        f'[clusters.{redis.settings.cluster}]\nbroker = "{redis.settings.broker_url}"\n'
+    )
+    try:
+        bridge = rabbit._proc("bridge", [sys.executable, "-m", "bridge", "--config", str(config)])
+        for cluster in (rabbit.settings.cluster, redis.settings.cluster):
+            rabbit.wait_for_log(bridge, f"cluster={cluster}", timeout=30)
+        rabbit.start_celery_worker()
+        redis.start_celery_worker()
+        uuids = {
+            name: {p.client.send_task("demo.add", args=(i, i)).id for i in range(N_TASKS)}
+            for name, p in (("rabbit", rabbit), ("redis", redis))
+        }
+        seen = {name: wait_for_identities(p.settings, uuids[name], N_TASKS * EVENTS_PER_TASK)[0] for name, p in (("rabbit", rabbit), ("redis", redis))}
+        wanted = {(p.settings.cluster, f"{p.settings.cluster}/{p.worker_hostname}", p.worker_hostname) for p in (rabbit, redis)}
+        worker_keys: set[tuple] = set()
+        consumer = KafkaConsumer(base.topic_worker_events, bootstrap_servers=base.kafka_bootstrap, group_id=None, auto_offset_reset="earliest")
+        deadline = time.monotonic() + 30  # heartbeats never stop, so read until found (or time is up)
+        while not wanted <= worker_keys and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for message in records:
+                    envelope = orjson.loads(message.value)
+                    worker_keys.add((envelope["cluster"], message.key.decode(), envelope["event"]["hostname"]))
+        consumer.close()
+    finally:
+        redis.stop()
+        rabbit.stop()
+        rabbit.cleanup_broker()
+        redis.cleanup_broker()
+    assert len(seen["rabbit"]) == len(seen["redis"]) == N_TASKS * EVENTS_PER_TASK
+    assert wanted <= worker_keys, sorted(wanted - worker_keys)
