@@ -30,7 +30,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser,
         [
             "cluster",
+            "broker_ssl",
             "kafka_bootstrap",
+            "kafka_security_protocol",
+            "kafka_sasl_mechanism",
+            "kafka_sasl_username",
+            "kafka_sasl_password",
+            "kafka_ssl_cafile",
             "topic_task_events",
             "topic_worker_events",
             "topic_dead_letters",
@@ -63,7 +69,7 @@ def main(argv=None) -> None:
     if args.config:
         specs = load_clusters(args.config)
     else:
-        specs = [ClusterSpec(settings.cluster, settings.broker_url, settings.bridge_queue)]
+        specs = [ClusterSpec(settings.cluster, settings.broker_url, settings.bridge_queue, settings.broker_ssl)]
     metrics = BridgeMetrics()
     metrics.serve(settings.bridge_metrics_addr)
     producer = KafkaEventProducer(settings)  # one producer (thread-safe) for every cluster

@@ -28,7 +28,7 @@ class KafkaEventProducer:
         self.flush_timeout = settings.bridge_kafka_timeout
         timeout_ms = int(settings.bridge_kafka_timeout * 1000)
         self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
+            **settings.kafka_client_options(),
             client_id=f"celery-monitor-bridge-{settings.cluster}",
             acks="all",
             linger_ms=5,

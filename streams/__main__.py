@@ -12,7 +12,8 @@ from .logs import setup_logging
 
 log = logging.getLogger("streams")
 
-KAFKA = ["kafka_bootstrap", "kafka_flavor", "topic_partitions", "topic_task_events", "topic_worker_events",
+KAFKA = ["kafka_bootstrap", "kafka_flavor", "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
+         "kafka_sasl_password", "kafka_ssl_cafile", "topic_partitions", "topic_task_events", "topic_worker_events",
          "topic_task_states", "topic_worker_states", "topic_dead_letters"]  # fmt: skip
 CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhouse_password",
               "clickhouse_database", "clickhouse_secure"]  # fmt: skip

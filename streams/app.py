@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> faust.App:
         web_host="127.0.0.1",
         web_port=settings.web_port or 6066,  # only used when the web server is enabled
         producer_acks=-1,
+        broker_credentials=_credentials(settings),
     )
 
     def topic(name: str) -> faust.TopicT:
@@ -126,6 +127,26 @@ def create_app(settings: Settings) -> faust.App:
     if settings.sink == "inline":
         app.service(_sink_service(settings))
     return app
+
+
+def _credentials(settings: Settings):
+    """Faust/aiokafka credentials from the same settings the kafka-python clients use."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        context = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    return faust.SSLCredentials(context)
 
 
 def _as_invalid(item, expected: str) -> records.Invalid:

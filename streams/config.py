@@ -25,6 +25,13 @@ class Settings:
     kafka_flavor: str = _setting(
         "tansu", "KAFKA_FLAVOR", "'tansu' enables the corrections for Tansu's known bugs; 'kafka' for Apache Kafka (all off)"
     )
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (every Kafka client of the pipeline)"
+    )
+    kafka_sasl_mechanism: str = _setting("PLAIN", "KAFKA_SASL_MECHANISM", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (with SASL_*)")
+    kafka_sasl_username: str = _setting("", "KAFKA_SASL_USERNAME", "SASL user")
+    kafka_sasl_password: str = _setting("", "KAFKA_SASL_PASSWORD", "SASL password", secret=True)
+    kafka_ssl_cafile: str = _setting("", "KAFKA_SSL_CAFILE", "CA bundle to verify the Kafka brokers (with SSL / SASL_SSL)")
     topic_partitions: int = _setting(8, "TOPIC_PARTITIONS", "partitions of every topic the pipeline creates")
     topic_task_events: str = _setting("celery.task-events.v1", "TOPIC_TASK_EVENTS", "raw task events, key = task uuid")
     topic_worker_events: str = _setting(
@@ -42,6 +49,7 @@ class Settings:
         "amqp://guest:guest@127.0.0.1:5672//", "CELERY_BROKER_URL", "Celery broker to read events from (amqp:// or redis://)", secret=True
     )
     cluster: str = _setting("default", "CLUSTER", "name of the Celery cluster the bridge reads; on every record")
+    broker_ssl: bool = _setting(False, "BROKER_SSL", "TLS to the Celery broker (single-cluster mode; the cluster file has 'ssl' per cluster)")
     bridge_queue: str = _setting(
         "", "BRIDGE_QUEUE", "AMQP: durable queue bound to celeryev with '#' (default celery-monitor.bridge.<cluster>)"
     )
@@ -102,6 +110,19 @@ class Settings:
                 values[f.name] = _convert(f, cli)
         values.update(overrides)
         return cls(**values)
+
+    def kafka_client_options(self) -> dict:
+        """Connection options for kafka-python clients (producer, consumer, admin)."""
+        options: dict = {"bootstrap_servers": self.kafka_bootstrap.split(","), "security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password,
+            )
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
+        return options
 
     @property
     def bridge_queue_name(self) -> str:

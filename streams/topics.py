@@ -19,7 +19,7 @@ def topic_names(settings: Settings) -> list[str]:
 
 
 def ensure_topics(settings: Settings) -> list[str]:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","), client_id="celery-monitor-admin")
+    admin = KafkaAdminClient(**settings.kafka_client_options(), client_id="celery-monitor-admin")
     try:
         existing = set(admin.list_topics())
         missing = [name for name in topic_names(settings) if name not in existing]

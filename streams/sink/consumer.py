@@ -70,7 +70,7 @@ class ClickHouseSink:
         session_ms = int(s.session_timeout * 1000)
         self.consumer = KafkaConsumer(
             *self.routes,
-            bootstrap_servers=s.kafka_bootstrap.split(","),
+            **s.kafka_client_options(),
             group_id=s.sink_group,
             client_id=f"{s.sink_group}-{id(self):x}",
             enable_auto_commit=False,  # commit after write, and only then

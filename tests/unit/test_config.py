@@ -27,3 +27,31 @@ def test_every_setting_is_documented_in_readme():
     for line in settings_table().splitlines()[2:]:
         env = line.split("`")[1]
         assert f"`{env}`" in readme, env
+
+
+def test_kafka_security_options_reach_every_client_and_stay_secret():
+    plain = Settings.load(environ={})
+    assert plain.kafka_client_options() == {"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "PLAINTEXT"}
+    env = {
+        "KAFKA_BOOTSTRAP": "k1:9093,k2:9093",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "monitor",
+        "KAFKA_SASL_PASSWORD": "s3cret",
+        "KAFKA_SSL_CAFILE": "/etc/ca.pem",
+    }
+    s = Settings.load(environ=env)
+    assert s.kafka_client_options() == {
+        "bootstrap_servers": ["k1:9093", "k2:9093"],
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "monitor",
+        "sasl_plain_password": "s3cret",
+        "ssl_cafile": "/etc/ca.pem",
+    }
+    assert "s3cret" not in str(s.as_dict())
+    from streams.app import _credentials
+
+    assert _credentials(plain) is None
+    credentials = _credentials(Settings.load(environ={**env, "KAFKA_SSL_CAFILE": ""}))
+    assert credentials.username == "monitor" and credentials.ssl_context is not None
