@@ -19,11 +19,11 @@ from streams.records import dead_letter
 from .redact import Redactor
 
 ENVELOPE_VERSION = 1
-TASK, WORKER, DEAD = "task", "worker", "dead"
+TASK, WORKER, DEAD, STATUS = "task", "worker", "dead", "status"
 
 
 class Routed(NamedTuple):
-    kind: str  # TASK | WORKER | DEAD
+    kind: str  # TASK | WORKER | DEAD | STATUS
     key: bytes | None
     value: bytes
 
@@ -33,6 +33,7 @@ class Enveloper:
         self.cluster = cluster
         self.bridge_id = bridge_id
         self.redactor = redactor
+        self.gaps = None  # a GapDetector where the broker cannot redeliver (Redis)
         self.seq = 0
 
     def _dead(self, reason: str, raw, routing_key: str | None) -> Routed:
@@ -54,6 +55,10 @@ class Enveloper:
                 out.append(self._dead(routed, event, routing_key))
                 continue
             kind, key = routed
+            if kind == WORKER and self.gaps is not None:
+                gap = self.gaps.on_event(event)
+                if gap is not None:
+                    out.append(self.status(gap))
             self.seq += 1
             envelope = {
                 "v": ENVELOPE_VERSION,
@@ -75,6 +80,9 @@ class Enveloper:
                 continue
             out.append(Routed(kind, key, value))
         return out
+
+    def status(self, record: dict) -> Routed:
+        return Routed(STATUS, self.cluster.encode(), orjson.dumps(record))
 
     def _route(self, event, routing_key) -> tuple[str, bytes] | str:
         if not isinstance(event, dict):

@@ -31,6 +31,7 @@ class BridgeMetrics:
         self.broker_acks = Counter("bridge_broker_acks_total", "Broker messages acked after Kafka acked them", ["cluster"], registry=r)
         self.kafka_errors = Counter("bridge_kafka_errors_total", "Batches Kafka did not acknowledge (retried)", ["cluster"], registry=r)
         self.broker_reconnects = Counter("bridge_broker_reconnects_total", "Broker connections lost and retried", ["cluster"], registry=r)
+        self.gaps = Counter("bridge_gaps_total", "Loss detected (Redis): missed heartbeats, disconnects", ["cluster", "gap"], registry=r)
         self.in_flight = Gauge("bridge_in_flight_messages", "Broker messages received, not yet in Kafka", ["cluster"], registry=r)
         self.last_tick: dict[str, float] = {}  # cluster -> when its consume loop last went round
 

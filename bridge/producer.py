@@ -9,7 +9,7 @@ from kafka.errors import KafkaError
 
 from streams.config import Settings
 
-from .envelope import DEAD, TASK, WORKER, Routed
+from .envelope import DEAD, STATUS, TASK, WORKER, Routed
 
 log = logging.getLogger("bridge.kafka")
 
@@ -24,6 +24,7 @@ class KafkaEventProducer:
             TASK: settings.topic_task_events,
             WORKER: settings.topic_worker_events,
             DEAD: settings.topic_dead_letters,
+            STATUS: settings.topic_bridge_status,
         }
         self.flush_timeout = settings.bridge_kafka_timeout
         timeout_ms = int(settings.bridge_kafka_timeout * 1000)

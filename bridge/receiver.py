@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import Callable
 
+import orjson
 from celery.events.event import get_exchange
 from kombu import Connection, Queue
 from kombu.compression import decompress
@@ -22,7 +23,8 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from streams.config import Settings, mask_url
 
-from .envelope import DEAD, Enveloper, Routed
+from .envelope import DEAD, STATUS, Enveloper, Routed
+from .gaps import GapDetector
 from .metrics import BridgeMetrics
 from .producer import KafkaUnavailable
 
@@ -45,7 +47,14 @@ class BrokerReceiver:
         self.enveloper = enveloper
         self.send_all = send_all
         self.metrics = metrics or BridgeMetrics()
-        self.topics = {"task": settings.topic_task_events, "worker": settings.topic_worker_events, DEAD: settings.topic_dead_letters}
+        self.topics = {
+            "task": settings.topic_task_events,
+            "worker": settings.topic_worker_events,
+            DEAD: settings.topic_dead_letters,
+            STATUS: settings.topic_bridge_status,
+        }
+        self.last_message_at: float | None = None
+        self.lost: tuple[float | None, str] | None = None  # (last message before, why) of a lost connection
         self.pending: list = []  # (message, received_at) not yet in Kafka
         self.stopping = False
         self.counts = {"messages": 0, "records": 0, "batches": 0}
@@ -79,6 +88,8 @@ class BrokerReceiver:
 
     def _on_broker_lost(self, state) -> None:
         self.metrics.broker_reconnects.labels(self.settings.cluster).inc()
+        if self.lost is None:
+            self.lost = (self.last_message_at, repr(state.outcome.exception()))
         log.warning(
             "broker connection lost (%s); reconnecting to %s in %.1fs",
             state.outcome.exception(), mask_url(self.settings.broker_url), state.next_action.sleep,
@@ -90,6 +101,15 @@ class BrokerReceiver:
             queue, acks = self._queue(conn)
             log.info("consuming Celery events: broker=%s queue=%s acks=%s cluster=%s", mask_url(url), queue.name, acks, self.settings.cluster)
             self.pending = []  # unacked messages of a lost connection come back by redelivery
+            if not acks:
+                # Redis pub/sub: what was published while we were away is gone; say so.
+                if self.enveloper.gaps is None:
+                    self.enveloper.gaps = GapDetector(self.settings.cluster, self.enveloper.bridge_id)
+                if self.lost is not None:
+                    record = self.enveloper.gaps.on_disconnect(self.lost[0], time.time(), self.lost[1])
+                    log.warning("events lost while disconnected from %s: %s", mask_url(url), record)
+                    self._send([self.enveloper.status(record)])
+            self.lost = None
             # prefetch must be set before basic.consume: RabbitMQ applies a per-consumer qos only
             # to consumers started after it (set later, the whole queue was delivered at once).
             prefetch = self.settings.bridge_prefetch if acks else None
@@ -111,7 +131,8 @@ class BrokerReceiver:
                     self._flush(acks)
 
     def _on_message(self, message) -> None:
-        self.pending.append((message, time.time()))
+        self.last_message_at = time.time()
+        self.pending.append((message, self.last_message_at))
         self.metrics.in_flight.labels(self.settings.cluster).set(len(self.pending))
 
     def _flush(self, acks: bool) -> None:
@@ -126,14 +147,7 @@ class BrokerReceiver:
         by_kind = Counter(record.kind for record in records)  # metrics per batch, not per event
         for kind, count in by_kind.items():
             self.metrics.events_in.labels(cluster, kind).inc(count)
-        # Back-pressure: while Kafka is down we neither ack nor consume; RabbitMQ keeps the rest.
-        for attempt in Retrying(
-            wait=wait_exponential(multiplier=0.5, max=30),
-            retry=retry_if_exception_type(KafkaUnavailable),
-            before_sleep=lambda st: self._on_kafka_down(st, len(records)),
-        ):
-            with attempt:
-                self.send_all(records)
+        self._send(records)
         for kind, count in by_kind.items():
             self.metrics.records_out.labels(cluster, self.topics[kind]).inc(count)
         self.metrics.dead_letters.labels(cluster).inc(by_kind.get(DEAD, 0))
@@ -145,6 +159,19 @@ class BrokerReceiver:
         self.counts["records"] += len(records)
         self.counts["batches"] += 1
         self.pending = []
+
+    def _send(self, records: list[Routed]) -> None:
+        # Back-pressure: while Kafka is down we neither ack nor consume; RabbitMQ keeps the rest.
+        for attempt in Retrying(
+            wait=wait_exponential(multiplier=0.5, max=30),
+            retry=retry_if_exception_type(KafkaUnavailable),
+            before_sleep=lambda st: self._on_kafka_down(st, len(records)),
+        ):
+            with attempt:
+                self.send_all(records)
+        for record in records:
+            if record.kind == STATUS:
+                self.metrics.gaps.labels(self.settings.cluster, orjson.loads(record.value)["gap"]).inc()
 
     def _on_kafka_down(self, state, held: int) -> None:
         self.metrics.kafka_errors.labels(self.settings.cluster).inc()

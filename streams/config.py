@@ -44,6 +44,9 @@ class Settings:
     topic_dead_letters: str = _setting(
         "celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason"
     )
+    topic_bridge_status: str = _setting(
+        "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)"
+    )
     # Celery broker (bridge)
     broker_url: str = _setting(
         "amqp://guest:guest@127.0.0.1:5672//", "CELERY_BROKER_URL", "Celery broker to read events from (amqp:// or redis://)", secret=True
@@ -143,6 +146,7 @@ class Settings:
             self.topic_task_states,
             self.topic_worker_states,
             self.topic_dead_letters,
+            self.topic_bridge_status,
         ]
 
     def as_dict(self) -> dict:
