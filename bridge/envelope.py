@@ -22,6 +22,16 @@ ENVELOPE_VERSION = 1
 TASK, WORKER, DEAD, STATUS = "task", "worker", "dead", "status"
 
 
+def topics_by_kind(settings) -> dict[str, str]:
+    """The Kafka topic of each record kind (one definition for the producer and the metrics)."""
+    return {
+        TASK: settings.topic_task_events,
+        WORKER: settings.topic_worker_events,
+        DEAD: settings.topic_dead_letters,
+        STATUS: settings.topic_bridge_status,
+    }
+
+
 class Routed(NamedTuple):
     kind: str  # TASK | WORKER | DEAD | STATUS
     key: bytes | None

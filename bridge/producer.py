@@ -9,7 +9,7 @@ from kafka.errors import KafkaError
 
 from streams.config import Settings
 
-from .envelope import DEAD, STATUS, TASK, WORKER, Routed
+from .envelope import Routed, topics_by_kind
 
 log = logging.getLogger("bridge.kafka")
 
@@ -20,12 +20,7 @@ class KafkaUnavailable(RuntimeError):
 
 class KafkaEventProducer:
     def __init__(self, settings: Settings):
-        self.topics = {
-            TASK: settings.topic_task_events,
-            WORKER: settings.topic_worker_events,
-            DEAD: settings.topic_dead_letters,
-            STATUS: settings.topic_bridge_status,
-        }
+        self.topics = topics_by_kind(settings)
         self.flush_timeout = settings.bridge_kafka_timeout
         timeout_ms = int(settings.bridge_kafka_timeout * 1000)
         self.producer = KafkaProducer(

@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from streams.config import Settings, mask_url
 
-from .envelope import DEAD, STATUS, Enveloper, Routed
+from .envelope import DEAD, STATUS, Enveloper, Routed, topics_by_kind
 from .gaps import GapDetector
 from .metrics import BridgeMetrics
 from .producer import KafkaUnavailable
@@ -47,12 +47,7 @@ class BrokerReceiver:
         self.enveloper = enveloper
         self.send_all = send_all
         self.metrics = metrics or BridgeMetrics()
-        self.topics = {
-            "task": settings.topic_task_events,
-            "worker": settings.topic_worker_events,
-            DEAD: settings.topic_dead_letters,
-            STATUS: settings.topic_bridge_status,
-        }
+        self.topics = topics_by_kind(settings)
         self.last_message_at: float | None = None
         self.lost: tuple[float | None, str] | None = None  # (last message before, why) of a lost connection
         self.pending: list = []  # (message, received_at) not yet in Kafka
@@ -109,6 +104,7 @@ class BrokerReceiver:
                     record = self.enveloper.gaps.on_disconnect(self.lost[0], time.time(), self.lost[1])
                     log.warning("events lost while disconnected from %s: %s", mask_url(url), record)
                     self._send([self.enveloper.status(record)])
+                    self.metrics.gaps.labels(self.settings.cluster, record["gap"]).inc()
             self.lost = None
             # prefetch must be set before basic.consume: RabbitMQ applies a per-consumer qos only
             # to consumers started after it (set later, the whole queue was delivered at once).
@@ -151,6 +147,10 @@ class BrokerReceiver:
         for kind, count in by_kind.items():
             self.metrics.records_out.labels(cluster, self.topics[kind]).inc(count)
         self.metrics.dead_letters.labels(cluster).inc(by_kind.get(DEAD, 0))
+        if by_kind.get(STATUS):  # rare: a heartbeat gap found in this batch
+            for record in records:
+                if record.kind == STATUS:
+                    self.metrics.gaps.labels(cluster, orjson.loads(record.value)["gap"]).inc()
         if acks:
             self.pending[-1][0].ack(multiple=True)  # every message up to this one is in Kafka
             self.metrics.broker_acks.labels(cluster).inc(len(self.pending))
@@ -169,9 +169,6 @@ class BrokerReceiver:
         ):
             with attempt:
                 self.send_all(records)
-        for record in records:
-            if record.kind == STATUS:
-                self.metrics.gaps.labels(self.settings.cluster, orjson.loads(record.value)["gap"]).inc()
 
     def _on_kafka_down(self, state, held: int) -> None:
         self.metrics.kafka_errors.labels(self.settings.cluster).inc()

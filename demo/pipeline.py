@@ -108,8 +108,8 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         # Each run is its own Faust application (fresh consumer group and changelogs): a streams
-        # worker that recovers a changelog and then meets a backlog can stall one partition on
-        # Tansu (docs/known-issues.md); the demo must not depend on that.
+        # worker that recovers a changelog and then meets a backlog can stall one partition
+        # (faust-streaming/faust#596, docs/known-issues.md); the demo must not depend on that.
         if self.settings.app_id == Settings.app_id:
             self.settings = dataclasses.replace(self.settings, app_id=f"{self.settings.app_id}-{self.run_id}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
+import urllib.request
 
 import orjson
 import pytest
@@ -18,6 +19,7 @@ from kafka import KafkaConsumer
 from kombu import Connection
 
 from demo.pipeline import Pipeline
+from devstack import services
 
 URL = "redis://127.0.0.1:6379/12"
 
@@ -36,7 +38,10 @@ def test_redis_overflow_is_detected_and_reported(stack):
         pytest.skip("this Redis never drops pub/sub subscribers (no hard limit): nothing to detect")
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(pipeline.settings, broker_url=URL, cluster=f"{base.cluster}-gap-{pipeline.run_id}")
+    metrics_addr = f"127.0.0.1:{services.free_port()}"
+    settings = dataclasses.replace(
+        pipeline.settings, broker_url=URL, cluster=f"{base.cluster}-gap-{pipeline.run_id}", bridge_metrics_addr=metrics_addr
+    )
     pipeline.settings = settings
     host, t0 = f"gap-{pipeline.run_id}@h", time.time()
     try:
@@ -67,8 +72,11 @@ def test_redis_overflow_is_detected_and_reported(stack):
                     if record["cluster"] == settings.cluster:
                         gaps[record["gap"]] = record
         consumer.close()
+        metrics = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5).read().decode()
     finally:
         pipeline.stop()
     assert set(gaps) == {"disconnect", "heartbeat"}, gaps
     assert gaps["heartbeat"]["hostname"] == host and gaps["heartbeat"]["missing_heartbeats"] == 4
     assert gaps["disconnect"]["seconds"] > 0 and gaps["disconnect"]["reason"]
+    for gap in ("disconnect", "heartbeat"):
+        assert f'bridge_gaps_total{{cluster="{settings.cluster}",gap="{gap}"}} 1.0' in metrics, metrics
