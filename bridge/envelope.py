@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import orjson
 
+from streams.engine.codec import exact
 from streams.engine.events import Invalid, worker_key
 from streams.records import dead_letter
 
@@ -84,7 +85,7 @@ class Enveloper:
                 if redacted:
                     envelope["redacted"] = redacted
             try:
-                value = orjson.dumps(envelope)
+                value = exact(orjson.dumps(envelope))
             except TypeError as exc:  # e.g. an integer beyond 64 bits
                 out.append(self._dead(f"event cannot be re-encoded: {exc}", body, routing_key))
                 continue

@@ -127,6 +127,19 @@ class Settings:
             options["ssl_cafile"] = self.kafka_ssl_cafile
         return options
 
+    def librdkafka_options(self) -> dict:
+        """The same connection settings in librdkafka's dotted names (the bridge's producer)."""
+        options: dict = {"bootstrap.servers": self.kafka_bootstrap, "security.protocol": self.kafka_security_protocol.lower()}
+        if self.kafka_security_protocol.startswith("SASL"):
+            options.update({
+                "sasl.mechanism": self.kafka_sasl_mechanism,
+                "sasl.username": self.kafka_sasl_username,
+                "sasl.password": self.kafka_sasl_password,
+            })
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
+            options["ssl.ca.location"] = self.kafka_ssl_cafile
+        return options
+
     @property
     def bridge_queue_name(self) -> str:
         return self.bridge_queue or f"celery-monitor.bridge.{self.cluster}"

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from .engine import Invalid, TaskEvent, WorkerEvent, iter_events
+from .engine.codec import exact
 
 RECORD_VERSION = 1
 MAX_DEAD_LETTER_RAW = 1_000_000  # larger inputs are cut (and marked so) to fit a Kafka message
@@ -30,7 +31,7 @@ def decode(value: bytes | None) -> list[TaskEvent | WorkerEvent | Invalid]:
 
 
 def encode(record: dict) -> bytes:
-    return orjson.dumps(record)
+    return exact(orjson.dumps(record))
 
 
 def dead_letter(invalid: Invalid, source: dict[str, Any], stage: str) -> bytes:

