@@ -47,7 +47,7 @@ class BridgeMetrics:
         return 200, {"status": "ok", "seconds_since_loop": ages}
 
     def serve(self, address: str) -> ThreadingHTTPServer | None:
-        if not address:
+        if not address or address == "off":
             return None
         host, _, port = address.rpartition(":")
         metrics = self

@@ -14,11 +14,13 @@ log = logging.getLogger("streams")
 
 KAFKA = ["kafka_bootstrap", "kafka_flavor", "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
          "kafka_sasl_password", "kafka_ssl_cafile", "topic_partitions", "topic_task_events", "topic_worker_events",
-         "topic_task_states", "topic_worker_states", "topic_dead_letters"]  # fmt: skip
+         "topic_task_states", "topic_worker_states", "topic_dead_letters", "topic_alerts"]  # fmt: skip
 CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhouse_password",
               "clickhouse_database", "clickhouse_secure"]  # fmt: skip
 SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "session_timeout"]
-APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "sink", "web_port"]
+APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "sink", "web_port", "web_host",
+       "streams_metrics_addr", "streams_batch_size", "streams_batch_seconds", "task_retention", "alert_failure_window",
+       "alert_failure_threshold", "stall_check_seconds"]  # fmt: skip
 
 
 def cmd_worker(settings: Settings, args) -> None:
@@ -26,7 +28,8 @@ def cmd_worker(settings: Settings, args) -> None:
 
     app = create_app(settings)
     argv = ["streams", "worker", "-l", args.log_level or "info"]
-    argv += ["--web-host", "127.0.0.1", "--web-port", str(settings.web_port)] if settings.web_port else ["--without-web"]
+    web = ["--web-host", settings.web_host, "--web-port", str(settings.web_port)]
+    argv += web if settings.web_port else ["--without-web"]
     sys.argv = argv
     app.main()
 

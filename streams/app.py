@@ -2,10 +2,16 @@
 
 Data path (docs/architecture.md):
     celery.task-events.v1   --fold_task_events-->   tasks table   --> celery.task-states.v1
-    celery.worker-events.v1 --fold_worker_events--> workers table --> celery.worker-states.v1
-    expire_workers (timer): heartbeats stopped -> OFFLINE(heartbeat-expired) records
+                                                     (failures, keyed by task name)
+                                                     --> <app>-task-failures --detect_failure_bursts--+
+    celery.worker-events.v1 --fold_worker_events--> workers table --> celery.worker-states.v1          |
+    expire_workers (timer): heartbeats stopped -> OFFLINE(heartbeat-expired) records + worker-lost    |
+    task-critical, failure-burst, worker-lost --> celery.alerts.v1 <----------------------------------+
     anything invalid --> celery.dead-letters.v1 (reason + source offset)
 The rules are all in streams.engine; the agents only move bytes in and out of it.
+
+Events are folded in batches (``stream.take_events``): one table write and one state record
+per changed task per batch, however many of its events the batch held.
 """
 
 from __future__ import annotations
@@ -15,13 +21,28 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import faust
 import mode
+import orjson
+from kafka.partitioner.default import murmur2
 
 from . import records
 from .config import Settings
-from .engine import TaskEvent, WorkerEvent, derive_task, derive_worker, fold_task, fold_worker
+from .engine import (
+    TaskEvent,
+    WorkerEvent,
+    derive_task,
+    derive_worker,
+    fold_task,
+    fold_worker,
+    retirable,
+    task_status,
+)
+from .engine.alerts import FailureBursts, newly_failed, task_alert, worker_alert
+from .metrics import StreamsMetrics
+from .stalls import StallWatch, repair_blocked
 
 log = logging.getLogger("streams.app")
 
@@ -32,12 +53,33 @@ class Liveness:
     def __init__(self) -> None:
         self.announced: dict[str, tuple] = {}
 
-    def changed(self, key: str, record: dict) -> bool:
+    def changed(self, key: str, record: dict) -> tuple | None:
+        """The previous (state, reason) when this record changes it, else None."""
         current = (record["state"], record["offline_reason"])
-        if self.announced.get(key) == current:
-            return False
+        before = self.announced.get(key, ())
+        if before == current:
+            return None
         self.announced[key] = current
-        return True
+        return before
+
+
+class SourceKeyedTable(faust.Table):
+    """A table whose changelog partition is the partition of the key's source events.
+
+    Faust takes the partition from the event being processed, which a batch (take_events) or a
+    timer (retention) does not have. Our producers partition keys with murmur2 (the Java/Kafka
+    default, used by the bridge), so the source partition follows from the key alone; the fold
+    agent checks that on every batch and says so if a producer disagrees.
+    """
+
+    source_key: Callable[[str], bytes] = staticmethod(str.encode)
+
+    def partition_for_key(self, key) -> int:
+        return (murmur2(self.source_key(key)) & 0x7FFFFFFF) % self.partitions
+
+
+def _task_source_key(key: str) -> bytes:
+    return key.rsplit("/", 1)[-1].encode()  # tasks: "cluster/uuid"; the bridge keys by uuid
 
 
 def _source(event) -> dict:
@@ -64,68 +106,170 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(0.5, settings.session_timeout / 6),
         consumer_auto_offset_reset="earliest",
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         web_port=settings.web_port or 6066,  # only used when the web server is enabled
         producer_acks=-1,
         broker_credentials=_credentials(settings),
     )
 
-    def topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
+    def topic(name: str, **kwargs) -> faust.TopicT:
+        return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions, **kwargs)
 
     task_events = topic(settings.topic_task_events)
     worker_events = topic(settings.topic_worker_events)
     task_states = topic(settings.topic_task_states)
     worker_states = topic(settings.topic_worker_states)
     dead_letters = topic(settings.topic_dead_letters)
+    alerts = topic(settings.topic_alerts)
+    # Every failure of a task name must reach one instance to count bursts: re-keyed by name.
+    task_failures = topic(f"{settings.app_id}-task-failures", internal=True)
 
     # Values are engine state dicts; Faust's JSON writes the `ids` set as a list, and the fold
     # turns it back into a set on the next event (see fold_task).
-    tasks = app.Table("tasks", default=None, partitions=partitions, key_type=str)
-    workers = app.Table("workers", default=None, partitions=partitions, key_type=str)
+    def table(name: str, source_key: Callable[[str], bytes]) -> SourceKeyedTable:
+        created = SourceKeyedTable(app, name=name, default=None, partitions=partitions, key_type=str, beacon=app.tables.beacon)
+        created.source_key = source_key
+        return app.tables.add(created)
+
+    tasks = table("tasks", _task_source_key)
+    workers = table("workers", str.encode)
+    checked_partitions: set = set()
+
+    def check_partitioning(table: SourceKeyedTable, key: str, event) -> None:
+        """Once per source partition: is the changelog partition the event's own partition?"""
+        tp = (event.message.topic, event.message.partition)
+        if tp in checked_partitions:
+            return
+        checked_partitions.add(tp)
+        if table.partition_for_key(key) != event.message.partition:
+            log.error(
+                "key %r arrived on %s:%d but murmur2 places it on partition %d: the producer of %s does not "
+                "partition with murmur2 (the Kafka default); table state may be restored on the wrong worker",
+                key, tp[0], tp[1], table.partition_for_key(key), tp[0],
+            )
     liveness = Liveness()
+    bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)
+    stall_watch = StallWatch()
     expiry = settings.worker_expiry_factor
+    metrics = StreamsMetrics()
+    metrics.watch_tables({"tasks": lambda: len(tasks), "workers": lambda: len(workers)})
 
     async def dead_letter(item, event, expected: str) -> None:
+        metrics.dead_letters.labels(event.message.topic).inc()
         await dead_letters.send(value=records.dead_letter(_as_invalid(item, expected), _source(event), "streams"))
+
+    async def alert(record: dict | None) -> None:
+        if record is not None:
+            metrics.alerts.labels(record["alert"]).inc()
+            await alerts.send(key=record["key"].encode(), value=records.encode(record))
 
     @app.agent(task_events, name="fold_task_events")
     async def fold_task_events(stream):
-        async for event in stream.events():
-            for item in records.decode(event.value):
-                if item.__class__ is not TaskEvent:
-                    await dead_letter(item, event, "task")
-                    continue
-                state, changed = fold_task(tasks.get(item.key), item)
-                if changed:
-                    tasks[item.key] = state
-                    await task_states.send(key=item.uuid.encode(), value=records.encode(derive_task(state)))
+        async for batch in stream.take_events(settings.streams_batch_size, within=settings.streams_batch_seconds):
+            started = time.perf_counter()
+            changed: dict[str, dict] = {}  # key -> state, folded across the batch
+            before: dict[str, str | None] = {}  # key -> state name at the start of the batch
+            for event in batch:
+                for item in records.decode(event.value):
+                    if item.__class__ is not TaskEvent:
+                        await dead_letter(item, event, "task")
+                        continue
+                    key = item.key
+                    state = changed.get(key)
+                    if state is None:
+                        check_partitioning(tasks, key, event)
+                        state = tasks.get(key)
+                        before[key] = task_status(state) if state is not None else None
+                    state, is_new = fold_task(state, item)
+                    if is_new:
+                        changed[key] = state
+            metrics.events_in.labels(settings.topic_task_events).inc(len(batch))
+            metrics.events_merged.labels("tasks").inc(len(changed))
+            for key, state in changed.items():
+                tasks[key] = state
+                record = derive_task(state)
+                await task_states.send(key=state["uuid"].encode(), value=records.encode(record))
+                await alert(task_alert(before.get(key), record))
+                if newly_failed(before.get(key), record) and record.get("name"):
+                    failure = {"cluster": record["cluster"], "name": record["name"], "at": record.get("failed_at") or state["last"], "uuid": record["uuid"]}
+                    await task_failures.send(key=f"{record['cluster']}/{record['name']}".encode(), value=orjson.dumps(failure))
+            metrics.records_out.labels(settings.topic_task_states).inc(len(changed))
+            metrics.batch_seconds.labels("tasks").set(time.perf_counter() - started)
+
+    @app.agent(task_failures, name="detect_failure_bursts")
+    async def detect_failure_bursts(stream):
+        async for value in stream:
+            failure = orjson.loads(value)
+            await alert(bursts.add(failure["cluster"], failure["name"], failure["at"], failure["uuid"]))
 
     @app.agent(worker_events, name="fold_worker_events")
     async def fold_worker_events(stream):
-        async for event in stream.events():
-            for item in records.decode(event.value):
-                if item.__class__ is not WorkerEvent:
-                    await dead_letter(item, event, "worker")
-                    continue
-                state, changed = fold_worker(workers.get(item.key), item)
-                if changed:
-                    workers[item.key] = state
-                    record = derive_worker(state, None, expiry)
-                    liveness.changed(item.key, record)  # the timer then only publishes real changes
-                    await worker_states.send(key=item.key.encode(), value=records.encode(record))
+        async for batch in stream.take_events(settings.streams_batch_size, within=settings.streams_batch_seconds):
+            changed: dict[str, dict] = {}
+            for event in batch:
+                for item in records.decode(event.value):
+                    if item.__class__ is not WorkerEvent:
+                        await dead_letter(item, event, "worker")
+                        continue
+                    key = item.key
+                    check_partitioning(workers, key, event)
+                    state, is_new = fold_worker(changed.get(key) or workers.get(key), item)
+                    if is_new:
+                        changed[key] = state
+            metrics.events_in.labels(settings.topic_worker_events).inc(len(batch))
+            for key, state in changed.items():
+                workers[key] = state
+                record = derive_worker(state, None, expiry)
+                liveness.changed(key, record)  # the timer then only publishes real changes
+                await worker_states.send(key=key.encode(), value=records.encode(record))
+            metrics.records_out.labels(settings.topic_worker_states).inc(len(changed))
 
     @app.timer(interval=1.0, name="expire_workers")
     async def expire_workers():
         now = time.time()
         for key, state in list(workers.items()):
             record = derive_worker(state, now, expiry)
-            if liveness.changed(key, record):
+            before = liveness.changed(key, record)
+            if before is not None:
                 record["evaluated_at"] = now
                 await worker_states.send(key=key.encode(), value=records.encode(record))
+                await alert(worker_alert(before or None, record))
+
+    if settings.task_retention > 0:
+
+        @app.timer(interval=min(60.0, settings.task_retention), name="retire_tasks")
+        async def retire_tasks():
+            now = time.time()
+            done = [key for key, state in list(tasks.items()) if retirable(state, now, settings.task_retention)]
+            for key in done:
+                del tasks[key]  # a changelog tombstone: a restarted worker does not bring it back
+            if done:
+                metrics.retired.inc(len(done))
+                log.info("retired %d finished tasks older than %.0fs from the table", len(done), settings.task_retention)
+
+    @app.timer(interval=settings.stall_check_seconds, name="unblock_stalled_partitions")
+    async def unblock_stalled_partitions():
+        if not app.rebalancing:
+            repaired = await repair_blocked(app, stall_watch, set(settings.event_topics))
+            metrics.stalls_repaired.inc(len(repaired))
+
+    @app.timer(interval=5.0, name="measure_lag")
+    async def measure_lag():
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic in settings.event_topics:
+                highwater = consumer.highwater(tp)
+                committed = consumer._committed_offset.get(tp) or 0
+                if highwater is not None:
+                    metrics.lag.labels(tp.topic, str(tp.partition)).set(max(highwater - committed, 0))
+
+    @app.task
+    async def serve_metrics():
+        metrics.serve(settings.streams_metrics_addr)
 
     if settings.sink == "inline":
         app.service(_sink_service(settings))
+    app.monitor_metrics = metrics  # for tests and the benchmark
     return app
 
 

@@ -44,6 +44,9 @@ class Settings:
     topic_dead_letters: str = _setting(
         "celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason"
     )
+    topic_alerts: str = _setting(
+        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, failure-burst per task name, worker-lost"
+    )
     topic_bridge_status: str = _setting(
         "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)"
     )
@@ -69,7 +72,7 @@ class Settings:
         10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries"
     )
     bridge_metrics_addr: str = _setting(
-        "127.0.0.1:9464", "BRIDGE_METRICS_ADDR", "host:port of the bridge's /metrics and /healthz ('' = off)"
+        "127.0.0.1:9464", "BRIDGE_METRICS_ADDR", "host:port of the bridge's /metrics and /healthz ('off' = none)"
     )
     bridge_redact_fields: str = _setting(
         "", "BRIDGE_REDACT_FIELDS", "comma list of args,kwargs,result to redact before events leave the bridge"
@@ -87,7 +90,25 @@ class Settings:
         2.0, "WORKER_EXPIRY_FACTOR", "a worker is OFFLINE(heartbeat-expired) after this many x freq without heartbeat"
     )
     sink: str = _setting("inline", "STREAMS_SINK", "'inline': the ClickHouse sink runs inside `streams worker`; 'off': run `streams sink` alone")
-    web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port on 127.0.0.1 (0 = no web server)")
+    web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port (0 = no web server)")
+    web_host: str = _setting("127.0.0.1", "STREAMS_WEB_HOST", "Faust web server bind address (only with STREAMS_WEB_PORT)")
+    streams_metrics_addr: str = _setting(
+        "127.0.0.1:9465", "STREAMS_METRICS_ADDR", "host:port of the streams worker's /metrics ('off' = none)"
+    )
+    streams_batch_size: int = _setting(
+        2000, "STREAMS_BATCH_SIZE", "events folded per batch (one table write and one record per changed task per batch)"
+    )
+    streams_batch_seconds: float = _setting(0.2, "STREAMS_BATCH_SECONDS", "longest wait before a partial batch is folded")
+    task_retention: float = _setting(
+        3600.0, "STREAMS_TASK_RETENTION", "seconds a finished task stays in the table after its last event (0 = forever; ClickHouse keeps history)"
+    )
+    alert_failure_window: float = _setting(60.0, "ALERT_FAILURE_WINDOW", "failure-burst alert: window in seconds of event time")
+    alert_failure_threshold: int = _setting(
+        20, "ALERT_FAILURE_THRESHOLD", "failure-burst alert: failures of one task name within the window"
+    )
+    stall_check_seconds: float = _setting(
+        10.0, "STREAMS_STALL_CHECK_SECONDS", "how often to look for a partition whose commits are blocked by a lost record (faust#596) and re-read it"
+    )
     # ClickHouse sink
     clickhouse_host: str = _setting("127.0.0.1", "CLICKHOUSE_HOST", "ClickHouse host")
     clickhouse_port: int = _setting(9000, "CLICKHOUSE_PORT", "ClickHouse native TCP port")
@@ -160,6 +181,7 @@ class Settings:
             self.topic_worker_states,
             self.topic_dead_letters,
             self.topic_bridge_status,
+            self.topic_alerts,
         ]
 
     def as_dict(self) -> dict:

@@ -11,11 +11,16 @@ from .config import Settings
 
 log = logging.getLogger("streams.topics")
 TABLES = ("tasks", "workers")
+INTERNAL = ("task-failures",)  # re-keyed by task name for failure-burst alerts
 
 
 def topic_names(settings: Settings) -> list[str]:
-    """Pipeline topics plus the Faust table changelogs (they must match the source partitions)."""
-    return settings.all_topics() + [f"{settings.app_id}-{table}-changelog" for table in TABLES]
+    """Pipeline topics plus the Faust changelogs and internal topics (same partitions as the sources)."""
+    return (
+        settings.all_topics()
+        + [f"{settings.app_id}-{table}-changelog" for table in TABLES]
+        + [f"{settings.app_id}-{name}" for name in INTERNAL]
+    )
 
 
 def ensure_topics(settings: Settings) -> list[str]:

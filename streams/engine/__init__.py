@@ -8,7 +8,7 @@
 """
 
 from .events import Invalid, TaskEvent, WorkerEvent, iter_events, parse_event, task_key, worker_key
-from .fold import derive_task, derive_worker, exception_type, fold_task, fold_worker, worker_expires_at
+from .fold import derive_task, derive_worker, exception_type, fold_task, fold_worker, retirable, task_status, worker_expires_at
 from .tracker import Tracker
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "fold_worker",
     "iter_events",
     "parse_event",
+    "retirable",
+    "task_status",
     "task_key",
     "worker_key",
     "worker_expires_at",

@@ -23,6 +23,7 @@ from .states import (
     DEFAULT_EXPIRY_FACTOR,
     DEFAULT_FREQ,
     ENDING_STATE,
+    FINAL_STATES,
     FAILED_K,
     IGNORED_K,
     MERGE_RULES,
@@ -207,6 +208,16 @@ _SHARED_TS = tuple((field, tuple(kinds)) for field, kinds in _TIMESTAMP_SOURCES.
 def _values_of(regs: dict, name: str) -> tuple | list:
     current = regs.get(name)
     return current[1] if current is not None else _NO_VALUES[name]
+
+
+def retirable(state: TaskState, now: float, retention: float) -> bool:
+    """Has this task finished more than ``retention`` seconds ago (so the table may drop it)?
+
+    A late duplicate after that re-creates a smaller state; its record carries fewer events, so
+    ClickHouse (version = events_count) keeps the full one.
+    """
+    last = state["last"]
+    return last is not None and last < now - retention and task_status(state) in FINAL_STATES
 
 
 def derive_task(state: TaskState) -> dict:

@@ -1,0 +1,47 @@
+"""Prometheus metrics of a streams worker (prometheus-client), on STREAMS_METRICS_ADDR.
+
+Counters give events/s as a rate; table sizes and lag are read when scraped. Bound to
+127.0.0.1 by default; a bind failure is logged and the worker runs on without metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+log = logging.getLogger("streams.metrics")
+
+
+class StreamsMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.events_in = Counter("streams_events_in_total", "Events read from the event topics", ["topic"], registry=r)
+        self.events_merged = Counter(
+            "streams_events_merged_total", "Events that changed a state (not duplicates)", ["table"], registry=r
+        )
+        self.records_out = Counter("streams_records_out_total", "Records published", ["topic"], registry=r)
+        self.dead_letters = Counter("streams_dead_letters_total", "Inputs sent to the dead-letter topic", ["topic"], registry=r)
+        self.alerts = Counter("streams_alerts_total", "Alerts published", ["alert"], registry=r)
+        self.retired = Counter("streams_tasks_retired_total", "Finished tasks dropped from the table after retention", registry=r)
+        self.stalls_repaired = Counter(
+            "streams_stalled_partitions_repaired_total", "Partitions re-read because a lost record blocked commits", registry=r
+        )
+        self.batch_seconds = Gauge("streams_last_batch_seconds", "Time to fold and publish the last batch", ["table"], registry=r)
+        self.table_size = Gauge("streams_table_keys", "Keys held in a table on this worker", ["table"], registry=r)
+        self.lag = Gauge("streams_consumer_lag", "High watermark minus committed offset, per source partition", ["topic", "partition"], registry=r)
+
+    def watch_tables(self, sizes: dict[str, Callable[[], int]]) -> None:
+        for table, size in sizes.items():
+            self.table_size.labels(table).set_function(size)
+
+    def serve(self, address: str) -> None:
+        if not address or address == "off":
+            return
+        host, _, port = address.rpartition(":")
+        try:
+            start_http_server(int(port), addr=host, registry=self.registry)
+            log.info("metrics on http://%s/metrics", address)
+        except OSError as exc:
+            log.error("metrics endpoint %s not started (%s); set STREAMS_METRICS_ADDR to a free host:port or 'off'", address, exc)
