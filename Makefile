@@ -9,7 +9,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup up down status logs test unit integration demo bench bench-engine bench-bridge clean
+.PHONY: help setup up down status logs test unit integration demo bench bench-engine bench-bridge bench-streams clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,7 +59,10 @@ bench-engine: setup  ## engine vs celery.events.state.State on >= 200k recorded 
 bench-bridge: setup  ## events/s RabbitMQ -> bridge -> Kafka (private Tansu), bridge CPU and RSS
 	$(PY) -m bench.bridge
 
-bench: bench-engine bench-bridge  ## every benchmark
+bench-streams: setup  ## one streams worker catching up on 200k events vs a naive agent and Faust's own ceiling
+	$(PY) -m bench.streams
+
+bench: bench-engine bench-bridge bench-streams  ## every benchmark
 
 clean: down  ## stop our services and delete the run directory and venv
 	rm -rf $(RUN_DIR) $(VENV)

@@ -109,6 +109,9 @@ def create_app(settings: Settings) -> faust.App:
         web_host=settings.web_host,
         web_port=settings.web_port or 6066,  # only used when the web server is enabled
         producer_acks=-1,
+        # A batch publishes thousands of records over many partitions at once; without a linger
+        # aiokafka sends each as its own tiny produce request (a quarter of the worker's time).
+        producer_linger=0.01,
         broker_credentials=_credentials(settings),
     )
 
