@@ -21,36 +21,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from confluent_kafka import Producer
-
 from bench.engine import load_events
-from bridge.envelope import Enveloper
+from demo.backlog import produce_events
 from demo.pipeline import Pipeline
 from devstack import services
 from streams.config import Settings
 from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def preload(settings: Settings, events: list[dict]) -> int:
-    enveloper = Enveloper(settings.cluster, "bench")
-    producer = Producer({**settings.librdkafka_options(), "partitioner": "murmur2_random", "linger.ms": 20})
-    sent = 0
-    for e in events:
-        if not e["type"].startswith("task-"):
-            continue
-        e = {k: v for k, v in e.items() if k != "local_received"}
-        for record in enveloper.wrap(json.dumps(e).encode(), "task.multi", time.time()):
-            while True:
-                try:
-                    producer.produce(settings.topic_task_events, key=record.key, value=record.value)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-            sent += 1
-    assert producer.flush(60) == 0, "Tansu did not take the backlog"
-    return sent
 
 
 def counters(port: int) -> dict[str, float]:
@@ -119,7 +97,7 @@ def main(argv=None) -> None:
         ensure_topics(settings)
         events = [e for e in load_events(args.events * 10 // 7) if e["type"].startswith("task-")][: max(args.events, 1)]
         t0 = time.monotonic()
-        total = preload(settings, events)
+        total = produce_events(settings, events)
         print(f"bench-streams: {total:,} task events pre-loaded in {time.monotonic() - t0:.1f}s "
               f"({len({e['uuid'] for e in events}):,} tasks, {settings.topic_partitions} partitions)")  # fmt: skip
         results = {"events": total, "partitions": settings.topic_partitions, "machine_cores": os.cpu_count()}

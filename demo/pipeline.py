@@ -34,6 +34,7 @@ class Proc:
     env: dict
     log_path: Path
     popen: subprocess.Popen | None = None
+    signalled: int | None = None  # a signal we sent on purpose: its exit is not a failure
 
     def start(self) -> "Proc":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,9 +62,14 @@ class Proc:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
-    def signal(self, sig: int) -> None:
+    def signal(self, sig: int, group: bool = False) -> None:
+        """Send ``sig`` to this process (``group``: and its children, e.g. a Celery pool)."""
         if self.alive():
-            os.kill(self.pid, sig)
+            self.signalled = sig
+            if group:
+                os.killpg(self.pid, sig)  # started with start_new_session: its group id is its pid
+            else:
+                os.kill(self.pid, sig)
 
     def stop(self, timeout: float = 20.0, sig: int = signals.SIGTERM) -> int | None:
         if self.popen is None:
@@ -159,7 +165,7 @@ class Pipeline:
 
     def check_alive(self) -> None:
         for proc in self.procs:
-            if proc.name != "celery-worker" and proc.popen.poll() is not None and proc.popen.returncode not in (0, -15):
+            if proc.signalled is None and proc.name != "celery-worker" and proc.popen.poll() not in (None, 0, -15):
                 raise PipelineError(f"{proc.name} died (exit {proc.popen.returncode}):\n{proc.tail()}")
 
     def stop(self) -> None:

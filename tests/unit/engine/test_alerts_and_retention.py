@@ -1,0 +1,57 @@
+from streams.engine import parse_event, retirable
+from streams.engine.alerts import FailureBursts, newly_failed, task_alert, worker_alert
+from streams.engine.fold import derive_task, fold_task
+
+
+def _task(*events):
+    state = None
+    for body in events:
+        state, _ = fold_task(state, parse_event(body, "c1"))
+    return state
+
+
+def _ev(kind, ts, **body):
+    return {"type": f"task-{kind}", "uuid": "u1", "hostname": "w@h", "pid": 1, "clock": int(ts * 10), "timestamp": ts, **body}
+
+
+def test_task_critical_alert_once_when_a_retried_task_fails():
+    retried = _task(_ev("received", 1.0, name="t.x"), _ev("retried", 2.0, retries=0), _ev("received", 3.0, retries=1))
+    before = derive_task(retried)["state"]
+    critical = derive_task(_task(_ev("received", 1.0, name="t.x"), _ev("retried", 2.0, retries=0),
+                                 _ev("received", 3.0, retries=1), _ev("failed", 4.0, retries=1, exception="KeyError('k')")))  # fmt: skip
+    assert critical["state"] == "CRITICAL"
+    alert = task_alert(before, critical)
+    assert alert["alert"] == "task-critical" and alert["key"] == "u1" and alert["exception_type"] == "KeyError"
+    assert task_alert("CRITICAL", critical) is None  # not again on the next change
+    assert newly_failed(before, critical) and not newly_failed("CRITICAL", critical)
+
+
+def test_failure_burst_fires_once_per_window_whatever_the_arrival_order():
+    bursts = FailureBursts(window=10.0, threshold=3)
+    assert bursts.add("c1", "t.x", 105.0, "a") is None
+    assert bursts.add("c1", "t.x", 100.0, "b") is None  # late, older failure still counts
+    alert = bursts.add("c1", "t.x", 103.0, "c")
+    assert alert["alert"] == "failure-burst" and alert["failures"] == 3 and alert["since"] == 100.0
+    assert bursts.add("c1", "t.x", 106.0, "d") is None  # same burst, already announced
+    assert bursts.add("c1", "t.y", 106.0, "e") is None  # other names count apart
+    assert bursts.add("c1", "t.x", 200.0, "f") is None  # spread out: no burst
+    assert bursts.add("c1", "t.x", 201.0, "g") is None
+    assert bursts.add("c1", "t.x", 202.0, "h")["since"] == 200.0  # a new window, a new alert
+    assert all(len(times) <= 3 for times in bursts.recent.values())  # bounded memory
+
+
+def test_worker_lost_only_when_heartbeats_stopped():
+    lost = {"cluster": "c1", "hostname": "w@h", "state": "OFFLINE", "offline_reason": "heartbeat-expired",
+            "offline_at": None, "expires_at": 50.0, "heartbeat_at": 46.0}  # fmt: skip
+    alert = worker_alert(("HEARTBEAT", None), lost)
+    assert alert["alert"] == "worker-lost" and alert["key"] == "c1/w@h" and alert["at"] == 50.0
+    assert worker_alert(("OFFLINE", "heartbeat-expired"), lost) is None
+    assert worker_alert(("HEARTBEAT", None), {**lost, "offline_reason": "worker-offline"}) is None
+
+
+def test_only_finished_tasks_past_retention_leave_the_table():
+    done = _task(_ev("received", 1.0), _ev("started", 2.0), _ev("succeeded", 3.0))
+    running = _task(_ev("received", 1.0), _ev("started", 2.0))
+    assert retirable(done, now=100.0, retention=60.0)
+    assert not retirable(done, now=50.0, retention=60.0)
+    assert not retirable(running, now=1000.0, retention=60.0)
