@@ -133,8 +133,8 @@ class Pipeline:
         self.wait_for_log(proc, "consuming Celery events", timeout)
         return proc
 
-    def start_streams(self, name: str = "streams") -> Proc:
-        return self._proc(name, [sys.executable, "-m", "streams", "worker"])
+    def start_streams(self, name: str = "streams", **env: str) -> Proc:
+        return self._proc(name, [sys.executable, "-m", "streams", "worker"], env)
 
     def start_celery_worker(self, timeout: float = 60.0) -> Proc:
         argv = [

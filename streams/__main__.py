@@ -20,7 +20,7 @@ CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhou
 SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "session_timeout"]
 APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "sink", "web_port", "web_host",
        "streams_metrics_addr", "streams_batch_size", "streams_batch_seconds", "task_retention", "alert_failure_window",
-       "alert_failure_threshold", "stall_check_seconds"]  # fmt: skip
+       "alert_failure_threshold"]  # fmt: skip
 
 
 def cmd_worker(settings: Settings, args) -> None:

@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
 import time
+import weakref
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import faust
 import mode
+from faust.streams import _current_event, current_event
 import orjson
 from kafka.partitioner.default import murmur2
 
@@ -42,7 +46,7 @@ from .engine import (
 )
 from .engine.alerts import FailureBursts, newly_failed, task_alert, worker_alert
 from .metrics import StreamsMetrics
-from .stalls import StallWatch, repair_blocked
+from .stalls import OffsetGaps, fetch_range, first_offset, install_commit_floor
 
 log = logging.getLogger("streams.app")
 
@@ -67,19 +71,83 @@ class SourceKeyedTable(faust.Table):
     """A table whose changelog partition is the partition of the key's source events.
 
     Faust takes the partition from the event being processed, which a batch (take_events) or a
-    timer (retention) does not have. Our producers partition keys with murmur2 (the Java/Kafka
-    default, used by the bridge), so the source partition follows from the key alone; the fold
-    agent checks that on every batch and says so if a producer disagrees.
+    timer (retention) does not have: the agents write with the key's last event of the batch
+    (``set_from``), and a timer falls back on murmur2 of the source key — the partitioner of the
+    bridge and of Java/Kafka clients; the fold agents check once per partition that they agree.
     """
 
     source_key: Callable[[str], bytes] = staticmethod(str.encode)
 
     def partition_for_key(self, key) -> int:
+        event = current_event()
+        if event is not None:
+            return event.message.partition
         return (murmur2(self.source_key(key)) & 0x7FFFFFFF) % self.partitions
+
+    def get_from(self, event, key: str):
+        """``table.get(key)`` as if while processing ``event``: RocksDB reads the partition DB of
+        the current event, which in a batch is the stream's last event, not this one."""
+        token = _current_event.set(weakref.ref(event))
+        try:
+            return self.get(key)
+        finally:
+            _current_event.reset(token)
+
+    def set_from(self, event, key: str, value) -> None:
+        """``table[key] = value`` as if while processing ``event`` (RocksDB picks its partition DB so)."""
+        token = _current_event.set(weakref.ref(event))
+        try:
+            self[key] = value
+        finally:
+            _current_event.reset(token)
+
+
+PUBLISHED_MEMORY = 1_000_000  # tasks whose last published record a worker remembers (~100 B each)
+
+
+class Published(dict):
+    """events_count of the last record this worker published per task, for the most recent ones.
+
+    A duplicate event normally publishes nothing; one for a task not in here (a restart, a
+    partition taken over, or forgotten) publishes its record again — same record, harmless.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def record(self, key: str, events_count: int) -> None:
+        self.pop(key, None)
+        self[key] = events_count
+        if len(self) > self.capacity:
+            del self[next(iter(self))]  # the least recently published
+
+
+def _forget_local_tables(tabledir: Path) -> None:
+    """Start RocksDB tables empty: they are rebuilt from their changelogs.
+
+    RocksDB keeps every write at once, the changelog and the output records only once Kafka has
+    them: after a kill -9 the local state can hold events whose records were never published,
+    and re-delivered events would then look like duplicates and publish nothing. RocksDB is
+    here for tables larger than memory, not for faster restarts.
+    """
+    if tabledir.exists():
+        log.info("rebuilding RocksDB tables in %s from their changelogs", tabledir)
+        shutil.rmtree(tabledir)
 
 
 def _task_source_key(key: str) -> bytes:
     return key.rsplit("/", 1)[-1].encode()  # tasks: "cluster/uuid"; the bridge keys by uuid
+
+
+class _Refetched:
+    """A record read back with fetch_range, shaped like the Faust events the agents use."""
+
+    __slots__ = ("message", "value", "__weakref__")
+
+    def __init__(self, tp, record):
+        self.message = SimpleNamespace(tp=tp, topic=tp.topic, partition=tp.partition, offset=record.offset)
+        self.value = record.value
 
 
 def _source(event) -> dict:
@@ -114,6 +182,9 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.01,
         broker_credentials=_credentials(settings),
     )
+
+    if settings.store.startswith("rocksdb"):
+        _forget_local_tables(app.conf.tabledir)
 
     def topic(name: str, **kwargs) -> faust.TopicT:
         return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions, **kwargs)
@@ -152,10 +223,46 @@ def create_app(settings: Settings) -> faust.App:
             )
     liveness = Liveness()
     bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)
-    stall_watch = StallWatch()
+    gaps = OffsetGaps()
+    published = Published(PUBLISHED_MEMORY)
     expiry = settings.worker_expiry_factor
     metrics = StreamsMetrics()
     metrics.watch_tables({"tasks": lambda: len(tasks), "workers": lambda: len(workers)})
+
+    async def in_order(batch, refetched: list) -> list:
+        """The batch, with any records Faust never delivered (faust#596) read back before their successors."""
+        out = []
+        for event in batch:
+            msg = event.message
+            tp, generation = msg.tp, msg.generation_id
+            if not gaps.knows(tp, generation):
+                install_commit_floor(app.consumer, gaps.floors)
+                gaps.start(tp, generation, await first_offset(app.consumer, tp))
+            missing = gaps.missing_before(tp, generation, msg.offset)
+            if missing:
+                log.warning(
+                    "records %d..%d of %s:%d were never delivered to the agent (faust#596, after table recovery); "
+                    "reading them directly and holding commits there",
+                    missing.start, missing.stop - 1, tp.topic, tp.partition,
+                )
+                found = await asyncio.get_running_loop().run_in_executor(
+                    None, fetch_range, settings, tp.topic, tp.partition, missing
+                )
+                out.extend(_Refetched(tp, record) for record in found)
+                refetched.append((tp, missing))
+                metrics.offset_gaps_repaired.inc()
+            out.append(event)
+        return out
+
+    def ack_refetched(refetched: list) -> None:
+        """Once folded and published: the read-back offsets count as processed, commits resume."""
+        consumer = app.consumer
+        for tp, missing in refetched:
+            committed = consumer._committed_offset.get(tp) or 0
+            offsets = [o for o in missing if o >= committed and o not in consumer._acked_index[tp]]
+            consumer._acked[tp].extend(offsets)
+            consumer._acked_index[tp].update(offsets)
+            gaps.filled(tp)
 
     async def dead_letter(item, event, expected: str) -> None:
         metrics.dead_letters.labels(event.message.topic).inc()
@@ -172,7 +279,9 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             changed: dict[str, dict] = {}  # key -> state, folded across the batch
             before: dict[str, str | None] = {}  # key -> state name at the start of the batch
-            for event in batch:
+            origin: dict = {}  # key -> an event of the batch that carried it (its partition)
+            refetched: list = []
+            for event in await in_order(batch, refetched):
                 for item in records.decode(event.value):
                     if item.__class__ is not TaskEvent:
                         await dead_letter(item, event, "task")
@@ -181,23 +290,30 @@ def create_app(settings: Settings) -> faust.App:
                     state = changed.get(key)
                     if state is None:
                         check_partitioning(tasks, key, event)
-                        state = tasks.get(key)
+                        state = tasks.get_from(event, key)
                         before[key] = task_status(state) if state is not None else None
                     state, is_new = fold_task(state, item)
-                    if is_new:
+                    if is_new or published.get(key) != len(state["ids"]):
+                        # A duplicate whose record this worker has not published: after a kill -9
+                        # the table (changelog, RocksDB) can be ahead of the output topic.
                         changed[key] = state
+                        origin[key] = event
             metrics.events_in.labels(settings.topic_task_events).inc(len(batch))
             metrics.events_merged.labels("tasks").inc(len(changed))
+            folded_at = time.time()
             for key, state in changed.items():
-                tasks[key] = state
+                state["folded_at"] = folded_at  # retention counts from here too (engine.retirable)
+                tasks.set_from(origin[key], key, state)
                 record = derive_task(state)
                 await task_states.send(key=state["uuid"].encode(), value=records.encode(record))
+                published.record(key, record["events_count"])
                 await alert(task_alert(before.get(key), record))
                 if newly_failed(before.get(key), record) and record.get("name"):
                     failure = {"cluster": record["cluster"], "name": record["name"], "at": record.get("failed_at") or state["last"], "uuid": record["uuid"]}
                     await task_failures.send(key=f"{record['cluster']}/{record['name']}".encode(), value=orjson.dumps(failure))
             metrics.records_out.labels(settings.topic_task_states).inc(len(changed))
             metrics.batch_seconds.labels("tasks").set(time.perf_counter() - started)
+            ack_refetched(refetched)
 
     @app.agent(task_failures, name="detect_failure_bursts")
     async def detect_failure_bursts(stream):
@@ -209,23 +325,27 @@ def create_app(settings: Settings) -> faust.App:
     async def fold_worker_events(stream):
         async for batch in stream.take_events(settings.streams_batch_size, within=settings.streams_batch_seconds):
             changed: dict[str, dict] = {}
-            for event in batch:
+            origin: dict = {}
+            refetched: list = []
+            for event in await in_order(batch, refetched):
                 for item in records.decode(event.value):
                     if item.__class__ is not WorkerEvent:
                         await dead_letter(item, event, "worker")
                         continue
                     key = item.key
                     check_partitioning(workers, key, event)
-                    state, is_new = fold_worker(changed.get(key) or workers.get(key), item)
+                    state, is_new = fold_worker(changed.get(key) or workers.get_from(event, key), item)
                     if is_new:
                         changed[key] = state
+                        origin[key] = event
             metrics.events_in.labels(settings.topic_worker_events).inc(len(batch))
             for key, state in changed.items():
-                workers[key] = state
+                workers.set_from(origin[key], key, state)
                 record = derive_worker(state, None, expiry)
                 liveness.changed(key, record)  # the timer then only publishes real changes
                 await worker_states.send(key=key.encode(), value=records.encode(record))
             metrics.records_out.labels(settings.topic_worker_states).inc(len(changed))
+            ack_refetched(refetched)
 
     @app.timer(interval=1.0, name="expire_workers")
     async def expire_workers():
@@ -246,15 +366,10 @@ def create_app(settings: Settings) -> faust.App:
             done = [key for key, state in list(tasks.items()) if retirable(state, now, settings.task_retention)]
             for key in done:
                 del tasks[key]  # a changelog tombstone: a restarted worker does not bring it back
+                published.pop(key, None)
             if done:
                 metrics.retired.inc(len(done))
                 log.info("retired %d finished tasks older than %.0fs from the table", len(done), settings.task_retention)
-
-    @app.timer(interval=settings.stall_check_seconds, name="unblock_stalled_partitions")
-    async def unblock_stalled_partitions():
-        if not app.rebalancing:
-            repaired = await repair_blocked(app, stall_watch, set(settings.event_topics))
-            metrics.stalls_repaired.inc(len(repaired))
 
     @app.timer(interval=5.0, name="measure_lag")
     async def measure_lag():

@@ -106,9 +106,7 @@ class Settings:
     alert_failure_threshold: int = _setting(
         20, "ALERT_FAILURE_THRESHOLD", "failure-burst alert: failures of one task name within the window"
     )
-    stall_check_seconds: float = _setting(
-        10.0, "STREAMS_STALL_CHECK_SECONDS", "how often to look for a partition whose commits are blocked by a lost record (faust#596) and re-read it"
-    )
+
     # ClickHouse sink
     clickhouse_host: str = _setting("127.0.0.1", "CLICKHOUSE_HOST", "ClickHouse host")
     clickhouse_port: int = _setting(9000, "CLICKHOUSE_PORT", "ClickHouse native TCP port")

@@ -25,8 +25,8 @@ class StreamsMetrics:
         self.dead_letters = Counter("streams_dead_letters_total", "Inputs sent to the dead-letter topic", ["topic"], registry=r)
         self.alerts = Counter("streams_alerts_total", "Alerts published", ["alert"], registry=r)
         self.retired = Counter("streams_tasks_retired_total", "Finished tasks dropped from the table after retention", registry=r)
-        self.stalls_repaired = Counter(
-            "streams_stalled_partitions_repaired_total", "Partitions re-read because a lost record blocked commits", registry=r
+        self.offset_gaps_repaired = Counter(
+            "streams_offset_gaps_repaired_total", "Offset gaps (records Faust never delivered) re-read", registry=r
         )
         self.batch_seconds = Gauge("streams_last_batch_seconds", "Time to fold and publish the last batch", ["table"], registry=r)
         self.table_size = Gauge("streams_table_keys", "Keys held in a table on this worker", ["table"], registry=r)

@@ -1,13 +1,21 @@
-"""Unblock a source partition whose commits wait forever for a record Faust dropped.
+"""Never fold past a record Faust lost: detect offset gaps in the agents, re-read, hold commits.
 
 faust-streaming/faust#596 (open): records fetched while tables recover are dropped when Faust
-clears its queues after recovery, but the consumer's position is already past them. Faust
-commits only contiguous acked offsets, so the partition never commits again and the dropped
-events are never folded. We saw it on 3 of 4 restarts onto a backlog (docs/known-issues.md).
+clears its queues after recovery, yet the consumer's position is already past them. Two
+outcomes, both seen here on restarts onto a backlog (docs/known-issues.md):
+- with a committed offset, Faust commits only contiguous acked offsets: the partition never
+  commits again and the dropped events are never folded (a stall);
+- with none (a new group, or offset 0, which Faust stores as "none"), Faust skips its own gap
+  check and commits past the hole: the dropped events are silently lost.
 
-The watch: a partition whose lowest acked offset stays above its committed offset (a hole at
-the head) across two checks is blocked for good; we forget its acks and seek it back to the
-committed offset. Re-reading is safe: the engine ignores events it has already merged.
+``OffsetGaps`` (pure) follows each source partition's offsets in the agent: the first record of
+a generation must be the committed offset (else the partition's first offset), every next one
+the previous + 1. On a gap the agent reads the missing records itself (``fetch_range``, a
+plain consumer outside the group) and folds them before the record that revealed the gap;
+``install_commit_floor`` keeps Faust from committing past the hole until then. Seeking Faust's
+consumer back does not work: records fetched before the seek raise Faust's read offset and it
+drops the re-read ones. Re-reading is safe either way: the engine ignores events it has
+already merged. Topics with legitimate offset gaps (compacted, transactional) are not sources.
 """
 
 from __future__ import annotations
@@ -17,42 +25,78 @@ from typing import Any
 
 log = logging.getLogger("streams.stalls")
 
-
-class StallWatch:
-    """The decision, kept apart from Faust's consumer so it can be tested alone."""
-
+class OffsetGaps:
     def __init__(self) -> None:
-        self.suspects: dict[Any, tuple[int, int]] = {}
+        self.expected: dict[Any, tuple[int, int]] = {}  # tp -> (generation, next offset)
+        self.floors: dict[Any, int] = {}  # tp -> no commit may pass this offset until it is acked
 
-    def blocked(self, tp, committed: int | None, acked: list[int]) -> bool:
-        if committed is None or not acked or min(acked) <= committed:
-            self.suspects.pop(tp, None)
-            return False
-        seen = (committed, min(acked))
-        if self.suspects.get(tp) == seen:  # no progress since the last check: the hole stays
-            del self.suspects[tp]
-            return True
-        self.suspects[tp] = seen
-        return False
+    def knows(self, tp, generation: int) -> bool:
+        entry = self.expected.get(tp)
+        return entry is not None and entry[0] == generation
+
+    def start(self, tp, generation: int, first_offset: int) -> None:
+        """A partition (re)assigned in ``generation`` must resume at ``first_offset``."""
+        self.expected[tp] = (generation, first_offset)
+
+    def missing_before(self, tp, generation: int, offset: int) -> range:
+        """The offsets never delivered before this record (usually none); holds commits there."""
+        _, expected = self.expected[tp]
+        if offset >= expected:
+            self.expected[tp] = (generation, offset + 1)
+        if offset > expected:
+            self.floors[tp] = expected
+            return range(expected, offset)
+        return range(0)
+
+    def filled(self, tp) -> None:
+        self.floors.pop(tp, None)
 
 
-async def repair_blocked(app, watch: StallWatch, topics: set[str]) -> list:
-    """Seek every blocked source partition back to its committed offset; returns them."""
-    consumer = app.consumer
-    repaired = []
-    for tp in consumer.assignment():
-        if tp.topic not in topics:
-            continue
-        acked = consumer._acked.get(tp) or []  # Faust internals: the same fields its commit reads
-        committed = consumer._committed_offset.get(tp)
-        if watch.blocked(tp, committed, acked):
-            log.warning(
-                "partition %s:%d commits are blocked at offset %d (next acked %d: records lost in recovery, "
-                "faust#596); re-reading from %d, duplicates are ignored by the engine",
-                tp.topic, tp.partition, committed, min(acked), committed,
-            )
-            consumer._acked[tp].clear()
-            consumer._acked_index[tp].clear()
-            await consumer.seek(tp, committed)
-            repaired.append(tp)
-    return repaired
+def install_commit_floor(consumer, floors: dict) -> None:
+    """Make this Faust consumer refuse to commit a partition past its floor until it is acked."""
+    cls = type(consumer)
+    if getattr(cls, "_celery_monitor_floor", False):
+        return
+    original = cls._new_offset
+
+    def _new_offset(self, tp):
+        floor = floors.get(tp)
+        if floor is not None:
+            committed = self._committed_offset[tp]
+            if floor in self._acked_index[tp] or (committed is not None and committed > floor):
+                floors.pop(tp, None)  # the hole is filled
+            elif self._acked[tp] and min(self._acked[tp]) > floor:
+                return None
+        return original(self, tp)
+
+    cls._new_offset = _new_offset
+    cls._celery_monitor_floor = True
+
+
+async def first_offset(consumer, tp) -> int:
+    """Where a partition resumes: its committed offset, else its first available offset."""
+    committed = consumer._committed_offset.get(tp)  # Faust's record of the group's commit
+    if committed is not None:
+        return committed
+    earliest = await consumer.earliest_offsets(tp)
+    return earliest.get(tp) or 0
+
+
+def fetch_range(settings, topic: str, partition: int, offsets: range) -> list:
+    """The records at ``offsets`` of one partition, read outside the consumer group (blocking)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = KafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False)
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offsets.start)
+        found: list = []
+        while not found or found[-1].offset < offsets.stop - 1:
+            batch = consumer.poll(timeout_ms=10_000).get(tp)
+            if not batch:
+                raise RuntimeError(f"{topic}:{partition} offsets {offsets.start}..{offsets.stop - 1} could not be read")
+            found.extend(r for r in batch if r.offset < offsets.stop)
+        return found
+    finally:
+        consumer.close()

@@ -211,13 +211,19 @@ def _values_of(regs: dict, name: str) -> tuple | list:
 
 
 def retirable(state: TaskState, now: float, retention: float) -> bool:
-    """Has this task finished more than ``retention`` seconds ago (so the table may drop it)?
+    """Has this finished task been left alone for ``retention`` seconds (so the table may drop it)?
 
-    A late duplicate after that re-creates a smaller state; its record carries fewer events, so
-    ClickHouse (version = events_count) keeps the full one.
+    "Left alone" counts from the later of its last event's time and ``state["folded_at"]``, the
+    wall-clock time the streams app last changed it: catching up on a backlog of old events must
+    not drop a task between two of its own events. A late duplicate after that re-creates a
+    smaller state; its record carries fewer events, so ClickHouse (version = events_count)
+    keeps the full one.
     """
     last = state["last"]
-    return last is not None and last < now - retention and task_status(state) in FINAL_STATES
+    if last is None:
+        return False
+    touched = max(last, state.get("folded_at") or last)
+    return touched < now - retention and task_status(state) in FINAL_STATES
 
 
 def derive_task(state: TaskState) -> dict:

@@ -39,3 +39,18 @@ def test_envelopes_and_dead_letters(scenario_raw):
         (record,) = Enveloper("c", "b").wrap(body, "rk", 0)
         assert record.kind == DEAD
         dead.validate(orjson.loads(record.value))
+
+
+def test_alerts():
+    from streams.engine.alerts import FailureBursts, task_alert, worker_alert
+
+    alerts = validator("alert.v1.json")
+    critical = {"cluster": "c", "uuid": "u", "state": "CRITICAL", "name": "t", "retries": 2, "failed_at": 3.0,
+                "exception_type": "KeyError", "exception": "KeyError('k')"}  # fmt: skip
+    alerts.validate(task_alert("RETRY", critical))
+    bursts = FailureBursts(10.0, 2)
+    bursts.add("c", "t", 1.0, "a")
+    alerts.validate(bursts.add("c", "t", 2.0, "b"))
+    lost = {"cluster": "c", "hostname": "w@h", "state": "OFFLINE", "offline_reason": "heartbeat-expired",
+            "offline_at": None, "expires_at": 5.0, "heartbeat_at": 1.0}  # fmt: skip
+    alerts.validate(worker_alert(("HEARTBEAT", None), lost))

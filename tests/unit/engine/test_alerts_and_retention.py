@@ -55,3 +55,10 @@ def test_only_finished_tasks_past_retention_leave_the_table():
     assert retirable(done, now=100.0, retention=60.0)
     assert not retirable(done, now=50.0, retention=60.0)
     assert not retirable(running, now=1000.0, retention=60.0)
+
+
+def test_a_backlog_of_old_events_is_not_retired_while_it_is_being_folded():
+    done = _task(_ev("received", 1.0), _ev("started", 2.0), _ev("succeeded", 3.0))
+    done["folded_at"] = 95.0  # the app folded these old events just now
+    assert not retirable(done, now=100.0, retention=60.0)
+    assert retirable(done, now=200.0, retention=60.0)
