@@ -113,9 +113,9 @@ class Pipeline:
         return f"celery-monitor-demo-{self.run_id}"
 
     def __post_init__(self) -> None:
-        # Each run is its own Faust application (fresh consumer group and changelogs): a streams
-        # worker that recovers a changelog and then meets a backlog can stall one partition
-        # (faust-streaming/faust#596, docs/known-issues.md); the demo must not depend on that.
+        # Each run is its own Faust application (fresh consumer group and changelogs), so demo
+        # runs never share table state; restarts on one app id are tested in
+        # tests/integration/test_streams_correctness.py.
         if self.settings.app_id == Settings.app_id:
             self.settings = dataclasses.replace(self.settings, app_id=f"{self.settings.app_id}-{self.run_id}")
 
