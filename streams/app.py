@@ -82,6 +82,9 @@ class SourceKeyedTable(faust.Table):
         event = current_event()
         if event is not None:
             return event.message.partition
+        return self.source_partition(key)
+
+    def source_partition(self, key) -> int:
         return (murmur2(self.source_key(key)) & 0x7FFFFFFF) % self.partitions
 
     def get_from(self, event, key: str):
@@ -215,19 +218,21 @@ def create_app(settings: Settings) -> faust.App:
         if tp in checked_partitions:
             return
         checked_partitions.add(tp)
-        if table.partition_for_key(key) != event.message.partition:
+        if table.source_partition(key) != event.message.partition:
             log.error(
                 "key %r arrived on %s:%d but murmur2 places it on partition %d: the producer of %s does not "
                 "partition with murmur2 (the Kafka default); table state may be restored on the wrong worker",
-                key, tp[0], tp[1], table.partition_for_key(key), tp[0],
+                key, tp[0], tp[1], table.source_partition(key), tp[0],
             )
+
     liveness = Liveness()
     bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)
     gaps = OffsetGaps()
     published = Published(PUBLISHED_MEMORY)
     expiry = settings.worker_expiry_factor
     metrics = StreamsMetrics()
-    metrics.watch_tables({"tasks": lambda: len(tasks), "workers": lambda: len(workers)})
+    if not settings.store.startswith("rocksdb"):  # counting RocksDB keys reads every key
+        metrics.watch_tables({"tasks": lambda: len(tasks), "workers": lambda: len(workers)})
 
     async def in_order(batch, refetched: list) -> list:
         """The batch, with any records Faust never delivered (faust#596) read back before their successors."""

@@ -12,7 +12,19 @@ from typing import Callable
 from tabulate import tabulate
 
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
-DEFAULT_QUERIES = ("tasks_by_state", "failure_rate_by_name", "runtime_percentiles_by_name", "worker_status")
+DEFAULT_QUERIES = (
+    "tasks_by_state",
+    "failure_rate_by_name",
+    "runtime_percentiles_by_name",
+    "queue_wait_by_name",
+    "retries_and_recovery",
+    "critical_tasks",
+    "revocation_reasons",
+    "rejections",
+    "top_exceptions",
+    "worker_status",
+    "clusters_compared",
+)
 
 
 @dataclass(frozen=True)

@@ -63,3 +63,28 @@ def test_render_formats(chdb_loaded):
     assert "Tasks by state" in render(answers)
     assert render(answers, "json").startswith("{")
     assert "# tasks_by_state" in render(answers, "csv")
+
+
+def test_every_query_is_in_the_report():
+    from streams.report import DEFAULT_QUERIES
+
+    assert sorted(DEFAULT_QUERIES) == sorted(p.stem for p in QUERIES_DIR.glob("*.sql"))
+
+
+def test_tag_questions_match_the_engine(chdb_loaded):
+    """Retries/recovery, CRITICAL, revocations, rejections: the SQL counts what the engine says."""
+    ch, records = chdb_loaded
+    tasks = [r for r in records if r["kind"] == "task" and r["cluster"] == "fx"]
+    params = {"cluster": "fx", "since": 0}
+    retried, critical, revoked, rejected = run_report(
+        ch.query, DB, params, ("retries_and_recovery", "critical_tasks", "revocation_reasons", "rejections")
+    )
+    assert sum(row[1] for row in retried.rows) == sum(1 for t in tasks if t["retries"] > 0)
+    assert sum(row[2] for row in retried.rows) == sum(1 for t in tasks if t["state"] == "RECOVERED")
+    assert sum(row[2] for row in critical.rows) == sum(1 for t in tasks if t["state"] == "CRITICAL")
+    by_reason = Counter((t["revocation_reason"] or "") for t in tasks if t["state"] == "REVOKED")
+    sql_by_reason = Counter()
+    for row in revoked.rows:
+        sql_by_reason[row[1]] += row[3]
+    assert sql_by_reason == by_reason
+    assert sum(row[1] + row[2] for row in rejected.rows) == sum(1 for t in tasks if t["rejection"])

@@ -1,0 +1,15 @@
+-- title: Retries and recovery by task name
+-- question: How often do tasks retry, and how often does a retry chain end well? recovery rate = RECOVERED / tasks that retried
+-- params: cluster ('' = all clusters), since (epoch seconds; 0 = all time)
+SELECT
+    name,
+    countIf(retries > 0) AS retried,
+    countIf(state = 'RECOVERED') AS recovered,
+    countIf(state = 'CRITICAL') AS critical,
+    max(retries) AS max_retries,
+    round(countIf(state = 'RECOVERED') / countIf(retries > 0), 4) AS recovery_rate
+FROM {db}.tasks FINAL
+WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND first_seen_at >= %(since)s
+GROUP BY name
+HAVING retried > 0
+ORDER BY retried DESC, name
