@@ -80,6 +80,13 @@ def cmd_report(settings: Settings, args) -> None:
     since = time.time() - args.window if args.window else 0
     answers = run_report(execute, settings.clickhouse_database, {"cluster": args.cluster or "", "since": since})
     print(render(answers, args.format))
+    if args.plot:
+        from pathlib import Path
+
+        from .plots import write_plots
+
+        for path in write_plots(answers, Path(args.plot)):
+            print(f"wrote {path}", file=sys.stderr)
 
 
 def cmd_config(settings: Settings, args) -> None:
@@ -118,6 +125,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--window", type=float, default=0, help="only tasks first seen in the last N seconds (0 = all)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
     add_arguments(p, CLICKHOUSE)
+    p.add_argument("--plot", metavar="DIR", help="also write PNG charts (throughput, runtime percentiles, failure rate) to DIR")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("config", help="print every setting: env variable, flag, default")

@@ -14,6 +14,7 @@ from tabulate import tabulate
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
 DEFAULT_QUERIES = (
     "tasks_by_state",
+    "throughput_per_minute",
     "failure_rate_by_name",
     "runtime_percentiles_by_name",
     "queue_wait_by_name",

@@ -26,7 +26,7 @@ def chdb_loaded(tmp_path_factory, scenario_events):
 def test_migrations_are_idempotent(chdb_loaded):
     ch, _ = chdb_loaded
     assert migrate(ch.execute, DB) == []
-    assert [r[0] for r in ch.execute(f"SELECT id FROM {DB}.schema_migrations ORDER BY id")] == ["0001", "0002", "0003"]
+    assert [r[0] for r in ch.execute(f"SELECT id FROM {DB}.schema_migrations ORDER BY id")] == ["0001", "0002", "0003", "0004"]
 
 
 def test_every_migration_has_a_down(tmp_path):
@@ -88,3 +88,31 @@ def test_tag_questions_match_the_engine(chdb_loaded):
         sql_by_reason[row[1]] += row[3]
     assert sql_by_reason == by_reason
     assert sum(row[1] + row[2] for row in rejected.rows) == sum(1 for t in tasks if t["rejection"])
+
+
+def test_throughput_view_counts_each_event_once_however_often_inserted(chdb_loaded, scenario_events):
+    ch, _ = chdb_loaded  # one chdb session per process: a database of its own in the same one
+    db = "celery_reinserted"
+    migrate(ch.execute, db)
+    tables, _ = dataset(scenario_events)
+    columns, rows = tables["events"]
+    for _ in range(3):  # at-least-once: the sink may insert the same events again
+        ch.execute(insert_sql(db, "events", columns, rows))
+    (answer,) = run_report(ch.query, db, {"cluster": "fx", "since": 0}, ("throughput_per_minute",))
+    distinct = ch.execute(
+        f"SELECT count() FROM (SELECT DISTINCT cluster, uuid, type, hostname, pid, clock, timestamp FROM {db}.events)"
+    )[0][0]
+    assert sum(row[2] for row in answer.rows) == distinct > 0
+    ch.execute(f"DROP DATABASE {db}")
+
+
+def test_plots_are_valid_pngs(chdb_loaded, tmp_path):
+    from streams.plots import CHARTS, write_plots
+
+    ch, _ = chdb_loaded
+    answers = run_report(ch.query, DB, {"cluster": "fx", "since": 0}, tuple(CHARTS))
+    paths = write_plots(answers, tmp_path / "plots")
+    assert sorted(p.name for p in paths) == sorted(name for _, name in CHARTS.values())
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
