@@ -1,4 +1,4 @@
-"""python -m streams {worker,sink,migrate,topics,replay,report,config}"""
+"""python -m streams {worker,sink,migrate,topics,replay,report,retention,config}"""
 
 from __future__ import annotations
 
@@ -50,6 +50,15 @@ def cmd_migrate(settings: Settings, args) -> None:
     client = connect(settings, with_database=False)
     applied = migrate(client.execute, settings.clickhouse_database)
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+def cmd_retention(settings: Settings, args) -> None:
+    from .retention import drop_expired
+    from .sink.clickhouse import connect
+
+    client = connect(settings)
+    for statement in drop_expired(client.execute, settings.clickhouse_database, args.keep_months, dry_run=args.dry_run):
+        print(("would run: " if args.dry_run else "ran: ") + statement)
 
 
 def cmd_topics(settings: Settings, args) -> None:
@@ -119,6 +128,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--at", type=float, default=None, help="judge worker liveness at this epoch time (default: latest event)")
     add_arguments(p, ["worker_expiry_factor"])
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("retention", help="drop month partitions of events older than --keep-months")
+    p.add_argument("--keep-months", type=int, required=True, help="months kept, the current one included")
+    p.add_argument("--dry-run", action="store_true", help="print the statements only")
+    add_arguments(p, CLICKHOUSE)
+    p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser("report", help="answer the analytics questions from ClickHouse")
     p.add_argument("--cluster", default="", help="only this cluster (default all)")

@@ -62,3 +62,25 @@ def test_same_answer_on_both(both, name):
     assert len(old.rows) == len(new.rows)
     for a, b in zip(old.rows, new.rows):
         assert same(list(a), list(b)), (name, a, b)
+
+
+def test_retention_partition_drop_runs_on_clickhouse_18(stack):
+    import dataclasses
+    import datetime as dt
+
+    from streams.retention import drop_expired
+
+    db = "celery_retention"
+    settings = dataclasses.replace(stack["settings"], clickhouse_database=db)
+    server = connect(settings, with_database=False)
+    server.execute(f"DROP DATABASE IF EXISTS {db}")
+    migrate(server.execute, db)
+    server.execute(
+        f"INSERT INTO {db}.events (cluster, type, uuid, event_date, event_time, timestamp) VALUES",
+        [("c", "task-sent", "old", dt.date(2026, 1, 15), dt.datetime(2026, 1, 15, 10), 1768471200.0),
+         ("c", "task-sent", "new", dt.date(2026, 11, 20), dt.datetime(2026, 11, 20, 10), 1795168800.0)],
+    )  # fmt: skip
+    dropped = drop_expired(server.execute, db, keep_months=3, today=dt.date(2026, 11, 24))
+    assert dropped == [f"ALTER TABLE {db}.events DROP PARTITION 202601", f"ALTER TABLE {db}.events_per_minute DROP PARTITION 202601"]
+    assert [r[0] for r in server.execute(f"SELECT uuid FROM {db}.events")] == ["new"]
+    server.execute(f"DROP DATABASE {db}")

@@ -116,3 +116,24 @@ def test_plots_are_valid_pngs(chdb_loaded, tmp_path):
     for path in paths:
         data = path.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+
+
+def test_retention_drops_only_months_older_than_kept(chdb_loaded):
+    import datetime as dt
+
+    from streams.retention import cutoff_month, drop_expired
+
+    assert cutoff_month(dt.date(2026, 11, 24), 1) == 202611
+    assert cutoff_month(dt.date(2026, 1, 5), 3) == 202511
+    ch, _ = chdb_loaded
+    db = "celery_retention"
+    migrate(ch.execute, db)
+    ch.execute(
+        f"INSERT INTO {db}.events (cluster, type, uuid, event_date, event_time, timestamp) VALUES "
+        "('c', 'task-sent', 'old', '2026-01-15', '2026-01-15 10:00:00', 1768471200), "
+        "('c', 'task-sent', 'new', '2026-11-20', '2026-11-20 10:00:00', 1795168800)"
+    )
+    statements = drop_expired(ch.execute, db, keep_months=3, today=dt.date(2026, 11, 24))
+    assert statements == [f"ALTER TABLE {db}.events DROP PARTITION 202601", f"ALTER TABLE {db}.events_per_minute DROP PARTITION 202601"]
+    assert [r[0] for r in ch.execute(f"SELECT uuid FROM {db}.events")] == ["new"]
+    ch.execute(f"DROP DATABASE {db}")
