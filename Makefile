@@ -9,7 +9,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup up down status logs test unit integration demo bench bench-engine bench-bridge bench-streams clean
+.PHONY: help setup up down status logs test unit integration demo bench bench-engine bench-bridge bench-streams bench-sink clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -62,7 +62,10 @@ bench-bridge: setup  ## events/s RabbitMQ -> bridge -> Kafka (private Tansu), br
 bench-streams: setup  ## one streams worker catching up on 200k events vs a naive agent and Faust's own ceiling
 	$(PY) -m bench.streams
 
-bench: bench-engine bench-bridge bench-streams  ## every benchmark
+bench-sink: setup  ## rows/s Kafka -> ClickHouse (1M events + their task records) and report query latency
+	$(PY) -m bench.sink
+
+bench: bench-engine bench-bridge bench-streams bench-sink  ## every benchmark
 
 clean: down  ## stop our services and delete the run directory and venv
 	rm -rf $(RUN_DIR) $(VENV)

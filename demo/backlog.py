@@ -41,6 +41,22 @@ def produce_events(settings: Settings, events: list[dict], copies: int = 1) -> i
     return sent
 
 
+def produce_task_records(settings: Settings, events: list[dict]) -> int:
+    """The engine's final record of every task of ``events`` onto the task-states topic."""
+    records = expected_task_records(settings, events)
+    producer = Producer({**settings.librdkafka_options(), "partitioner": "murmur2_random", "linger.ms": 20})
+    for uuid, record in records.items():
+        while True:
+            try:
+                producer.produce(settings.topic_task_states, key=uuid.encode(), value=orjson.dumps(record))
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(60):
+        raise RuntimeError("Kafka did not take the task records")
+    return len(records)
+
+
 def expected_task_records(settings: Settings, events: list[dict]) -> dict[str, dict]:
     tracker = Tracker()
     for event in events:
