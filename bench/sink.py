@@ -11,7 +11,6 @@ its best time is kept. Writes bench/results/sink.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
