@@ -2,9 +2,9 @@
 
 The task-events topic of a private Tansu is pre-loaded with >= 200k recorded task events (the
 shared load fixture, uuids rewritten per copy, wrapped in bridge envelopes). Then one worker
-starts on it: first the naive per-event agent (bench/naive_streams.py: table set + send per
-event, the baseline), then a Faust agent that only counts (bench/faust_ceiling.py: the most
-faust-streaming itself delivers), then `python -m streams worker` (batched), each with a fresh
+starts on it: first the naive per-event agent (bench/faust_baselines.py naive: table set +
+send per event, the baseline), then a Faust agent that only counts (faust_baselines.py
+ceiling: the most faust-streaming itself delivers), then `python -m streams worker` (batched), each with a fresh
 application id so each reads the whole backlog. The clock runs from the first event counted to the last (startup and
 rebalance are not in it), read from each worker's /metrics. Also: state records published,
 peak RSS. Writes bench/results/streams.json.
@@ -44,7 +44,7 @@ def counters(port: int) -> dict[str, float]:
     return out
 
 
-def run_worker(label: str, module: str, settings: Settings, run_dir: Path, total: int, timeout: float) -> dict:
+def run_worker(label: str, args: list[str], settings: Settings, run_dir: Path, total: int, timeout: float) -> dict:
     port = services.free_port()
     worker_settings = Settings.load(
         kafka_bootstrap=settings.kafka_bootstrap, app_id=f"bench-{label}-{os.getpid()}", cluster=settings.cluster,
@@ -52,8 +52,7 @@ def run_worker(label: str, module: str, settings: Settings, run_dir: Path, total
     )  # fmt: skip
     ensure_topics(worker_settings)  # its changelogs, pre-created (Tansu)
     pipeline = Pipeline(worker_settings, run_dir / "logs")
-    argv = [sys.executable, "-m", module] + (["worker"] if module == "streams" else [])
-    proc = pipeline._proc(label, argv, {"STREAMS_METRICS_ADDR": f"127.0.0.1:{port}", "STREAMS_SINK": "off"})
+    proc = pipeline._proc(label, [sys.executable, "-m", *args], {"STREAMS_METRICS_ADDR": f"127.0.0.1:{port}", "STREAMS_SINK": "off"})
     first_at, rss_max, seen = None, 0.0, {}
     deadline = time.monotonic() + timeout
     try:
@@ -101,10 +100,10 @@ def main(argv=None) -> None:
         print(f"bench-streams: {total:,} task events pre-loaded in {time.monotonic() - t0:.1f}s "
               f"({len({e['uuid'] for e in events}):,} tasks, {settings.topic_partitions} partitions)")  # fmt: skip
         results = {"events": total, "partitions": settings.topic_partitions, "machine_cores": os.cpu_count()}
-        runs = [] if args.skip_naive else [("naive", "bench.naive_streams"), ("ceiling", "bench.faust_ceiling")]
-        runs.append(("batched", "streams"))
-        for label, module in runs:
-            r = results[label] = run_worker(label, module, settings, run_dir, total, args.timeout)
+        runs = [] if args.skip_naive else [("naive", ["bench.faust_baselines", "naive"]), ("ceiling", ["bench.faust_baselines", "ceiling"])]
+        runs.append(("batched", ["streams", "worker"]))
+        for label, worker_args in runs:
+            r = results[label] = run_worker(label, worker_args, settings, run_dir, total, args.timeout)
             status = "" if r["caught_up"] else f"  (NOT caught up: {r['events']:,.0f} of {total:,})"
             print(f"  {label:8}: {r['events_per_second']:>8,.0f} events/s  {r['records_out']:>9,.0f} state records "
                   f"in {r['seconds']:.1f}s  RSS max {r['rss_max_mb']:.0f} MB{status}")  # fmt: skip

@@ -18,10 +18,23 @@ from streams.config import Settings
 from streams.engine import Tracker
 
 
+def _producer(settings: Settings) -> Producer:
+    return Producer({**settings.librdkafka_options(), "partitioner": "murmur2_random", "linger.ms": 20})
+
+
+def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value)
+            return
+        except BufferError:  # librdkafka's queue is full: let deliveries drain it
+            producer.poll(0.1)
+
+
 def produce_events(settings: Settings, events: list[dict], copies: int = 1) -> int:
     """Every task event of ``events`` (``copies`` times each) onto the task-events topic."""
     enveloper = Enveloper(settings.cluster, "backlog")
-    producer = Producer({**settings.librdkafka_options(), "partitioner": "murmur2_random", "linger.ms": 20})
+    producer = _producer(settings)
     sent = 0
     for event in events:
         if not event["type"].startswith("task-"):
@@ -29,12 +42,7 @@ def produce_events(settings: Settings, events: list[dict], copies: int = 1) -> i
         body = orjson.dumps({k: v for k, v in event.items() if k != "local_received"})
         for record in enveloper.wrap(body, "task.multi", time.time()) * copies:
             assert record.kind == TASK, record
-            while True:
-                try:
-                    producer.produce(settings.topic_task_events, key=record.key, value=record.value)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            _produce(producer, settings.topic_task_events, record.key, record.value)
             sent += 1
     if producer.flush(60):
         raise RuntimeError("Kafka did not take the backlog")
@@ -44,14 +52,9 @@ def produce_events(settings: Settings, events: list[dict], copies: int = 1) -> i
 def produce_task_records(settings: Settings, events: list[dict]) -> int:
     """The engine's final record of every task of ``events`` onto the task-states topic."""
     records = expected_task_records(settings, events)
-    producer = Producer({**settings.librdkafka_options(), "partitioner": "murmur2_random", "linger.ms": 20})
+    producer = _producer(settings)
     for uuid, record in records.items():
-        while True:
-            try:
-                producer.produce(settings.topic_task_states, key=uuid.encode(), value=orjson.dumps(record))
-                break
-            except BufferError:
-                producer.poll(0.1)
+        _produce(producer, settings.topic_task_states, uuid.encode(), orjson.dumps(record))
     if producer.flush(60):
         raise RuntimeError("Kafka did not take the task records")
     return len(records)

@@ -73,7 +73,7 @@ class SourceKeyedTable(faust.Table):
     Faust takes the partition from the event being processed, which a batch (take_events) or a
     timer (retention) does not have: the agents write with the key's last event of the batch
     (``set_from``), and a timer falls back on murmur2 of the source key — the partitioner of the
-    bridge and of Java/Kafka clients; the fold agents check once per partition that they agree.
+    bridge and of Java/Kafka clients; the agents check once per partition that they agree.
     """
 
     source_key: Callable[[str], bytes] = staticmethod(str.encode)
@@ -85,7 +85,7 @@ class SourceKeyedTable(faust.Table):
         return self.source_partition(key)
 
     def source_partition(self, key) -> int:
-        return (murmur2(self.source_key(key)) & 0x7FFFFFFF) % self.partitions
+        return _murmur2_partition(self.source_key(key), self.partitions)
 
     def get_from(self, event, key: str):
         """``table.get(key)`` as if while processing ``event``: RocksDB reads the partition DB of
@@ -124,6 +124,20 @@ class Published(dict):
         self[key] = events_count
         if len(self) > self.capacity:
             del self[next(iter(self))]  # the least recently published
+
+
+def _murmur2_partition(key: bytes, partitions: int) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _check_partitioner(msg, partitions: int) -> None:
+    """Does murmur2 of this record's key give its partition (what timers assume, see SourceKeyedTable)?"""
+    if msg.key is not None and _murmur2_partition(msg.key, partitions) != msg.partition:
+        log.error(
+            "key %r arrived on %s:%d but murmur2 places it on partition %d: its producer does not partition "
+            "with murmur2 (the Kafka default); table state may be restored on the wrong worker",
+            msg.key, msg.topic, msg.partition, _murmur2_partition(msg.key, partitions),
+        )
 
 
 def _forget_local_tables(tabledir: Path) -> None:
@@ -210,21 +224,6 @@ def create_app(settings: Settings) -> faust.App:
 
     tasks = table("tasks", _task_source_key)
     workers = table("workers", str.encode)
-    checked_partitions: set = set()
-
-    def check_partitioning(table: SourceKeyedTable, key: str, event) -> None:
-        """Once per source partition: is the changelog partition the event's own partition?"""
-        tp = (event.message.topic, event.message.partition)
-        if tp in checked_partitions:
-            return
-        checked_partitions.add(tp)
-        if table.source_partition(key) != event.message.partition:
-            log.error(
-                "key %r arrived on %s:%d but murmur2 places it on partition %d: the producer of %s does not "
-                "partition with murmur2 (the Kafka default); table state may be restored on the wrong worker",
-                key, tp[0], tp[1], table.source_partition(key), tp[0],
-            )
-
     liveness = Liveness()
     bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)
     gaps = OffsetGaps()
@@ -243,6 +242,7 @@ def create_app(settings: Settings) -> faust.App:
             if not gaps.knows(tp, generation):
                 install_commit_floor(app.consumer, gaps.floors)
                 gaps.start(tp, generation, await first_offset(app.consumer, tp))
+                _check_partitioner(msg, partitions)
             missing = gaps.missing_before(tp, generation, msg.offset)
             if missing:
                 log.warning(
@@ -258,6 +258,15 @@ def create_app(settings: Settings) -> faust.App:
                 metrics.offset_gaps_repaired.inc()
             out.append(event)
         return out
+
+    async def valid_items(batch, refetched: list, kind: type, expected: str):
+        """(event, item) for every valid event of the batch, in offset order; the rest to dead letters."""
+        for event in await in_order(batch, refetched):
+            for item in records.decode(event.value):
+                if item.__class__ is not kind:
+                    await dead_letter(item, event, expected)
+                    continue
+                yield event, item
 
     def ack_refetched(refetched: list) -> None:
         """Once folded and published: the read-back offsets count as processed, commits resume."""
@@ -286,23 +295,18 @@ def create_app(settings: Settings) -> faust.App:
             before: dict[str, str | None] = {}  # key -> state name at the start of the batch
             origin: dict = {}  # key -> an event of the batch that carried it (its partition)
             refetched: list = []
-            for event in await in_order(batch, refetched):
-                for item in records.decode(event.value):
-                    if item.__class__ is not TaskEvent:
-                        await dead_letter(item, event, "task")
-                        continue
-                    key = item.key
-                    state = changed.get(key)
-                    if state is None:
-                        check_partitioning(tasks, key, event)
-                        state = tasks.get_from(event, key)
-                        before[key] = task_status(state) if state is not None else None
-                    state, is_new = fold_task(state, item)
-                    if is_new or published.get(key) != len(state["ids"]):
-                        # A duplicate whose record this worker has not published: after a kill -9
-                        # the table (changelog, RocksDB) can be ahead of the output topic.
-                        changed[key] = state
-                        origin[key] = event
+            async for event, item in valid_items(batch, refetched, TaskEvent, "task"):
+                key = item.key
+                state = changed.get(key)
+                if state is None:
+                    state = tasks.get_from(event, key)
+                    before[key] = task_status(state) if state is not None else None
+                state, is_new = fold_task(state, item)
+                if is_new or published.get(key) != len(state["ids"]):
+                    # A duplicate whose record this worker has not published: after a kill -9
+                    # the table (changelog, RocksDB) can be ahead of the output topic.
+                    changed[key] = state
+                    origin[key] = event
             metrics.events_in.labels(settings.topic_task_events).inc(len(batch))
             metrics.events_merged.labels("tasks").inc(len(changed))
             folded_at = time.time()
@@ -332,17 +336,12 @@ def create_app(settings: Settings) -> faust.App:
             changed: dict[str, dict] = {}
             origin: dict = {}
             refetched: list = []
-            for event in await in_order(batch, refetched):
-                for item in records.decode(event.value):
-                    if item.__class__ is not WorkerEvent:
-                        await dead_letter(item, event, "worker")
-                        continue
-                    key = item.key
-                    check_partitioning(workers, key, event)
-                    state, is_new = fold_worker(changed.get(key) or workers.get_from(event, key), item)
-                    if is_new:
-                        changed[key] = state
-                        origin[key] = event
+            async for event, item in valid_items(batch, refetched, WorkerEvent, "worker"):
+                key = item.key
+                state, is_new = fold_worker(changed.get(key) or workers.get_from(event, key), item)
+                if is_new:
+                    changed[key] = state
+                    origin[key] = event
             metrics.events_in.labels(settings.topic_worker_events).inc(len(batch))
             for key, state in changed.items():
                 workers.set_from(origin[key], key, state)

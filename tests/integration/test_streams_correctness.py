@@ -36,7 +36,6 @@ def backlog(stack, request):
     )  # fmt: skip
     ensure_topics(settings)
     events = [e for e in load_events(EVENTS) if e["type"].startswith("task-")][:EVENTS]
-    # A cluster of its own keeps this test's tasks apart from others on the shared topic.
     pipeline = Pipeline(settings, stack["run_dir"] / "logs")
     reader = TaskStateReader(settings)
     yield settings, events, expected_task_records(settings, events), pipeline, reader
@@ -44,14 +43,10 @@ def backlog(stack, request):
     pipeline.stop()
 
 
-def _ours(reader: TaskStateReader, cluster: str) -> dict:
-    return reader.latest
-
-
-def _wait_for_progress(reader: TaskStateReader, cluster: str, at_least: int, timeout: float = 90.0) -> None:
+def _wait_for_progress(reader: TaskStateReader, at_least: int, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
-    while len(_ours(reader, cluster)) < at_least:
-        assert time.monotonic() < deadline, f"only {len(_ours(reader, cluster))} tasks published"
+    while len(reader.latest) < at_least:  # the reader keeps this test's cluster only
+        assert time.monotonic() < deadline, f"only {len(reader.latest)} tasks published"
         reader.poll(0.2)
 
 
@@ -70,7 +65,7 @@ def test_kill_dash_9_and_restart_gives_the_records_of_an_undisturbed_run(backlog
     settings, events, expected, pipeline, reader = backlog
     produce_events(settings, events)
     first = pipeline.start_streams("streams-a")
-    _wait_for_progress(reader, settings.cluster, len(expected) // 3)
+    _wait_for_progress(reader, len(expected) // 3)
     first.signal(signal.SIGKILL)
     first.popen.wait(10)
     second = pipeline.start_streams("streams-a")  # same app id: recovers the changelog, resumes
@@ -84,7 +79,7 @@ def test_two_workers_give_the_records_of_one_and_survive_losing_one(backlog):
     b = pipeline.start_streams("streams-b", STREAMS_DATA_DIR=f"{settings.data_dir}-b")
     time.sleep(settings.session_timeout * 2)  # both in the group before the load arrives
     produce_events(settings, events)
-    _wait_for_progress(reader, settings.cluster, len(expected) // 3)
+    _wait_for_progress(reader, len(expected) // 3)
     a.signal(signal.SIGKILL)  # b takes over a's partitions after the session timeout
     a.popen.wait(10)
     _assert_exact(reader, expected, settings, pipeline)
@@ -96,5 +91,5 @@ def test_every_event_delivered_twice_gives_identical_records(backlog):
     produce_events(settings, events, copies=2)
     pipeline.start_streams("streams-a")
     _assert_exact(reader, expected, settings, pipeline)
-    published = _ours(reader, settings.cluster)
+    published = reader.latest
     assert max(r["events_count"] for r in published.values()) == max(r["events_count"] for r in expected.values())
