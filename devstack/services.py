@@ -188,6 +188,9 @@ CLICKHOUSE_CONFIG = """<?xml version="1.0"?>
   <timezone>UTC</timezone>
   <mark_cache_size>268435456</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
+  <!-- A one-shard cluster of this server alone: lets the multi-node schema (CLICKHOUSE_CLUSTER,
+       Distributed over <table>_local) be applied and queried here without ZooKeeper. -->
+  <remote_servers><celery_monitor_local><shard><replica><host>127.0.0.1</host><port>{tcp_port}</port></replica></shard></celery_monitor_local></remote_servers>
 </yandex>
 """
 CLICKHOUSE_USERS = """<?xml version="1.0"?>

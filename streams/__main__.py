@@ -17,6 +17,7 @@ KAFKA = ["kafka_bootstrap", "kafka_flavor", "kafka_security_protocol", "kafka_sa
          "topic_task_states", "topic_worker_states", "topic_dead_letters", "topic_alerts"]  # fmt: skip
 CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhouse_password",
               "clickhouse_database", "clickhouse_secure"]  # fmt: skip
+LAYOUT = ["clickhouse_cluster", "clickhouse_replicated"]
 SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "session_timeout"]
 APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "sink", "web_port", "web_host",
        "streams_metrics_addr", "streams_batch_size", "streams_batch_seconds", "task_retention", "alert_failure_window",
@@ -44,11 +45,21 @@ def cmd_sink(settings: Settings, args) -> None:
 
 
 def cmd_migrate(settings: Settings, args) -> None:
-    from .migrate import migrate
+    from .migrate import ClusterLayout, load_migrations, migrate, statements_for
     from .sink.clickhouse import connect
 
+    layout = None
+    if settings.clickhouse_cluster:
+        replicated = settings.clickhouse_replicated
+        layout = ClusterLayout(settings.clickhouse_cluster, replicated=replicated, on_cluster=replicated)
+    if args.print_sql:
+        for migration in load_migrations(settings.clickhouse_database):
+            print(f"-- {migration.id}_{migration.name}")
+            for statement in statements_for(migration, layout):
+                print(statement + ";\n")
+        return
     client = connect(settings, with_database=False)
-    applied = migrate(client.execute, settings.clickhouse_database)
+    applied = migrate(client.execute, settings.clickhouse_database, layout=layout)
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
 
@@ -87,7 +98,7 @@ def cmd_report(settings: Settings, args) -> None:
         return [name for name, _ in types], rows
 
     since = time.time() - args.window if args.window else 0
-    answers = run_report(execute, settings.clickhouse_database, {"cluster": args.cluster or "", "since": since})
+    answers = run_report(execute, settings.clickhouse_database, {"cluster": args.cluster or "", "name": args.name or "", "since": since})
     print(render(answers, args.format))
     if args.plot:
         from pathlib import Path
@@ -116,7 +127,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.set_defaults(func=cmd_sink)
 
     p = sub.add_parser("migrate", help="apply sql/migrations to ClickHouse (idempotent)")
-    add_arguments(p, CLICKHOUSE)
+    p.add_argument("--print", dest="print_sql", action="store_true", help="print the statements (for the chosen layout) instead of running them")
+    add_arguments(p, CLICKHOUSE + LAYOUT)
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("topics", help="create every topic (and table changelog) up front")
@@ -137,6 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = sub.add_parser("report", help="answer the analytics questions from ClickHouse")
     p.add_argument("--cluster", default="", help="only this cluster (default all)")
+    p.add_argument("--name", default="", help="only tasks of this name, e.g. proj.tasks.add (default all)")
     p.add_argument("--window", type=float, default=0, help="only tasks first seen in the last N seconds (0 = all)")
     p.add_argument("--format", choices=("text", "json", "csv"), default="text")
     add_arguments(p, CLICKHOUSE)

@@ -114,6 +114,12 @@ class Settings:
     clickhouse_password: str = _setting("", "CLICKHOUSE_PASSWORD", "ClickHouse password", secret=True)
     clickhouse_database: str = _setting("celery", "CLICKHOUSE_DATABASE", "ClickHouse database")
     clickhouse_secure: bool = _setting(False, "CLICKHOUSE_SECURE", "TLS to ClickHouse")
+    clickhouse_cluster: str = _setting(
+        "", "CLICKHOUSE_CLUSTER", "migrate: create <table>_local shards + Distributed tables for this <remote_servers> cluster ('' = one server)"
+    )
+    clickhouse_replicated: bool = _setting(
+        True, "CLICKHOUSE_REPLICATED", "migrate with CLICKHOUSE_CLUSTER: Replicated*MergeTree shards and DDL ON CLUSTER (needs ZooKeeper/Keeper); false = plain shards, DDL run per node"
+    )
     sink_group: str = _setting("celery-monitor-sink", "SINK_GROUP", "consumer group of the ClickHouse sink")
     sink_batch_rows: int = _setting(5000, "SINK_BATCH_ROWS", "rows per ClickHouse insert (at most)")
     sink_batch_seconds: float = _setting(1.0, "SINK_BATCH_SECONDS", "longest wait before a partial batch is inserted")

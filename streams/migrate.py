@@ -46,9 +46,22 @@ def load_migrations(db: str, directory: Path = MIGRATIONS_DIR) -> list[Migration
     return migrations
 
 
-def migrate(execute: Callable[[str], list], db: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply what is not applied yet; returns the ids applied now."""
-    execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+def statements_for(migration: Migration, layout: "ClusterLayout | None" = None, down: bool = False) -> list[str]:
+    """A migration's statements, rewritten for a cluster when a layout is given."""
+    statements = migration.down if down else migration.up
+    return list(statements) if layout is None else [out for st in statements for out in layout.rewrite(st)]
+
+
+def migrate(
+    execute: Callable[[str], list], db: str, directory: Path = MIGRATIONS_DIR, layout: "ClusterLayout | None" = None
+) -> list[str]:
+    """Apply what is not applied yet; returns the ids applied now.
+
+    With a layout the tables are created for a multi-node cluster (see ClusterLayout); the
+    migrations table stays on the node migrate talks to, so always migrate through the same node.
+    """
+    on_cluster = layout.clause if layout else ""
+    execute(f"CREATE DATABASE IF NOT EXISTS {db}{on_cluster}")
     execute(
         f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (id String, name String, applied_at DateTime) "
         f"ENGINE = MergeTree() ORDER BY id"
@@ -58,7 +71,7 @@ def migrate(execute: Callable[[str], list], db: str, directory: Path = MIGRATION
     for migration in load_migrations(db, directory):
         if migration.id in done:
             continue
-        for statement in migration.up:
+        for statement in statements_for(migration, layout):
             execute(statement)
         execute(
             f"INSERT INTO {db}.schema_migrations (id, name, applied_at) "
@@ -66,3 +79,67 @@ def migrate(execute: Callable[[str], list], db: str, directory: Path = MIGRATION
         )
         applied.append(migration.id)
     return applied
+
+
+# -- Multi-node ClickHouse ------------------------------------------------------------------
+# The same migrations, rewritten for a cluster: each table becomes <table>_local
+# (Replicated*MergeTree, one per shard and replica) plus a Distributed table under the original
+# name, so the sink and every query in sql/queries/ keep using the names they know.  Rows are
+# sharded by the key that identifies a task (or a worker), so a task's duplicates and versions
+# land on one shard, where ReplacingMergeTree folds them and FINAL sees them together.
+SHARDING_KEYS = {
+    "events": "cityHash64(cluster, uuid, hostname)",
+    "tasks": "cityHash64(cluster, uuid)",
+    "workers": "cityHash64(cluster, hostname)",
+    "events_per_minute": "cityHash64(cluster, minute)",  # written by its view on each shard, never directly
+}
+_CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)\s*(\(.*\))\s*ENGINE\s*=\s*(\w*MergeTree)\((.*?)\)(.*)$", re.S)
+_CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+) TO (\w+)\.(\w+)\s+AS (.*)$", re.S)
+_DROP_TABLE = re.compile(r"^DROP TABLE IF EXISTS (\w+)\.(\w+)$")
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """How migrations are rewritten for a multi-node ClickHouse.
+
+    name:        the cluster in the servers' <remote_servers> configuration
+    replicated:  Replicated*MergeTree engines (needs ZooKeeper/Keeper); False = sharding only
+    on_cluster:  run each DDL ON CLUSTER (distributed DDL, needs ZooKeeper/Keeper); False = run
+                 the same statements on every node yourself
+    """
+
+    name: str
+    replicated: bool = True
+    on_cluster: bool = True
+
+    @property
+    def clause(self) -> str:
+        return f" ON CLUSTER {self.name}" if self.on_cluster else ""
+
+    def rewrite(self, statement: str) -> list[str]:
+        if m := _CREATE_TABLE.match(statement):
+            db, table, columns, engine, args, rest = m.groups()
+            if table not in SHARDING_KEYS:
+                raise ValueError(f"{table}: no sharding key for cluster mode; add it to SHARDING_KEYS")
+            local = f"{table}_local"
+            if self.replicated:
+                path = f"'/clickhouse/tables/{{shard}}/{db}/{local}', '{{replica}}'"
+                engine, args = f"Replicated{engine}", f"{path}, {args}" if args.strip() else path
+            return [
+                f"CREATE TABLE IF NOT EXISTS {db}.{local}{self.clause}\n{columns}\nENGINE = {engine}({args}){rest}",
+                f"CREATE TABLE IF NOT EXISTS {db}.{table}{self.clause} AS {db}.{local}\n"
+                f"ENGINE = Distributed({self.name}, {db}, {local}, {SHARDING_KEYS[table]})",
+            ]
+        if m := _CREATE_VIEW.match(statement):
+            # A view fires on the shard that stores the inserted rows: it reads and writes the
+            # local tables.
+            db, view, target_db, target, select = m.groups()
+            select = re.sub(rf"\bFROM {db}\.(\w+)", lambda s: f"FROM {db}.{s.group(1)}_local", select)
+            return [f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view}{self.clause} TO {target_db}.{target}_local\nAS {select}"]
+        if m := _DROP_TABLE.match(statement):
+            db, table = m.groups()
+            drops = [f"DROP TABLE IF EXISTS {db}.{table}{self.clause}"]
+            return drops + ([f"DROP TABLE IF EXISTS {db}.{table}_local{self.clause}"] if table in SHARDING_KEYS else [])
+        if statement.startswith("CREATE DATABASE IF NOT EXISTS "):
+            return [statement + self.clause]
+        raise ValueError(f"cluster mode cannot rewrite this statement yet; extend ClusterLayout.rewrite:\n{statement}")

@@ -15,6 +15,7 @@ QUERIES_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
 DEFAULT_QUERIES = (
     "tasks_by_state",
     "throughput_per_minute",
+    "finished_per_minute_by_name",
     "failure_rate_by_name",
     "runtime_percentiles_by_name",
     "queue_wait_by_name",
@@ -58,6 +59,7 @@ def run_report(
     params: dict,
     names: tuple[str, ...] = DEFAULT_QUERIES,
 ) -> list[Answer]:
+    params = {"cluster": "", "name": "", "since": 0, **params}
     answers = []
     for name in names:
         query = load_query(name, db)

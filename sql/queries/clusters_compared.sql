@@ -1,6 +1,6 @@
 -- title: Clusters compared
 -- question: How do the Celery clusters compare: volume, failures, runtime?
--- params: cluster ('' = all clusters), since (epoch seconds; 0 = all time)
+-- params: cluster ('' = all clusters), name ('' = all task names), since (epoch seconds; 0 = all time)
 SELECT
     cluster,
     count() AS tasks,
@@ -9,6 +9,6 @@ SELECT
     round(quantileExact(0.95)(runtime) * 1000, 3) AS runtime_p95_ms,  -- NULLs (unfinished tasks) are skipped
     uniqExact(ifNull(worker, '')) AS workers
 FROM {db}.tasks FINAL
-WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND first_seen_at >= %(since)s
+WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND (%(name)s = '' OR name = %(name)s) AND first_seen_at >= %(since)s
 GROUP BY cluster
 ORDER BY tasks DESC, cluster

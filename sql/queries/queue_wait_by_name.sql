@@ -1,6 +1,6 @@
 -- title: Queue wait by task name (ms)
 -- question: How long do tasks wait between a worker receiving them and starting them? (started - received)
--- params: cluster ('' = all clusters), since (epoch seconds; 0 = all time)
+-- params: cluster ('' = all clusters), name ('' = all task names), since (epoch seconds; 0 = all time)
 SELECT
     name,
     count() AS started,
@@ -8,7 +8,7 @@ SELECT
     round(quantileExact(0.95)(started_at - received_at) * 1000, 3) AS p95_ms,
     round(max(started_at - received_at) * 1000, 3) AS max_ms
 FROM {db}.tasks FINAL
-WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND first_seen_at >= %(since)s
+WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND (%(name)s = '' OR name = %(name)s) AND first_seen_at >= %(since)s
   AND started_at IS NOT NULL AND received_at IS NOT NULL
 GROUP BY name
 ORDER BY p95_ms DESC, name

@@ -1,6 +1,6 @@
 -- title: Retries and recovery by task name
 -- question: How often do tasks retry, and how often does a retry chain end well? recovery rate = RECOVERED / tasks that retried
--- params: cluster ('' = all clusters), since (epoch seconds; 0 = all time)
+-- params: cluster ('' = all clusters), name ('' = all task names), since (epoch seconds; 0 = all time)
 SELECT
     name,
     countIf(retries > 0) AS retried,
@@ -9,7 +9,7 @@ SELECT
     max(retries) AS max_retries,
     round(countIf(state = 'RECOVERED') / countIf(retries > 0), 4) AS recovery_rate
 FROM {db}.tasks FINAL
-WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND first_seen_at >= %(since)s
+WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND (%(name)s = '' OR name = %(name)s) AND first_seen_at >= %(since)s
 GROUP BY name
 HAVING retried > 0
 ORDER BY retried DESC, name

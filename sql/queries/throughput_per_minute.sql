@@ -1,6 +1,6 @@
 -- title: Throughput per minute by event type
 -- question: How many distinct events per minute, of each type (task-succeeded, task-failed, ...)? From the events_per_minute view.
--- params: cluster ('' = all clusters), since (epoch seconds; 0 = all time)
+-- params: cluster ('' = all clusters), name (unused: not every event carries it), since (epoch seconds; 0 = all time)
 SELECT
     minute,
     type,

@@ -1,6 +1,6 @@
 -- title: Top exception types
 -- question: Which exceptions end (or retry) the most tasks?
--- params: cluster ('' = all clusters), since (epoch seconds; 0 = all time)
+-- params: cluster ('' = all clusters), name ('' = all task names), since (epoch seconds; 0 = all time)
 SELECT
     exception_type,
     count() AS tasks,
@@ -8,6 +8,6 @@ SELECT
     countIf(state = 'RETRY') AS still_retrying,
     uniqExact(name) AS task_names
 FROM {db}.tasks FINAL
-WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND first_seen_at >= %(since)s AND exception_type IS NOT NULL
+WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND (%(name)s = '' OR name = %(name)s) AND first_seen_at >= %(since)s AND exception_type IS NOT NULL
 GROUP BY exception_type
 ORDER BY tasks DESC, exception_type

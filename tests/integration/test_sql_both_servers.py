@@ -84,3 +84,40 @@ def test_retention_partition_drop_runs_on_clickhouse_18(stack):
     assert dropped == [f"ALTER TABLE {db}.events DROP PARTITION 202601", f"ALTER TABLE {db}.events_per_minute DROP PARTITION 202601"]
     assert [r[0] for r in server.execute(f"SELECT uuid FROM {db}.events")] == ["new"]
     server.execute(f"DROP DATABASE {db}")
+
+
+def test_cluster_layout_gives_the_same_answers_on_clickhouse_18(stack, scenario_events, both):
+    """The multi-node schema (shards <table>_local behind Distributed tables of the original names)
+    on a one-shard cluster of the test server (devstack's celery_monitor_local; replication and
+    ON CLUSTER need ZooKeeper, so they are left out here): the sink's inserts and every query work
+    through the Distributed tables and give the single-server answers."""
+    import dataclasses
+
+    from streams.migrate import ClusterLayout
+
+    db = "celery_sharded"
+    settings = dataclasses.replace(stack["settings"], clickhouse_database=db)
+    server = connect(settings, with_database=False)
+    server.execute(f"DROP DATABASE IF EXISTS {db}")
+    layout = ClusterLayout("celery_monitor_local", replicated=False, on_cluster=False)
+    migrate(server.execute, db, layout=layout)
+    client = connect(settings)
+    client.settings["insert_distributed_sync"] = 1  # the rows are on the shard when INSERT returns
+    writer = ClickHouseWriter(settings, client)
+    tables, _ = dataset(scenario_events)
+    for table, (columns, rows) in tables.items():
+        writer.insert(table, columns, rows)
+        writer.insert(table, columns, rows)
+    assert server.execute(f"SELECT count() FROM {db}.tasks_local")[0][0] == 2 * len(tables["tasks"][1])
+
+    def sharded_query(sql, params):
+        rows, types = server.execute(sql.replace(f"{DB}.", f"{db}."), params, with_column_types=True)
+        return [n for n, _ in types], rows
+
+    single_query, _ = both
+    params = {"cluster": "fx", "since": 0}
+    for name in QUERIES:
+        (single,) = run_report(single_query, DB, params, (name,))
+        (sharded,) = run_report(sharded_query, DB, params, (name,))
+        assert sharded.rows == single.rows, name
+    server.execute(f"DROP DATABASE IF EXISTS {db}")

@@ -137,3 +137,59 @@ def test_retention_drops_only_months_older_than_kept(chdb_loaded):
     assert statements == [f"ALTER TABLE {db}.events DROP PARTITION 202601", f"ALTER TABLE {db}.events_per_minute DROP PARTITION 202601"]
     assert [r[0] for r in ch.execute(f"SELECT uuid FROM {db}.events")] == ["new"]
     ch.execute(f"DROP DATABASE {db}")
+
+
+def test_name_filter_keeps_only_that_task_name(chdb_loaded):
+    ch, records = chdb_loaded
+    tasks = [r for r in records if r["kind"] == "task" and r["cluster"] == "fx"]
+    name = Counter(r["name"] for r in tasks if r["name"]).most_common(1)[0][0]
+    params = {"cluster": "fx", "since": 0, "name": name}
+    (by_state,) = run_report(ch.query, DB, params, ("tasks_by_state",))
+    assert dict(by_state.rows) == dict(Counter(r["state"] for r in tasks if r["name"] == name))
+    (failures,) = run_report(ch.query, DB, params, ("failure_rate_by_name",))
+    assert [row[0] for row in failures.rows] == [name]
+
+
+def test_finished_per_minute_counts_each_finished_task_once(chdb_loaded):
+    ch, records = chdb_loaded
+    tasks = [r for r in records if r["kind"] == "task" and r["cluster"] == "fx"]
+    finished = ("SUCCEEDED", "RECOVERED", "FAILED", "CRITICAL", "REVOKED", "REJECTED")
+    (answer,) = run_report(ch.query, DB, {"cluster": "fx", "since": 0}, ("finished_per_minute_by_name",))
+    got = Counter()
+    for _minute, name, state, count in answer.rows:
+        got[(name, state)] += count
+    assert got == Counter((r["name"], r["state"]) for r in tasks if r["state"] in finished)
+
+
+def test_cluster_layout_sql_parses_on_modern_clickhouse(chdb_loaded):
+    """The Replicated + Distributed ON CLUSTER schema cannot run without a cluster here; modern
+    ClickHouse's own parser checks every statement of it."""
+    from streams.migrate import ClusterLayout, statements_for
+
+    ch, _ = chdb_loaded
+    layout = ClusterLayout("prod")
+    statements = [st for m in load_migrations(DB) for down in (False, True) for st in statements_for(m, layout, down)]
+    assert len(statements) == 18  # 9 up, 9 down
+    for statement in statements:
+        (formatted,) = ch.execute("SELECT formatQuery(%(q)s)", {"q": statement})[0]
+        assert "ON CLUSTER prod" in formatted, statement
+
+
+def test_cluster_layout_shape():
+    from streams.migrate import ClusterLayout, statements_for
+
+    created = [st for m in load_migrations(DB) for st in statements_for(m, ClusterLayout("prod"))]
+    heads = [st.split("\n")[0] for st in created]
+    assert heads[:2] == [
+        f"CREATE TABLE IF NOT EXISTS {DB}.events_local ON CLUSTER prod",
+        f"CREATE TABLE IF NOT EXISTS {DB}.events ON CLUSTER prod AS {DB}.events_local",
+    ]
+    tasks_local = next(st for st in created if st.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.tasks_local"))
+    assert f"ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{DB}/tasks_local', '{{replica}}', version)" in tasks_local
+    assert any(f"Distributed(prod, {DB}, tasks_local, cityHash64(cluster, uuid))" in st for st in created)
+    view = next(st for st in created if "MATERIALIZED VIEW" in st)
+    assert f"TO {DB}.events_per_minute_local" in view and f"FROM {DB}.events_local" in view
+    plain = [st for m in load_migrations(DB) for st in statements_for(m, ClusterLayout("c", replicated=False, on_cluster=False))]
+    assert not any("ON CLUSTER" in st or "Replicated" in st for st in plain)
+    with pytest.raises(ValueError, match="cannot rewrite"):
+        ClusterLayout("c").rewrite(f"ALTER TABLE {DB}.tasks ADD COLUMN x String")
