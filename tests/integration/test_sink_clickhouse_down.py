@@ -71,15 +71,12 @@ def test_clickhouse_down_under_load_loses_nothing_and_holds_memory(stack, clickh
         assert "ClickHouse unavailable" in sink.log_text()
         assert rss_max - rss_at_stop < RSS_GROWTH_LIMIT_MB, (rss_at_stop, rss_max)
 
-        _, argv, env, ready = services.clickhouse(stack["run_dir"], settings.clickhouse_port, stack["ch_http"])
-        clickhouse.start(argv, env=env, cwd=stack["run_dir"] / "clickhouse", ready=ready, timeout=30)
+        stack["stack"].start_clickhouse()
         clickhouse_client.disconnect()
         expected = tuple(a + b for a, b in zip(expected, (produce_events(settings, after), produce_task_records(settings, after))))
         wait_for(expected, 120)
         assert "ClickHouse is back" in sink.log_text()
         print(f"outage: {len(during):,} events produced while ClickHouse was down; sink RSS {rss_at_stop:.0f} -> max {rss_max:.0f} MB")
     finally:
-        if not clickhouse.pid():  # never leave the shared test server stopped
-            _, argv, env, ready = services.clickhouse(stack["run_dir"], settings.clickhouse_port, stack["ch_http"])
-            clickhouse.start(argv, env=env, cwd=stack["run_dir"] / "clickhouse", ready=ready, timeout=30)
+        stack["stack"].start_clickhouse()  # never leave the shared test server stopped (no-op when running)
         pipeline.stop()
