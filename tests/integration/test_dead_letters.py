@@ -89,3 +89,83 @@ def test_malformed_bodies_are_dead_lettered_and_good_events_pass(stack, clickhou
     streams_letter = next(letter for letter in letters if letter["stage"] == "streams")
     assert set(streams_letter["source"]) == {"topic", "partition", "offset"}
     assert any("raw_b64" in letter for letter in letters)  # the non-UTF-8 body is kept as bytes
+
+
+HOSTILE = 10_000
+UNICODE_NAMES = ("tâsk.ünïcode", "タスク.名前", "مهمة.rtl", "emoji.🚀🔥", "zwj.👩‍💻", "combining.é", "tab\tand\nnewline", "quote'\"\\")
+
+
+def hostile_bodies(c: str, now: float) -> list[tuple[str, bytes]]:
+    """HOSTILE bodies, each worth exactly one dead letter; every one carries the cluster name c."""
+    makers = [
+        lambda i: ("task.sent", f"<html>not json {i} {c}".encode()),  # not JSON
+        lambda i: ("task.sent", b"\xff\xfe\xfa" + f"{i}{c}".encode()),  # not UTF-8
+        lambda i: ("task.sent", (f'{{"type": "task-sent", "uuid": "{c}-{i}", "name": "\\ud800"}}').encode()),  # lone surrogate
+        lambda i: ("task.sent", ("[" * 3000 + f'"{c}"' + "]" * 3000).encode()),  # nesting beyond the parser's limit
+        lambda i: ("task.sent", json.dumps({"type": "task-received", "timestamp": now, "note": f"{c}-{i}"}).encode()),  # no uuid
+        lambda i: ("task.sent", json.dumps({"type": "task-party", "uuid": f"{c}-{i}", "timestamp": now}).encode()),  # unknown type
+        lambda i: ("task.sent", json.dumps({"type": "task-received", "uuid": f"{c}-{i}", "timestamp": now, "retries": "many"}).encode()),
+        lambda i: ("task.sent", json.dumps({"type": "task-started", "uuid": f"{c}-{i}", "timestamp": f"{now}"}).encode()),  # str time
+        lambda i: ("task.sent", json.dumps({"type": "task-received", "uuid": f"{c}-{i}", "timestamp": now, "retries": "x" * 50_000}).encode()),  # huge
+        lambda i: ("task.multi", json.dumps([{"type": "task-failed", "uuid": f"{c}-{i}", "timestamp": now, "exception": ["not", "text"]}]).encode()),
+    ]
+    return [makers[i % len(makers)](i) for i in range(HOSTILE)]
+
+
+def test_ten_thousand_hostile_bodies(stack, clickhouse_client):
+    """10,000 malformed or hostile bodies (not JSON, not UTF-8, lone surrogates, deep nesting, no
+    uuid, unknown types, wrong types, 50 kB fields) between good events with unicode-heavy task
+    names: one dead letter each with its reason, nothing crashes, every good task exact."""
+    base = stack["settings"]
+    pipeline = Pipeline(base, stack["run_dir"] / "logs")
+    settings = dataclasses.replace(pipeline.settings, cluster=f"{base.cluster}-hostile-{pipeline.run_id}", app_id=f"{base.app_id}-hostile")
+    pipeline.settings = settings
+    now = time.time()
+    good = {str(uuidlib.uuid4()): name for name in UNICODE_NAMES}
+
+    def lifecycle(uuid: str, name: str) -> list[tuple[str, bytes]]:
+        common = {"uuid": uuid, "hostname": "w@h", "pid": 7, "timestamp": now}
+        return [
+            ("task.received", json.dumps({"type": "task-received", "clock": 1, "name": name, "args": f"('{name}',)", "retries": 0, **common}).encode()),
+            ("task.started", json.dumps({"type": "task-started", "clock": 2, **common}).encode()),
+            ("task.succeeded", json.dumps({"type": "task-succeeded", "clock": 3, "runtime": 0.5, "result": f"'{name}'", **common}).encode()),
+        ]
+
+    bad = hostile_bodies(settings.cluster, now)
+    chunk = len(bad) // len(good)
+    bodies = []
+    for i, (uuid, name) in enumerate(good.items()):  # good events interleaved with the bad ones
+        bodies += bad[i * chunk : (i + 1) * chunk] + lifecycle(uuid, name)
+    bodies += bad[len(good) * chunk :]
+    try:
+        pipeline.start_bridge()
+        pipeline.start_streams()
+        publish_raw(settings.broker_url, bodies)
+        rows = wait_for_tasks(clickhouse_client, settings, list(good), pipeline, timeout=180)
+        letters = dead_letters(settings, want=HOSTILE, timeout=180)
+        pipeline.check_alive()  # nothing crashed
+    finally:
+        pipeline.stop()
+        pipeline.cleanup_broker()
+
+    for uuid, name in good.items():
+        assert (rows[uuid]["name"], rows[uuid]["state"], rows[uuid]["events_count"]) == (name, "SUCCEEDED", 3)
+        assert rows[uuid]["result"] == f"'{name}'"
+    assert len(letters) == HOSTILE
+    assert all(letter["reason"] for letter in letters)
+    by_reason = {}
+    for letter in letters:
+        key = (letter["stage"], letter["reason"].split(":")[0][:60])
+        by_reason[key] = by_reason.get(key, 0) + 1
+    print("dead letters by stage and reason:", json.dumps({f"{s}: {r}": n for (s, r), n in sorted(by_reason.items())}, indent=1, ensure_ascii=False))
+    tenth = HOSTILE // 10
+    assert by_reason == {
+        ("bridge", "body is not JSON"): 4 * tenth,  # not JSON, not UTF-8, lone surrogate, too deep
+        ("bridge", "task event without a 'uuid' string"): tenth,
+        ("streams", "unknown event type 'task-party'"): tenth,
+        ("streams", "field 'retries' has type str"): 2 * tenth,  # one of them 50 kB long
+        ("streams", "field 'timestamp' is missing or not a number"): tenth,
+        ("streams", "field 'exception' has type list"): tenth,
+    }
+    huge = [letter for letter in letters if "x" * 1000 in json.dumps(letter)]
+    assert len(huge) == HOSTILE // 10 and all(len(json.dumps(letter)) < 200_000 for letter in huge)
