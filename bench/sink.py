@@ -81,7 +81,7 @@ def main(argv=None) -> None:
               f"batches of {args.batch_rows:,}; goal 200,000 rows/s)")  # fmt: skip
 
         client = connect(settings)
-        params = {"cluster": "", "since": 0}
+        params = {"cluster": "", "name": "", "since": 0}
         latencies = {}
         for name in DEFAULT_QUERIES:
             sql = load_query(name, settings.clickhouse_database).sql

@@ -47,7 +47,8 @@ class ClickHouseWriter:
             return 0
         sql = f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES"
         try:
-            self.client.execute(sql, rows, types_check=False)
+            # Column-wise: zip transposes in C; the driver's own row-to-column pass was 6 % of the sink.
+            self.client.execute(sql, list(zip(*rows)), types_check=False, columnar=True)
         except UNAVAILABLE as exc:
             self.client.disconnect()
             raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc

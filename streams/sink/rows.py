@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import orjson
 
@@ -23,12 +24,20 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 
 _NOT_NULL_STR = {"cluster", "uuid", "name", "state", "hostname"}
-_UTC = dt.timezone.utc
 
 
-def _datetime(ts: float) -> dt.datetime:
-    # Naive UTC: the server runs in UTC and clickhouse-driver sends naive values as they are.
-    return dt.datetime.fromtimestamp(int(ts), _UTC).replace(tzinfo=None)
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _datetime(ts: float) -> int:
+    # DateTime columns take epoch seconds as they are (clickhouse-driver skips its timezone
+    # conversion for ints; a datetime object per row cost 13 % of the sink's time).
+    return int(ts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _date(day: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=day)
 
 
 def task_row(record: dict) -> tuple:
@@ -69,7 +78,7 @@ def event_row(envelope: dict) -> tuple | None:
         value = event.get(name)
         return value if isinstance(value, str) else ""
 
-    when = _datetime(ts)
+    when = int(ts)
     return (
         envelope.get("cluster") or "",
         text("type"),
@@ -78,7 +87,7 @@ def event_row(envelope: dict) -> tuple | None:
         integer("pid"),
         integer("clock"),
         float(ts),
-        when.date(),
+        _date(when // 86400),
         when,
         text("name"),
         str(envelope.get("bridge") or ""),

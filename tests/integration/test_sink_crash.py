@@ -49,7 +49,7 @@ def test_crash_between_insert_and_commit_changes_no_answer(stack, clickhouse_cli
     def crash():
         raise Crash("killed between INSERT and commit")
 
-    first.consumer.commit = crash
+    first._commit = crash
     crashed = 0
     deadline = time.monotonic() + 120
     while ours() != (n_events, n_tasks):
@@ -58,7 +58,7 @@ def test_crash_between_insert_and_commit_changes_no_answer(stack, clickhouse_cli
             first.run_once()
         except Crash:
             crashed += 1  # the batch is in ClickHouse, its offsets are not committed
-    first.consumer.close(autocommit=False)
+    first.consumer.close()
     assert crashed
     before = answers()
     written_before = sum(first.inserted.values())

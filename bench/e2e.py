@@ -1,0 +1,362 @@
+"""`make bench-e2e`: the whole pipeline on this machine, at increasing offered rates.
+
+RabbitMQ -> bridge -> Kafka (private Tansu) -> streams worker -> sink (its own process) ->
+ClickHouse (private 18.16), every stage running here at once.
+
+- live:   a real Celery worker (-E, prefork) runs `demo.add` tasks sent at N tasks/s;
+- replay: recorded Celery bodies (the shared load fixture, fresh uuids, timestamps set to the
+          moment of publishing) go straight into the `celeryev` exchange as `task.multi`
+          batches, as Celery's workers send them, to go beyond what live workers emit here.
+
+Each step runs for --seconds, then waits until ClickHouse holds every event of the step.
+Measured per step: the rate actually offered, the sustained end-to-end rate (events of the step
+/ time from its first publish until its last event is visible in ClickHouse), event ->
+ClickHouse latency p50/p95/p99 (Celery event timestamp -> first poll that sees the row, polled
+every 100 ms on a sample of tasks), CPU (% of one core) and peak RSS per component. Writes
+bench/results/e2e.json and e2e.png (throughput and latency vs offered rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import psutil
+from celery.events.event import get_exchange
+from kombu import Connection
+
+from bench.engine import FIXTURE
+from demo.pipeline import Pipeline
+from devstack.private import private_stack
+from streams.sink.clickhouse import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBES_PER_STEP = 400
+MULTI = 10  # task events per task.multi message (Celery's prefork workers batch theirs too)
+
+
+def replay_events():
+    """The recorded events forever, each copy with fresh uuids."""
+    with gzip.open(FIXTURE) as f:
+        base = [orjson.loads(line) for line in f if line.strip()]
+    for copy_no in itertools.count():
+        suffix = f"e2e{copy_no:07x}"
+        for e in base:
+            e = {k: v for k, v in e.items() if k != "local_received"}
+            if "uuid" in e:
+                e["uuid"] = e["uuid"][: -len(suffix)] + suffix
+            yield e
+
+
+class Components:
+    """CPU and RSS of each running component (process trees: Celery's pool children count)."""
+
+    def __init__(self, pids: dict[str, int], alone: tuple[str, ...] = ("publisher (bench)",)):
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.alone = {self.procs[name].pid for name in alone if name in self.procs}  # the parent of every other
+
+    def _tree(self, proc: psutil.Process) -> list[psutil.Process]:
+        if proc.pid in self.alone:
+            return [proc]
+        try:
+            return [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu(self) -> dict[str, float]:
+        out = {}
+        for name, proc in self.procs.items():
+            total = 0.0
+            for p in self._tree(proc):
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+            out[name] = total
+        return out
+
+    def rss(self) -> dict[str, float]:
+        out = {}
+        for name, proc in self.procs.items():
+            total = 0
+            for p in self._tree(proc):
+                try:
+                    total += p.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            out[name] = total / 2**20
+        return out
+
+
+class LatencyProbe(threading.Thread):
+    """Polls ClickHouse for the events of sampled tasks; latency = first sight - event timestamp."""
+
+    def __init__(self, settings):
+        super().__init__(daemon=True, name="latency-probe")
+        self.settings = settings
+        self.client = connect(settings)
+        self.uuids: list[str] = []
+        self.seen: set[tuple] = set()
+        self.latencies: list[float] = []
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def add(self, uuid: str) -> None:
+        with self.lock:
+            self.uuids.append(uuid)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.uuids, self.seen, self.latencies = [], set(), []
+
+    def run(self) -> None:
+        db = self.settings.clickhouse_database
+        while not self.stopped.is_set():
+            with self.lock:
+                uuids = tuple(self.uuids)
+            if uuids:
+                rows = self.client.execute(
+                    f"SELECT uuid, type, hostname, pid, clock, timestamp FROM {db}.events WHERE cluster = %(c)s AND uuid IN %(u)s",
+                    {"c": self.settings.cluster, "u": uuids},
+                )
+                now = time.time()
+                with self.lock:
+                    for row in rows:
+                        key = row[:5]
+                        if key not in self.seen:
+                            self.seen.add(key)
+                            self.latencies.append(now - row[5])
+            time.sleep(0.1)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def count_events(client, settings, since: float, until: float, tasks_only: bool = False) -> int:
+    only = " AND type LIKE 'task-%%'" if tasks_only else ""  # live: not the worker's heartbeats
+    return client.execute(
+        f"SELECT count() FROM {settings.clickhouse_database}.events "
+        f"WHERE cluster = %(c)s AND timestamp >= %(s)s AND timestamp <= %(u)s{only}",
+        {"c": settings.cluster, "s": since, "u": until},
+    )[0][0]
+
+
+def publish_replay(conn, events, rate: float, seconds: float, probe: LatencyProbe, every: int) -> tuple[int, float]:
+    """Publish ``rate`` events/s for ``seconds``; returns (events published, seconds taken)."""
+    exchange = get_exchange(conn)
+    producer = conn.Producer(exchange=exchange)
+    started, sent, tasks_seen = time.monotonic(), 0, 0
+    known: set[str] = set()
+    while (elapsed := time.monotonic() - started) < seconds:
+        due = int(elapsed * rate) - sent
+        if due <= 0:
+            time.sleep(0.005)
+            continue
+        now, multi = time.time(), []
+        for e in itertools.islice(events, due):
+            e["timestamp"] = now
+            if e["type"].startswith("task-"):
+                uuid = e["uuid"]
+                if uuid not in known:
+                    known.add(uuid)
+                    tasks_seen += 1
+                    if tasks_seen % every == 0:
+                        probe.add(uuid)
+                multi.append(e)
+                if len(multi) >= MULTI:
+                    producer.publish(orjson.dumps(multi), routing_key="task.multi", content_type="application/json", content_encoding="utf-8")
+                    multi = []
+            else:
+                producer.publish(orjson.dumps(e), routing_key=e["type"].replace("-", "."), content_type="application/json", content_encoding="utf-8")
+        if multi:
+            producer.publish(orjson.dumps(multi), routing_key="task.multi", content_type="application/json", content_encoding="utf-8")
+        sent += due
+    return sent, time.monotonic() - started
+
+
+def publish_live(client, rate: float, seconds: float, probe: LatencyProbe, every: int) -> tuple[int, float]:
+    started, sent = time.monotonic(), 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        due = int(elapsed * rate) - sent
+        for _ in range(max(due, 0)):
+            task_id = client.send_task("demo.add", args=(sent, 1)).id
+            sent += 1
+            if sent % every == 0:
+                probe.add(task_id)
+        time.sleep(0.005)
+    return sent, time.monotonic() - started
+
+
+def run_step(mode: str, rate: float, seconds: float, publish, settings, probe, components, timeout: float) -> dict:
+    client = connect(settings)
+    probe.reset()
+    cpu0, wall0 = components.cpu(), time.monotonic()
+    t_first = time.time()
+    rss_max: dict[str, float] = {}
+    sampler_stop = threading.Event()
+
+    def sample_rss():
+        while not sampler_stop.is_set():
+            for name, mb in components.rss().items():
+                rss_max[name] = max(rss_max.get(name, 0.0), mb)
+            sampler_stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    published, publish_seconds = publish(rate, seconds, probe)
+    t_last = time.time()
+    # replay: every published event; live: task-sent, -received, -started, -succeeded of each
+    # demo.add, the last ones stamped by the worker after the last publish.
+    expected, until = (published, t_last + 0.001) if mode == "replay" else (4 * published, t_last + timeout)
+    deadline = time.monotonic() + timeout
+    visible, caught_up = 0, False
+    while time.monotonic() < deadline:
+        visible = count_events(client, settings, t_first - 1, until, tasks_only=mode == "live")
+        if visible >= expected:
+            caught_up = True
+            break
+        time.sleep(0.25)
+    done_at = time.time()
+    wall = time.monotonic() - wall0
+    cpu1 = components.cpu()
+    sampler_stop.set()
+    sampler.join()
+    time.sleep(0.3)  # last probe poll
+    with probe.lock:
+        latencies = list(probe.latencies)
+    client.disconnect()
+    step = {
+        "mode": mode,
+        "offered_per_second": rate,
+        "published_events" if mode == "replay" else "tasks_sent": published,
+        "publish_rate_achieved": published / publish_seconds,
+        "events_visible": visible,
+        "caught_up": caught_up,
+        "sustained_events_per_second": visible / (done_at - t_first),
+        "latency_samples": len(latencies),
+        "latency_p50_s": percentile(latencies, 50),
+        "latency_p95_s": percentile(latencies, 95),
+        "latency_p99_s": percentile(latencies, 99),
+        "cpu_percent": {name: round(100 * (cpu1[name] - cpu0[name]) / wall, 1) for name in cpu1},
+        "rss_max_mb": {name: round(mb) for name, mb in rss_max.items()},
+    }
+    return step
+
+
+def print_step(step: dict) -> None:
+    unit = "events/s" if step["mode"] == "replay" else "tasks/s"
+    lat = " / ".join(f"{step[k]:.2f}" if step[k] is not None else "-" for k in ("latency_p50_s", "latency_p95_s", "latency_p99_s"))
+    busiest = sorted(step["cpu_percent"].items(), key=lambda kv: -kv[1])[:4]
+    print(
+        f"  {step['mode']:6} offered {step['offered_per_second']:>7,.0f} {unit:8} -> sustained {step['sustained_events_per_second']:>7,.0f} events/s"
+        f"{'' if step['caught_up'] else ' (NOT caught up)'}; latency p50/p95/p99 {lat} s; CPU % "
+        + ", ".join(f"{n} {c:.0f}" for n, c in busiest),
+        flush=True,
+    )
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [s for s in results["steps"] if s["mode"] == "replay"]
+    if not steps:
+        return
+    offered = [s["offered_per_second"] for s in steps]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax1.plot(offered, offered, "--", color="grey", label="offered")
+    ax1.plot(offered, [s["sustained_events_per_second"] for s in steps], "o-", label="sustained end to end")
+    ax1.set(xlabel="offered events/s", ylabel="events/s", title="Throughput (replay, 2 cores)")
+    ax1.legend()
+    for q in ("p50", "p95", "p99"):
+        ax2.plot(offered, [s[f"latency_{q}_s"] or 0 for s in steps], "o-", label=q)
+    ax2.axhline(2.0, color="red", linestyle=":", label="p99 goal 2 s")
+    ax2.set(xlabel="offered events/s", ylabel="seconds", title="Event -> ClickHouse latency", yscale="log")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replay-rates", default="1000,2500,5000,10000,20000", help="events/s, comma list ('' = skip replay)")
+    parser.add_argument("--live-rates", default="25,50,100", help="tasks/s with a real Celery worker ('' = skip live)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="how long each step publishes")
+    parser.add_argument("--timeout", type=float, default=240.0, help="catch-up limit per step")
+    args = parser.parse_args(argv)
+    rates = lambda text: [float(r) for r in text.split(",") if r.strip()]  # noqa: E731
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    results: dict = {"machine_cores": os.cpu_count(), "seconds_per_step": args.seconds, "steps": []}
+    with private_stack(run_dir, prefix="celery-monitor-e2e") as stack:
+        settings = dataclasses.replace(stack.settings, cluster=f"e2e-{stack.settings.app_id[-6:]}", session_timeout=10.0)
+        pipeline = Pipeline(settings, run_dir / "logs")
+        probe = LatencyProbe(settings)
+        try:
+            bridge = pipeline.start_bridge()
+            streams = pipeline.start_streams(STREAMS_SINK="off")
+            sink = pipeline._proc("sink", [sys.executable, "-m", "streams", "sink"])
+            rabbit = next((p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"), None)
+            pids = {"bridge": bridge.pid, "streams": streams.pid, "sink": sink.pid, "clickhouse": stack.clickhouse.pid(),
+                    "kafka (tansu)": stack.tansu.pid(), "rabbitmq": rabbit, "publisher (bench)": os.getpid()}  # fmt: skip
+            probe.start()
+            print(f"bench-e2e: bridge, streams worker, sink, Tansu, ClickHouse, RabbitMQ on {os.cpu_count()} cores; {args.seconds:.0f}s per step")
+            if rates(args.live_rates):
+                celery = pipeline.start_celery_worker()
+                components = Components({**pids, "celery worker": celery.pid})
+                for rate in rates(args.live_rates):
+                    every = max(1, int(rate * args.seconds / PROBES_PER_STEP))
+                    publish = lambda r, s, p: publish_live(pipeline.client, r, s, p, every)  # noqa: E731
+                    step = run_step("live", rate, args.seconds, publish, settings, probe, components, args.timeout)
+                    results["steps"].append(step)
+                    print_step(step)
+                celery.stop()
+            if rates(args.replay_rates):
+                components = Components(pids)
+                events = replay_events()
+                with Connection(settings.broker_url) as conn:
+                    for rate in rates(args.replay_rates):
+                        tasks_per_step = rate * args.seconds / 5
+                        every = max(1, int(tasks_per_step / PROBES_PER_STEP))
+                        publish = lambda r, s, p: publish_replay(conn, events, r, s, p, every)  # noqa: E731
+                        step = run_step("replay", rate, args.seconds, publish, settings, probe, components, args.timeout)
+                        results["steps"].append(step)
+                        print_step(step)
+        finally:
+            probe.stopped.set()
+            pipeline.stop()
+            pipeline.cleanup_broker()
+    replay = [s for s in results["steps"] if s["mode"] == "replay" and s["caught_up"]]
+    if replay:
+        best = max(replay, key=lambda s: s["sustained_events_per_second"])
+        results["max_sustained_events_per_second"] = best["sustained_events_per_second"]
+        results["bottleneck"] = max(best["cpu_percent"].items(), key=lambda kv: kv[1])[0]
+        print(f"  max sustained: {best['sustained_events_per_second']:,.0f} events/s (goal >= 10,000); busiest component at that step: "
+              f"{results['bottleneck']} ({best['cpu_percent'][results['bottleneck']]:.0f}% of a core)")  # fmt: skip
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "e2e.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / "e2e.png")
+    print(f"  wrote {out / 'e2e.json'} and {out / 'e2e.png'}; logs in {run_dir / 'logs'}")
+
+
+if __name__ == "__main__":
+    main()
