@@ -37,7 +37,9 @@ from celery.events.event import get_exchange
 from kombu import Connection
 
 from bench.engine import FIXTURE
+from bench.streams import counters
 from demo.pipeline import Pipeline
+from devstack import services
 from devstack.private import private_stack
 from streams.sink.clickhouse import connect
 
@@ -101,17 +103,21 @@ class Components:
 
 
 class LatencyProbe(threading.Thread):
-    """Polls ClickHouse for the events of sampled tasks; latency = first sight - event timestamp."""
+    """Polls ClickHouse for sampled tasks, every 100 ms. Two latencies:
+
+    - event row: first sight of an event's row in `events` - the event's timestamp (split into the
+      broker -> bridge part, from the envelope's received_at, and the rest);
+    - task state: first sight of a task record version in `tasks` - its last_seen_at (the newest
+      event folded into it): how long until a task's state reflects an event.
+    """
 
     def __init__(self, settings):
         super().__init__(daemon=True, name="latency-probe")
         self.settings = settings
         self.client = connect(settings)
-        self.uuids: list[str] = []
-        self.seen: set[tuple] = set()
-        self.latencies: list[float] = []
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        self.reset()
 
     def add(self, uuid: str) -> None:
         with self.lock:
@@ -119,7 +125,11 @@ class LatencyProbe(threading.Thread):
 
     def reset(self) -> None:
         with self.lock:
-            self.uuids, self.seen, self.latencies = [], set(), []
+            self.uuids: list[str] = []
+            self.seen: set[tuple] = set()
+            self.event_latency: list[float] = []
+            self.bridge_lag: list[float] = []
+            self.state_latency: list[float] = []
 
     def run(self) -> None:
         db = self.settings.clickhouse_database
@@ -127,17 +137,25 @@ class LatencyProbe(threading.Thread):
             with self.lock:
                 uuids = tuple(self.uuids)
             if uuids:
-                rows = self.client.execute(
-                    f"SELECT uuid, type, hostname, pid, clock, timestamp FROM {db}.events WHERE cluster = %(c)s AND uuid IN %(u)s",
-                    {"c": self.settings.cluster, "u": uuids},
+                params = {"c": self.settings.cluster, "u": uuids}
+                events = self.client.execute(
+                    f"SELECT uuid, type, hostname, pid, clock, timestamp, received_at FROM {db}.events "
+                    f"WHERE cluster = %(c)s AND uuid IN %(u)s", params,
+                )  # fmt: skip
+                versions = self.client.execute(
+                    f"SELECT uuid, events_count, last_seen_at FROM {db}.tasks WHERE cluster = %(c)s AND uuid IN %(u)s", params
                 )
                 now = time.time()
                 with self.lock:
-                    for row in rows:
-                        key = row[:5]
-                        if key not in self.seen:
-                            self.seen.add(key)
-                            self.latencies.append(now - row[5])
+                    for row in events:
+                        if row[:5] not in self.seen:
+                            self.seen.add(row[:5])
+                            self.event_latency.append(now - row[5])
+                            self.bridge_lag.append(row[6] - row[5])
+                    for uuid, count, last_seen in versions:
+                        if (uuid, count) not in self.seen:
+                            self.seen.add((uuid, count))
+                            self.state_latency.append(now - last_seen)
             time.sleep(0.1)
 
 
@@ -202,10 +220,10 @@ def publish_live(client, rate: float, seconds: float, probe: LatencyProbe, every
     return sent, time.monotonic() - started
 
 
-def run_step(mode: str, rate: float, seconds: float, publish, settings, probe, components, timeout: float) -> dict:
+def run_step(mode: str, rate: float, seconds: float, publish, settings, probe, components, streams_in, timeout: float) -> dict:
     client = connect(settings)
     probe.reset()
-    cpu0, wall0 = components.cpu(), time.monotonic()
+    cpu0, wall0, folded0 = components.cpu(), time.monotonic(), streams_in()
     t_first = time.time()
     rss_max: dict[str, float] = {}
     sampler_stop = threading.Event()
@@ -221,13 +239,16 @@ def run_step(mode: str, rate: float, seconds: float, publish, settings, probe, c
     published, publish_seconds = publish(rate, seconds, probe)
     t_last = time.time()
     # replay: every published event; live: task-sent, -received, -started, -succeeded of each
-    # demo.add, the last ones stamped by the worker after the last publish.
+    # demo.add, the last ones stamped by the worker after the last publish. Caught up = all of
+    # them in ClickHouse's events table AND folded by the streams worker.
     expected, until = (published, t_last + 0.001) if mode == "replay" else (4 * published, t_last + timeout)
     deadline = time.monotonic() + timeout
-    visible, caught_up = 0, False
+    stored = folded = 0
+    caught_up = False
     while time.monotonic() < deadline:
-        visible = count_events(client, settings, t_first - 1, until, tasks_only=mode == "live")
-        if visible >= expected:
+        stored = count_events(client, settings, t_first - 1, until, tasks_only=mode == "live")
+        folded = streams_in() - folded0
+        if stored >= expected and folded >= expected:
             caught_up = True
             break
         time.sleep(0.25)
@@ -236,36 +257,40 @@ def run_step(mode: str, rate: float, seconds: float, publish, settings, probe, c
     cpu1 = components.cpu()
     sampler_stop.set()
     sampler.join()
-    time.sleep(0.3)  # last probe poll
+    time.sleep(1.5)  # the sink's last batch of task records, and a last probe poll
     with probe.lock:
-        latencies = list(probe.latencies)
+        event_latency, bridge_lag, state_latency = list(probe.event_latency), list(probe.bridge_lag), list(probe.state_latency)
     client.disconnect()
-    step = {
+    return {
         "mode": mode,
         "offered_per_second": rate,
         "published_events" if mode == "replay" else "tasks_sent": published,
         "publish_rate_achieved": published / publish_seconds,
-        "events_visible": visible,
+        "events_stored": stored,
+        "events_folded": folded,
         "caught_up": caught_up,
-        "sustained_events_per_second": visible / (done_at - t_first),
-        "latency_samples": len(latencies),
-        "latency_p50_s": percentile(latencies, 50),
-        "latency_p95_s": percentile(latencies, 95),
-        "latency_p99_s": percentile(latencies, 99),
+        "sustained_events_per_second": min(stored, folded) / (done_at - t_first),
+        "task_state_latency_s": {f"p{q}": percentile(state_latency, q) for q in (50, 95, 99)} | {"samples": len(state_latency)},
+        "event_row_latency_s": {f"p{q}": percentile(event_latency, q) for q in (50, 95, 99)} | {"samples": len(event_latency)},
+        "broker_to_bridge_s": {f"p{q}": percentile(bridge_lag, q) for q in (50, 95, 99)},
         "cpu_percent": {name: round(100 * (cpu1[name] - cpu0[name]) / wall, 1) for name in cpu1},
         "rss_max_mb": {name: round(mb) for name, mb in rss_max.items()},
     }
-    return step
 
 
 def print_step(step: dict) -> None:
     unit = "events/s" if step["mode"] == "replay" else "tasks/s"
-    lat = " / ".join(f"{step[k]:.2f}" if step[k] is not None else "-" for k in ("latency_p50_s", "latency_p95_s", "latency_p99_s"))
+
+    def lat(key):
+        return " / ".join(f"{step[key][q]:.2f}" if step[key][q] is not None else "-" for q in ("p50", "p95", "p99"))
+
     busiest = sorted(step["cpu_percent"].items(), key=lambda kv: -kv[1])[:4]
     print(
         f"  {step['mode']:6} offered {step['offered_per_second']:>7,.0f} {unit:8} -> sustained {step['sustained_events_per_second']:>7,.0f} events/s"
-        f"{'' if step['caught_up'] else ' (NOT caught up)'}; latency p50/p95/p99 {lat} s; CPU % "
-        + ", ".join(f"{n} {c:.0f}" for n, c in busiest),
+        f"{'' if step['caught_up'] else ' (NOT caught up)'}\n"
+        f"         latency p50/p95/p99: task state {lat('task_state_latency_s')} s, event row {lat('event_row_latency_s')} s "
+        f"(broker->bridge {lat('broker_to_bridge_s')} s)\n"
+        f"         CPU % of a core: " + ", ".join(f"{n} {c:.0f}" for n, c in busiest),
         flush=True,
     )
 
@@ -286,9 +311,10 @@ def plot(results: dict, path: Path) -> None:
     ax1.set(xlabel="offered events/s", ylabel="events/s", title="Throughput (replay, 2 cores)")
     ax1.legend()
     for q in ("p50", "p95", "p99"):
-        ax2.plot(offered, [s[f"latency_{q}_s"] or 0 for s in steps], "o-", label=q)
+        ax2.plot(offered, [s["task_state_latency_s"][q] or 0 for s in steps], "o-", label=f"task state {q}")
+    ax2.plot(offered, [s["event_row_latency_s"]["p99"] or 0 for s in steps], "x:", label="event row p99")
     ax2.axhline(2.0, color="red", linestyle=":", label="p99 goal 2 s")
-    ax2.set(xlabel="offered events/s", ylabel="seconds", title="Event -> ClickHouse latency", yscale="log")
+    ax2.set(xlabel="offered events/s", ylabel="seconds", title="Event -> queryable in ClickHouse", yscale="log")
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -307,13 +333,20 @@ def main(argv=None) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     results: dict = {"machine_cores": os.cpu_count(), "seconds_per_step": args.seconds, "steps": []}
     with private_stack(run_dir, prefix="celery-monitor-e2e") as stack:
-        settings = dataclasses.replace(stack.settings, cluster=f"e2e-{stack.settings.app_id[-6:]}", session_timeout=10.0)
+        settings = dataclasses.replace(
+            stack.settings, cluster=f"e2e-{stack.settings.app_id[-6:]}", session_timeout=10.0,
+            bridge_metrics_addr=f"127.0.0.1:{services.free_port()}",
+        )  # fmt: skip
         pipeline = Pipeline(settings, run_dir / "logs")
         probe = LatencyProbe(settings)
         try:
             bridge = pipeline.start_bridge()
-            streams = pipeline.start_streams(STREAMS_SINK="off")
+            metrics_port = services.free_port()
+            streams = pipeline.start_streams(STREAMS_SINK="off", STREAMS_METRICS_ADDR=f"127.0.0.1:{metrics_port}")
+            streams_in = lambda: counters(metrics_port).get("streams_events_in_total", 0.0)  # noqa: E731
             sink = pipeline._proc("sink", [sys.executable, "-m", "streams", "sink"])
+            pipeline.wait_for_log(streams, "Worker ready", 120)  # tables recovered, partitions assigned
+            pipeline.wait_for_log(sink, "sink started", 60)
             rabbit = next((p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"), None)
             pids = {"bridge": bridge.pid, "streams": streams.pid, "sink": sink.pid, "clickhouse": stack.clickhouse.pid(),
                     "kafka (tansu)": stack.tansu.pid(), "rabbitmq": rabbit, "publisher (bench)": os.getpid()}  # fmt: skip
@@ -325,7 +358,7 @@ def main(argv=None) -> None:
                 for rate in rates(args.live_rates):
                     every = max(1, int(rate * args.seconds / PROBES_PER_STEP))
                     publish = lambda r, s, p: publish_live(pipeline.client, r, s, p, every)  # noqa: E731
-                    step = run_step("live", rate, args.seconds, publish, settings, probe, components, args.timeout)
+                    step = run_step("live", rate, args.seconds, publish, settings, probe, components, streams_in, args.timeout)
                     results["steps"].append(step)
                     print_step(step)
                 celery.stop()
@@ -337,7 +370,7 @@ def main(argv=None) -> None:
                         tasks_per_step = rate * args.seconds / 5
                         every = max(1, int(tasks_per_step / PROBES_PER_STEP))
                         publish = lambda r, s, p: publish_replay(conn, events, r, s, p, every)  # noqa: E731
-                        step = run_step("replay", rate, args.seconds, publish, settings, probe, components, args.timeout)
+                        step = run_step("replay", rate, args.seconds, publish, settings, probe, components, streams_in, args.timeout)
                         results["steps"].append(step)
                         print_step(step)
         finally:
