@@ -30,10 +30,45 @@ from streams.sink.consumer import ClickHouseSink
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def scale_out(settings: Settings, run_dir: Path, processes: int, total: int) -> dict:
+    """The same topics drained again by ``processes`` `python -m streams sink` processes (a new group) into
+    a fresh database; rows counted in ClickHouse from the first one to the last."""
+    import dataclasses
+
+    from demo.pipeline import Pipeline
+    from streams.migrate import migrate
+
+    settings = dataclasses.replace(settings, clickhouse_database="bench_scaleout", sink_group=f"{settings.sink_group}-scaleout")
+    migrate(connect(settings, with_database=False).execute, settings.clickhouse_database)
+    client = connect(settings)
+    db = settings.clickhouse_database
+
+    def rows() -> int:
+        return sum(client.execute(f"SELECT count() FROM {db}.{table}")[0][0] for table in ("events", "tasks"))
+
+    pipeline = Pipeline(settings, run_dir / "logs")
+    try:
+        for i in range(processes):
+            pipeline._proc(f"sink{i}", [services.python_exe(), "-m", "streams", "sink"])
+        first_at, first_count = None, 0
+        deadline = time.monotonic() + 900
+        while (count := rows()) < total and time.monotonic() < deadline:
+            if count and first_at is None:  # the clock starts at the first batch (startup and group join excluded)
+                first_at, first_count = time.monotonic(), count
+            pipeline.check_alive()
+            time.sleep(0.2)
+        elapsed = time.monotonic() - (first_at or time.monotonic())
+    finally:
+        pipeline.stop()
+    timed = count - first_count
+    return {"processes": processes, "rows": count, "rows_timed": timed, "seconds": elapsed, "rows_per_second": timed / elapsed if elapsed else 0.0}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch-rows", type=int, default=50_000, help="SINK_BATCH_ROWS for the run")
+    parser.add_argument("--processes", type=int, default=2, help="then the same rows again with this many sink processes in one group (0 = skip)")
     args = parser.parse_args(argv)
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-sink-"))
@@ -79,6 +114,12 @@ def main(argv=None) -> None:
         r = results["sink"]
         print(f"  sink    : {r['rows_per_second']:,.0f} rows/s ({r['rows']:,} rows in {elapsed:.1f}s: {inserted}; "
               f"batches of {args.batch_rows:,}; goal 200,000 rows/s)")  # fmt: skip
+
+        if args.processes:
+            results["scale_out"] = scale_out(settings, run_dir, args.processes, total)
+            r = results["scale_out"]
+            print(f"  {args.processes} sink processes: {r['rows_per_second']:,.0f} rows/s ({r['rows']:,} rows in {r['seconds']:.1f}s, "
+                  f"first row to last; {r['rows_per_second'] / results['sink']['rows_per_second']:.2f}x one sink)")  # fmt: skip
 
         client = connect(settings)
         params = {"cluster": "", "name": "", "since": 0}

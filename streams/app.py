@@ -52,18 +52,34 @@ log = logging.getLogger("streams.app")
 
 
 class Liveness:
-    """What was last announced per worker, so a state is published once per change."""
+    """What was last announced per worker, so a state (and a worker-lost alert) is published once
+    per change. Kept in a table too: a restarted or new owner of the partition does not announce
+    every worker again (an alert storm for long-dead workers on each deploy)."""
 
-    def __init__(self) -> None:
+    def __init__(self, table: "SourceKeyedTable | None" = None) -> None:
         self.announced: dict[str, tuple] = {}
+        self.table = table
 
-    def changed(self, key: str, record: dict) -> tuple | None:
-        """The previous (state, reason) when this record changes it, else None."""
+    def changed(self, key: str, record: dict, event=None) -> tuple | None:
+        """The previous (state, reason) when this record changes it, else None.
+
+        ``event``: the source event when called from an agent's batch (the table partition is
+        the event's); None from the timer (the key's source partition)."""
         current = (record["state"], record["offline_reason"])
-        before = self.announced.get(key, ())
+        before = self.announced.get(key)
+        if before is None:
+            stored = None
+            if self.table is not None:
+                stored = self.table.get_from(event, key) if event is not None else self.table.get(key)
+            before = tuple(stored) if stored else ()
+        self.announced[key] = current
         if before == current:
             return None
-        self.announced[key] = current
+        if self.table is not None:
+            if event is not None:
+                self.table.set_from(event, key, list(current))
+            else:
+                self.table[key] = list(current)
         return before
 
 
@@ -224,7 +240,7 @@ def create_app(settings: Settings) -> faust.App:
 
     tasks = table("tasks", _task_source_key)
     workers = table("workers", str.encode)
-    liveness = Liveness()
+    liveness = Liveness(table("worker-announcements", str.encode))
     bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)
     gaps = OffsetGaps()
     published = Published(PUBLISHED_MEMORY)
@@ -346,7 +362,7 @@ def create_app(settings: Settings) -> faust.App:
             for key, state in changed.items():
                 workers.set_from(origin[key], key, state)
                 record = derive_worker(state, None, expiry)
-                liveness.changed(key, record)  # the timer then only publishes real changes
+                liveness.changed(key, record, origin[key])  # the timer then only publishes real changes
                 await worker_states.send(key=key.encode(), value=records.encode(record))
             metrics.records_out.labels(settings.topic_worker_states).inc(len(changed))
             ack_refetched(refetched)

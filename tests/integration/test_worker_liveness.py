@@ -1,7 +1,8 @@
 """A Celery worker killed with SIGKILL says nothing; its heartbeats stop and the timer notices.
 
 Real RabbitMQ, a real Celery worker (-E, heartbeat every 2 s), the bridge, a streams worker.
-Goal (issue): OFFLINE(heartbeat-expired) within 3 x freq of the kill, and a worker-lost alert.
+Goal (issue): OFFLINE(heartbeat-expired) within 3 x freq of the kill, and a worker-lost alert —
+once: a restarted streams worker does not announce the dead worker again.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
+
+import orjson
+from kafka import KafkaConsumer
 
 from demo.backlog import wait_for_record
 from demo.pipeline import Pipeline
@@ -45,6 +49,27 @@ def test_a_sigkilled_celery_worker_goes_offline_within_three_heartbeats(stack):
             settings, settings.topic_alerts, lambda r: r["alert"] == "worker-lost" and r["hostname"] == host and r["cluster"] == settings.cluster, 10
         )
         assert lost["key"] == f"{settings.cluster}/{host}"
+
+        streams = next(p for p in pipeline.procs if p.name == "streams")
+        streams.stop()
+        restarted = pipeline.start_streams()
+        pipeline.wait_for_log(restarted, "Worker ready", 90)
+        time.sleep(3 * freq)  # the expiry timer runs every second
+        assert alerts_for(settings, host) == 1, "the restarted streams worker announced the dead worker again"
     finally:
         pipeline.stop()
         pipeline.cleanup_broker()
+
+
+def alerts_for(settings, host: str) -> int:
+    consumer = KafkaConsumer(
+        settings.topic_alerts, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+        auto_offset_reset="earliest", consumer_timeout_ms=2000,
+    )  # fmt: skip
+    try:
+        return sum(
+            1 for m in consumer
+            if (a := orjson.loads(m.value))["alert"] == "worker-lost" and a["hostname"] == host and a["cluster"] == settings.cluster
+        )  # fmt: skip
+    finally:
+        consumer.close()
