@@ -76,11 +76,17 @@ class Liveness:
         if before == current:
             return None
         if self.table is not None:
-            if event is not None:
-                self.table.set_from(event, key, list(current))
-            else:
-                self.table[key] = list(current)
+            self.table.set_from(event or self.table.anchor(key), key, list(current))
         return before
+
+
+class _PartitionAnchor:
+    """What Faust's table and store read of the current event: ``.message.partition``."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
 
 
 class SourceKeyedTable(faust.Table):
@@ -111,6 +117,11 @@ class SourceKeyedTable(faust.Table):
             return self.get(key)
         finally:
             _current_event.reset(token)
+
+    def anchor(self, key: str) -> "_PartitionAnchor":
+        """A stand-in for the event being processed, for writes from a timer: RocksDB's store
+        refuses a write without one (it picks the partition DB from it)."""
+        return _PartitionAnchor(self.source_partition(key))
 
     def set_from(self, event, key: str, value) -> None:
         """``table[key] = value`` as if while processing ``event`` (RocksDB picks its partition DB so)."""

@@ -12,6 +12,7 @@ import signal
 import time
 
 import orjson
+import pytest
 from kafka import KafkaConsumer
 
 from demo.backlog import wait_for_record
@@ -19,12 +20,15 @@ from demo.pipeline import Pipeline
 from streams.topics import ensure_topics
 
 
-def test_a_sigkilled_celery_worker_goes_offline_within_three_heartbeats(stack):
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])  # RocksDB: the timer writes the table without an event
+def test_a_sigkilled_celery_worker_goes_offline_within_three_heartbeats(stack, store):
+    if store == "rocksdb://":
+        pytest.importorskip("rocksdict", reason="RocksDB tables need the [rocksdb] extra")
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
     settings = dataclasses.replace(
         pipeline.settings, app_id=f"{base.app_id}-liveness-{pipeline.run_id}", cluster=f"liveness-{pipeline.run_id}",
-        sink="off", streams_metrics_addr="off",
+        sink="off", streams_metrics_addr="off", store=store, data_dir=str(stack["run_dir"] / f"faust-liveness-{pipeline.run_id}"),
     )  # fmt: skip
     pipeline.settings = settings
     ensure_topics(settings)
