@@ -380,6 +380,10 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.timer(interval=1.0, name="expire_workers")
     async def expire_workers():
+        if app.rebalancing or getattr(app, "in_recovery", False):
+            # Faust runs timers during table recovery: half-restored tables would make every
+            # known worker look unannounced (and a dead one alert again).
+            return
         now = time.time()
         for key, state in list(workers.items()):
             record = derive_worker(state, now, expiry)
