@@ -54,6 +54,10 @@ def test_a_sigkilled_celery_worker_goes_offline_within_three_heartbeats(stack, s
         )
         assert lost["key"] == f"{settings.cluster}/{host}"
 
+        # Faust writes tables through a buffer: stop only once the announcement is in Kafka (a
+        # stop with it still buffered loses it, and the restarted worker alerts again — alerts
+        # are at-least-once).
+        assert announced_offline(settings, f"{settings.cluster}/{host}", timeout=30)
         streams = next(p for p in pipeline.procs if p.name == "streams")
         streams.stop()
         restarted = pipeline.start_streams()
@@ -75,5 +79,22 @@ def alerts_for(settings, host: str) -> int:
             1 for m in consumer
             if (a := orjson.loads(m.value))["alert"] == "worker-lost" and a["hostname"] == host and a["cluster"] == settings.cluster
         )  # fmt: skip
+    finally:
+        consumer.close()
+
+
+def announced_offline(settings, key: str, timeout: float) -> bool:
+    consumer = KafkaConsumer(
+        f"{settings.app_id}-worker-announcements-changelog", bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None, auto_offset_reset="earliest",
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for m in records:
+                    if m.key and m.key.decode().strip('"') == key and m.value and b"OFFLINE" in m.value:
+                        return True
+        return False
     finally:
         consumer.close()
