@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import itertools
 import json
 import os
@@ -36,7 +35,7 @@ import psutil
 from celery.events.event import get_exchange
 from kombu import Connection
 
-from bench.engine import FIXTURE
+from bench.engine import recorded_copies
 from bench.streams import counters
 from demo.pipeline import Pipeline
 from devstack import services
@@ -46,19 +45,6 @@ from streams.sink.clickhouse import connect
 ROOT = Path(__file__).resolve().parent.parent
 PROBES_PER_STEP = 400
 MULTI = 10  # task events per task.multi message (Celery's prefork workers batch theirs too)
-
-
-def replay_events():
-    """The recorded events forever, each copy with fresh uuids."""
-    with gzip.open(FIXTURE) as f:
-        base = [orjson.loads(line) for line in f if line.strip()]
-    for copy_no in itertools.count():
-        suffix = f"e2e{copy_no:07x}"
-        for e in base:
-            e = {k: v for k, v in e.items() if k != "local_received"}
-            if "uuid" in e:
-                e["uuid"] = e["uuid"][: -len(suffix)] + suffix
-            yield e
 
 
 class Components:
@@ -76,30 +62,25 @@ class Components:
         except psutil.NoSuchProcess:
             return []
 
-    def cpu(self) -> dict[str, float]:
+    def _sum(self, measure) -> dict[str, float]:
         out = {}
         for name, proc in self.procs.items():
             total = 0.0
             for p in self._tree(proc):
                 try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
+                    total += measure(p)
                 except psutil.NoSuchProcess:
                     pass
             out[name] = total
         return out
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far."""
+        return self._sum(lambda p: sum(p.cpu_times()[:2]))
+
     def rss(self) -> dict[str, float]:
-        out = {}
-        for name, proc in self.procs.items():
-            total = 0
-            for p in self._tree(proc):
-                try:
-                    total += p.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            out[name] = total / 2**20
-        return out
+        """Resident memory, MB."""
+        return self._sum(lambda p: p.memory_info().rss / 2**20)
 
 
 class LatencyProbe(threading.Thread):
@@ -187,6 +168,7 @@ def publish_replay(conn, events, rate: float, seconds: float, probe: LatencyProb
             continue
         now, multi = time.time(), []
         for e in itertools.islice(events, due):
+            e.pop("local_received", None)  # the receiver's field, not in a raw body
             e["timestamp"] = now
             if e["type"].startswith("task-"):
                 uuid = e["uuid"]
@@ -364,7 +346,7 @@ def main(argv=None) -> None:
                 celery.stop()
             if rates(args.replay_rates):
                 components = Components(pids)
-                events = replay_events()
+                events = recorded_copies()
                 with Connection(settings.broker_url) as conn:
                     for rate in rates(args.replay_rates):
                         tasks_per_step = rate * args.seconds / 5
