@@ -19,9 +19,8 @@ CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhou
               "clickhouse_database", "clickhouse_secure"]  # fmt: skip
 LAYOUT = ["clickhouse_cluster", "clickhouse_replicated"]
 SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "session_timeout"]
-APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "sink", "web_port", "web_host",
-       "streams_metrics_addr", "streams_batch_size", "streams_batch_seconds", "task_retention", "alert_failure_window",
-       "alert_failure_threshold"]  # fmt: skip
+APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "worker_drift_threshold", "sink", "web_port",
+       "web_host", "streams_metrics_addr", "task_retention", "alert_failure_window", "alert_failure_threshold"]  # fmt: skip
 
 
 def cmd_worker(settings: Settings, args) -> None:

@@ -87,7 +87,11 @@ class Settings:
         6.0, "STREAMS_SESSION_TIMEOUT", "Kafka consumer session timeout, s (Tansu's JoinGroup waits half of it)"
     )
     worker_expiry_factor: float = _setting(
-        2.0, "WORKER_EXPIRY_FACTOR", "a worker is OFFLINE(heartbeat-expired) after this many x freq without heartbeat"
+        2.0, "WORKER_EXPIRY_FACTOR",
+        "a worker is OFFLINE(heartbeat-expired) when nothing was received from it for this many x freq seconds of the stream's watermark",
+    )
+    worker_drift_threshold: float = _setting(
+        16.0, "WORKER_DRIFT_THRESHOLD", "clock-drift alert when a worker's clock differs from the monitor's by more than this (s; Celery warns at 16)"
     )
     sink: str = _setting("inline", "STREAMS_SINK", "'inline': the ClickHouse sink runs inside `streams worker`; 'off': run `streams sink` alone")
     web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port (0 = no web server)")
@@ -95,10 +99,6 @@ class Settings:
     streams_metrics_addr: str = _setting(
         "127.0.0.1:9465", "STREAMS_METRICS_ADDR", "host:port of the streams worker's /metrics ('off' = none)"
     )
-    streams_batch_size: int = _setting(
-        2000, "STREAMS_BATCH_SIZE", "events folded per batch (one table write and one record per changed task per batch)"
-    )
-    streams_batch_seconds: float = _setting(0.2, "STREAMS_BATCH_SECONDS", "longest wait before a partial batch is folded")
     task_retention: float = _setting(
         3600.0, "STREAMS_TASK_RETENTION", "seconds a finished task stays in the table after its last event (0 = forever; ClickHouse keeps history)"
     )
