@@ -18,7 +18,7 @@ KAFKA = ["kafka_bootstrap", "kafka_flavor", "kafka_security_protocol", "kafka_sa
 CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhouse_password",
               "clickhouse_database", "clickhouse_secure"]  # fmt: skip
 LAYOUT = ["clickhouse_cluster", "clickhouse_replicated"]
-SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "session_timeout"]
+SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "sink_min_insert_interval", "session_timeout"]
 APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "worker_drift_threshold", "sink", "web_port",
        "web_host", "streams_metrics_addr", "task_retention", "alert_failure_window", "alert_failure_threshold"]  # fmt: skip
 
@@ -118,7 +118,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run the Faust worker (agents, tables, timer; the sink unless STREAMS_SINK=off)")
-    add_arguments(p, KAFKA + APP + CLICKHOUSE + ["sink_group", "sink_batch_rows", "sink_batch_seconds"])
+    add_arguments(p, KAFKA + APP + CLICKHOUSE + ["sink_group", "sink_batch_rows", "sink_batch_seconds", "sink_min_insert_interval"])
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("sink", help="run only the ClickHouse sink (its own consumer group)")

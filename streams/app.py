@@ -33,8 +33,8 @@ import mode
 import orjson
 
 from .config import Settings
+from .records import decode
 from .engine.alerts import FailureBursts
-from .engine.events import iter_events
 from .folders import Outputs, PackContext, TaskFolder, Topics, WorkerFolder, burst_alert
 from .metrics import StreamsMetrics
 from .outbox import Outbox, OutboxTable, Receipt
@@ -64,21 +64,6 @@ class _Refetched:
     def __init__(self, tp, record):
         self.message = SimpleNamespace(tp=tp, topic=tp.topic, partition=tp.partition, offset=record.offset)
         self.value = record.value
-
-
-def decode(value: bytes | None) -> list:
-    """The engine items of one source record (a pack, or any shape ``iter_events`` accepts)."""
-    if value is None:
-        from .engine import Invalid
-
-        return [Invalid("empty record value", None)]
-    try:
-        decoded = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        from .engine import Invalid
-
-        return [Invalid(f"not JSON: {exc}", value)]
-    return list(iter_events(decoded))
 
 
 def create_app(settings: Settings) -> faust.App:

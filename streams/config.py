@@ -33,9 +33,11 @@ class Settings:
     kafka_sasl_password: str = _setting("", "KAFKA_SASL_PASSWORD", "SASL password", secret=True)
     kafka_ssl_cafile: str = _setting("", "KAFKA_SSL_CAFILE", "CA bundle to verify the Kafka brokers (with SSL / SASL_SSL)")
     topic_partitions: int = _setting(8, "TOPIC_PARTITIONS", "partitions of every topic the pipeline creates")
-    topic_task_events: str = _setting("celery.task-events.v1", "TOPIC_TASK_EVENTS", "raw task events, key = task uuid")
+    topic_task_events: str = _setting(
+        "celery.task-events.v2", "TOPIC_TASK_EVENTS", "task-event packs (schemas/pack.v2.json), partition = murmur2(task uuid)"
+    )
     topic_worker_events: str = _setting(
-        "celery.worker-events.v1", "TOPIC_WORKER_EVENTS", "raw worker events, key = cluster/hostname"
+        "celery.worker-events.v2", "TOPIC_WORKER_EVENTS", "worker-event packs, partition = murmur2(cluster/hostname); ticks carry read_until"
     )
     topic_task_states: str = _setting("celery.task-states.v1", "TOPIC_TASK_STATES", "task-state records, key = task uuid")
     topic_worker_states: str = _setting(
@@ -67,7 +69,15 @@ class Settings:
         100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (the bridge's memory bound; a task.multi message holds up to ~100 events)"
     )
     bridge_batch_size: int = _setting(50, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush (acked together after it)")
-    bridge_batch_seconds: float = _setting(0.2, "BRIDGE_BATCH_SECONDS", "longest wait before a partial batch is flushed")
+    bridge_batch_seconds: float = _setting(
+        0.2, "BRIDGE_BATCH_SECONDS", "longest a batch grows while messages keep coming (an idle broker: flushed at once)"
+    )
+    bridge_pack_max_bytes: int = _setting(
+        512 * 1024, "BRIDGE_PACK_MAX_BYTES", "a pack (one Kafka record: a flush's events for one partition) is split beyond this size"
+    )
+    bridge_tick_seconds: float = _setting(
+        1.0, "BRIDGE_TICK_SECONDS", "worker-events partitions with no pack for this long get an empty pack carrying read_until"
+    )
     bridge_kafka_timeout: float = _setting(
         10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries"
     )
@@ -122,7 +132,12 @@ class Settings:
     )
     sink_group: str = _setting("celery-monitor-sink", "SINK_GROUP", "consumer group of the ClickHouse sink")
     sink_batch_rows: int = _setting(5000, "SINK_BATCH_ROWS", "rows per ClickHouse insert (at most)")
-    sink_batch_seconds: float = _setting(1.0, "SINK_BATCH_SECONDS", "longest wait before a partial batch is inserted")
+    sink_batch_seconds: float = _setting(
+        1.0, "SINK_BATCH_SECONDS", "longest a batch grows while records keep coming (a quiet pipeline: inserted at once)"
+    )
+    sink_min_insert_interval: float = _setting(
+        0.2, "SINK_MIN_INSERT_INTERVAL", "least time between two inserts (ClickHouse makes a part per insert: at most ~5 per second per table)"
+    )
 
     # -- resolution --------------------------------------------------------------------------
     @classmethod

@@ -23,6 +23,8 @@ def literal(value) -> str:
         return f"'{value:%Y-%m-%d}'"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, bytes):
+        value = value.decode()
     text = str(value).replace("\\", "\\\\").replace("'", "\\'")
     return f"'{text}'"
 

@@ -54,6 +54,19 @@ class ClickHouseWriter:
             raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
         return len(rows)
 
+    def insert_columns(self, table: str, columns: Sequence[str], values: Sequence[list]) -> int:
+        """Insert rows given column by column (``values[i]`` is the list of column ``columns[i]``)."""
+        count = len(values[0]) if values else 0
+        if not count:
+            return 0
+        sql = f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES"
+        try:
+            self.client.execute(sql, list(values), types_check=False, columnar=True)
+        except UNAVAILABLE as exc:
+            self.client.disconnect()
+            raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
+        return count
+
     def query(self, sql: str, params: dict | None = None) -> list[tuple]:
         return self.client.execute(sql, params or {})
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import orjson
 from jsonschema import Draft202012Validator
 
-from bridge.envelope import DEAD, Enveloper
+from bridge.envelope import DEAD, Entry, Enveloper
+from bridge.packs import Packer
 from streams.engine import Tracker
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -29,12 +30,17 @@ def test_task_and_worker_records(scenario_events):
         workers.validate(r)
 
 
-def test_envelopes_and_dead_letters(scenario_raw):
-    envelope, dead = validator("envelope.v1.json"), validator("dead-letter.v1.json")
+def test_packs_and_dead_letters(scenario_raw):
+    pack, dead = validator("pack.v2.json"), validator("dead-letter.v1.json")
     enveloper = Enveloper("c", "b")
+    entries = []
     for message in scenario_raw:
-        for record in enveloper.wrap(json.dumps(message["body"]).encode(), message["routing_key"], 1.0):
-            envelope.validate(orjson.loads(record.value))
+        for entry in enveloper.wrap(json.dumps(message["body"]).encode(), message["routing_key"], 1.0):
+            assert isinstance(entry, Entry)
+            entries.append(entry)
+    packs, _ = Packer("c", "b").pack(entries, 1.0, lambda kind: 8)
+    for record in packs:
+        pack.validate(orjson.loads(record.value))
     for body in (b"\xff", b"[1]", b'{"type": "x"}'):
         (record,) = Enveloper("c", "b").wrap(body, "rk", 0)
         assert record.kind == DEAD
