@@ -103,7 +103,7 @@ def create_app(settings: Settings) -> faust.App:
 
     def table(name: str) -> OutboxTable:
         created = OutboxTable(app, name=name, default=None, partitions=partitions, key_type=str,
-                              value_serializer="raw", beacon=app.tables.beacon)  # fmt: skip
+                              value_type=bytes, beacon=app.tables.beacon)  # fmt: skip
         created.outbox = outbox
         return app.tables.add(created)
 
