@@ -29,8 +29,10 @@ from .states import (
     DEFAULT_EXPIRY_FACTOR,
     DEFAULT_FREQ,
     ENDING_STATE,
+    AFTER_HANDBACK,
     ENDS,
     FAILED_K,
+    HANDED_BACK,
     FINAL_STATES,
     HEARTBEAT,
     IGNORED_K,
@@ -193,7 +195,7 @@ class Delivery:
     def order(self) -> tuple:
         """The current delivery is the greatest: attempt, then first receive (monitor clock)."""
         first = self.entries[0]
-        return self.attempt, _when(first[RECV], first[TS]), first[TS], first[CLOCK], self.host
+        return self.attempt, _when(first[RECV], first[TS]), first[TS], first[CLOCK], self.host, first[PID], first[KIND]
 
     def as_dict(self) -> dict:
         return {
@@ -211,12 +213,13 @@ _HOST_ORDER = {RECEIVED_K: 0, STARTED_K: 1}  # same timestamp and clock: receive
 
 
 def _on_host(entry: list) -> tuple:
-    return entry[TS], entry[CLOCK], _HOST_ORDER.get(entry[KIND], 2), entry[PID]
+    # a total order: two distinct events of one host never tie on all of these
+    return entry[TS], entry[CLOCK], _HOST_ORDER.get(entry[KIND], 2), entry[PID], entry[KIND]
 
 
 def _joinable(mine: list[Delivery], phase: str) -> Delivery | None:
     if phase == "waiting":
-        for d in reversed(mine):
+        for d in mine:
             if d.ended is None and d.started is None:
                 return d
         return None
@@ -254,6 +257,8 @@ def deliveries_of(entries: list[list]) -> list[Delivery]:
                 mine.append(d)
             else:
                 d = _joinable(mine, JOINS[kind]) if mine else None
+                if d is None and kind in AFTER_HANDBACK and mine and mine[-1].ended in HANDED_BACK:
+                    d = mine[-1]
                 if d is None:
                     last = mine[-1] if mine else None
                     if last is None:
@@ -330,6 +335,9 @@ def _latest_key(e: list) -> tuple:
     return _when(e[RECV], e[TS]), e[TS], e[CLOCK], e[HOST], e[PID]
 
 
+TERMINAL_KINDS = (SUCCEEDED_K, FAILED_K, REVOKED_K, IGNORED_K)
+
+
 def _analyse(state: TaskState) -> tuple:
     """(status, current delivery, retries, entries by kind, failure's exception type): what
     derive_task and task_status share, computed in one pass."""
@@ -344,6 +352,19 @@ def _analyse(state: TaskState) -> tuple:
         if e[RETRIES] is not None and e[RETRIES] > retries:
             retries = e[RETRIES]
     deliveries = deliveries_of(state["ev"])
+    any_failed = FAILED_K in by_kind
+    failure_type = exception_type(*_values_of(state["reg"], "failure")) if any_failed else None
+    handed_back = [d for d in deliveries if d.ended in HANDED_BACK]
+    if handed_back:  # terminal events of a delivery given back to the broker do not end the task
+        dropped = {id(e) for d in handed_back for e in d.entries}
+        for kind in TERMINAL_KINDS:
+            group = by_kind.get(kind)
+            if group is not None and any(id(e) in dropped for e in group):
+                group = [e for e in group if id(e) not in dropped]
+                if group:
+                    by_kind[kind] = group
+                else:
+                    del by_kind[kind]
     retried = by_kind.get(RETRIED_K)
     if retried is not None and len(retried) > retries:
         retries = len(retried)  # retries >= the attempts ended by task-retried
@@ -351,11 +372,10 @@ def _analyse(state: TaskState) -> tuple:
         if d.attempt > retries:
             retries = d.attempt
     failed = by_kind.get(FAILED_K)
-    failure_type = exception_type(*_values_of(state["reg"], "failure")) if failed else None
 
     for kind, terminal in TERMINAL_PRECEDENCE:
         if kind == OWN_REJECT:
-            if failure_type == REJECT_EXCEPTION or (failed is None and IGNORED_K in by_kind):
+            if (failed is not None and failure_type == REJECT_EXCEPTION) or (failed is None and IGNORED_K in by_kind):
                 deciding = _latest(by_kind.get(IGNORED_K) or failed)
                 status = terminal
                 break
@@ -375,7 +395,7 @@ def _analyse(state: TaskState) -> tuple:
             status = ENDING_STATE[current.ended]
         else:
             status = PROGRESS[0][1] if current.started is not None else PROGRESS[1][1]
-    return status, current, retries, by_kind, failure_type
+    return status, current, retries, by_kind, failure_type if any_failed else None
 
 
 def task_status(state: TaskState) -> str:
@@ -438,8 +458,8 @@ def derive_task(state: TaskState) -> dict:
         revoke = _reg(regs, "revoke")
         revocation = _revocation(revoke)
         signum = revoke.get("signum") if revocation == REVOCATION_TERMINATED else None
-    failed = FAILED_K in by_kind
-    if IGNORED_K in by_kind or (failed and failure_type == REJECT_EXCEPTION):
+    failed = failure_type is not None or any(e[KIND] == FAILED_K for e in state["ev"])  # handed back too
+    if IGNORED_K in by_kind or (FAILED_K in by_kind and failure_type == REJECT_EXCEPTION):
         rejection = REJECTION_IGNORED
     elif REQUEUED_K in by_kind:
         rejection = REJECTION_REQUEUED

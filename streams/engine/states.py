@@ -147,14 +147,20 @@ RETRIES_KINDS = frozenset({SENT, RECEIVED_K})
 # worker-side event is placed on its own host's timeline -- ordered by that host's clock, the
 # only comparison of sender timestamps the engine makes -- by these rules:
 #   task-received opens a delivery whose attempt is its `retries`;
-#   each other kind joins the latest delivery on its host that is in the phase named here:
-#     "waiting"  not started and not ended (task-started: the received message starts running)
-#     "running"  started and not ended, else any not ended (results, retries, rejects, cancels:
-#                a task-received of the next attempt may come before the task-retried of this one)
-#     "open"     not ended (a revoke: before or after the start)
-#   and when there is none, opens a delivery of its own (its task-received never reached us):
-#   after a delivery ended by ENDS[kind] its attempt is that one's + the increment, else the
-#   host's last attempt (or 0, a lower bound, when the host has none).
+#   each other kind joins a delivery on its host in the phase named here:
+#     "waiting"  the OLDEST not started and not ended (task-started: the worker runs messages in
+#                the order it got them, and Celery may announce attempt n's start after it already
+#                received attempt n+1's message -- docs/emit-paths.md, F1)
+#     "running"  the latest started and not ended, else the latest not ended (results, retries,
+#                rejects, cancels: a task-received of the next attempt may come before the
+#                task-retried of this one)
+#     "open"     the latest not ended (a revoke: before or after the start)
+#   with none, a kind listed in AFTER_HANDBACK joins the host's last delivery when that one was
+#   handed back to the broker (5.7: a hard time limit under acks_late with acks on timeout off
+#   sends task-rejected(requeue=true), then task-failed, and the message runs again -- F2);
+#   else it opens a delivery of its own (its task-received never reached us): after a delivery
+#   ended by ENDS[kind] its attempt is that one's + the increment, else the host's last attempt
+#   (or 0, a lower bound, when the host has none).
 OPENS_DELIVERY = RECEIVED_K
 JOINS = {
     STARTED_K: "waiting",
@@ -169,6 +175,10 @@ JOINS = {
 # Kinds that end a delivery and are followed by another one: the value is how much the next
 # delivery's attempt grows (a retry is a new attempt; a requeue or a cancel redelivers it).
 ENDS = {RETRIED_K: 1, REQUEUED_K: 0, CANCELLED_K: 0}
+# A delivery handed back to the broker (requeued, cancelled) is not the task's end: a terminal
+# event in it does not make the task terminal.
+HANDED_BACK = frozenset({REQUEUED_K, CANCELLED_K})
+AFTER_HANDBACK = frozenset({FAILED_K})
 # The current delivery: with a terminal state, the one holding the deciding terminal event;
 # otherwise the greatest (attempt, receive time of its first event).
 
