@@ -42,8 +42,12 @@ WORKER_COLUMNS = (
 EVENT_COLUMNS = ("type", "hostname", "pid", "clock", "timestamp", "received_at", "body")
 
 
+CUT = "__cut"  # alias suffix of a cut column: an alias named like the column would replace it in WHERE
+
+
 def _rows(columns: list[str], rows: list[tuple]) -> list[dict]:
-    return [dict(zip(columns, row)) for row in rows]
+    names = [c[: -len(CUT)] if c.endswith(CUT) else c for c in columns]
+    return [dict(zip(names, row)) for row in rows]
 
 
 def _select(wanted: tuple[str, ...], present: frozenset[str], truncate: frozenset[str] = frozenset()) -> str:
@@ -52,7 +56,7 @@ def _select(wanted: tuple[str, ...], present: frozenset[str], truncate: frozense
         if column not in present:
             continue
         if column in truncate:
-            parts.append(f"substringUTF8({column}, 1, {TRUNCATE_CHARS}) AS {column}, lengthUTF8({column}) AS {column}_chars")
+            parts.append(f"substringUTF8({column}, 1, {TRUNCATE_CHARS}) AS {column}{CUT}, lengthUTF8({column}) AS {column}_chars")
         else:
             parts.append(column)
     return ", ".join(parts)
