@@ -43,9 +43,10 @@ def chrome(width: int = 1400, height: int = 1000):
 
 def full_page_screenshot(driver, path: Path, max_height: int = 4000) -> Path:
     """The whole page (up to ``max_height`` px) as a PNG."""
+    driver.set_window_size(1400, 400)  # measure the content, not a viewport left tall by the last shot
     height = min(max_height, driver.execute_script("return document.documentElement.scrollHeight"))
     width = driver.execute_script("return document.documentElement.scrollWidth")
-    driver.set_window_size(max(width, 1400), height + 120)
+    driver.set_window_size(max(width, 1400), height + 140)
     path.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(path))
     return path

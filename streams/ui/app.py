@@ -294,19 +294,33 @@ class UI:
         return self.render(request, "_worker_rows.html", **self._workers(request))
 
     # analytics ----------------------------------------------------------------
-    def analytics(self, request: Request) -> Response:
+    def _analytics_params(self, request: Request) -> dict:
         window = _number(request, "window")
-        params = {"cluster": _param(request, "cluster"), "name": _param(request, "name"), "since": time.time() - window if window else 0}
-        panels = []
-        for name, (chart_id, heading, build) in charts.CHARTS.items():
-            query = load_query(name, self.db)
-            columns, rows = self.execute(query.sql, params)
-            answer = Answer(query, columns, rows[: self.row_limit])
-            panels.append({"id": chart_id, "heading": heading, "title": query.title, "spec": build(answer),
-                           "columns": columns, "rows": answer.rows, "cut": len(rows) > self.row_limit})  # fmt: skip
+        return {"cluster": _param(request, "cluster"), "name": _param(request, "name"), "since": time.time() - window if window else 0}
+
+    def analytics(self, request: Request) -> Response:
+        """The page and one placeholder per chart; each chart is its own request (/analytics/panel),
+        so the page shows at once and the charts' queries run side by side."""
+        params = self._analytics_params(request)
+        query = query_string({"cluster": params["cluster"], "name": params["name"], "window": request.query_params.get("window", "")})
+        panels = [{"id": chart_id, "heading": heading, "url": f"/analytics/panel?{query_string({'chart': chart_id})}&{query}"}
+                  for chart_id, heading, _ in charts.CHARTS.values()]  # fmt: skip
         names = queries.task_names(self.execute, self.db, params["cluster"], self.row_limit)
         return self.page(request, "analytics.html", panels=panels, names=names, name=params["name"],
                          window=request.query_params.get("window", ""))  # fmt: skip
+
+    def analytics_panel(self, request: Request) -> Response:
+        chart_id = _param(request, "chart")
+        found = [(name, heading, build) for name, (cid, heading, build) in charts.CHARTS.items() if cid == chart_id]
+        if not found:
+            raise BadRequest(f"no chart {chart_id[:50]!r}; charts: {', '.join(c for c, _, _ in charts.CHARTS.values())}")
+        name, heading, build = found[0]
+        query = load_query(name, self.db)
+        columns, rows = self.execute(query.sql, self._analytics_params(request))
+        answer = Answer(query, columns, rows[: self.row_limit])
+        panel = {"id": chart_id, "heading": heading, "title": query.title, "spec": build(answer), "columns": columns,
+                 "rows": answer.rows, "cut": len(rows) > self.row_limit}  # fmt: skip
+        return self.render(request, "_panel.html", p=panel)
 
 
 def vendor(request: Request) -> Response:
@@ -396,7 +410,9 @@ def create_app(settings: Settings, execute=None) -> Guard:
         Route("/workers", handler(ui.workers)),
         Route("/workers/rows", handler(ui.worker_rows)),
         Route("/analytics", handler(ui.analytics)),
+        Route("/analytics/panel", handler(ui.analytics_panel)),
         Route("/healthz", lambda request: PlainTextResponse("ok\n")),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/vendor/{name}", vendor),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

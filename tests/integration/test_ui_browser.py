@@ -30,6 +30,10 @@ SCREENSHOTS = ROOT / ".run" / "screenshots"
 HOSTILE_NAME = '<script>window.__xss=1</script>"\'<img src=x onerror="window.__xss=2">\u202eevil\u202c\u200f' + "x" * 50_000
 HOSTILE_MESSAGE = '<img src=x onerror="window.__xss=3">\u202e"quoted\' & <b>bold</b>'
 FINAL_WAIT = 120
+# Redis, on a database of its own: Celery's Redis event channels carry the database number, so this
+# cluster holds only this module's tasks (every bridge on the shared RabbitMQ hears every test's
+# workers). Other tests use 11-14.
+BROKER = "redis://127.0.0.1:6379/9"
 
 
 def leek_label(expect: dict) -> str:
@@ -91,6 +95,7 @@ def run(stack, ch):
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
     settings = dataclasses.replace(
         pipeline.settings, cluster=f"ui-{pipeline.run_id}", app_id=f"{base.app_id}-ui-{pipeline.run_id}", ui_port=str(free_port()),
+        broker_url=BROKER,
     )  # fmt: skip
     pipeline.settings = settings
     try:
@@ -111,9 +116,7 @@ def run(stack, ch):
             chain_ids.append(parent.id)
             parent = parent.parent
         rows.update(wait_for_tasks(clickhouse_client, settings, chain_ids, pipeline, timeout=FINAL_WAIT))
-        # Every bridge hears every Celery event of the machine's RabbitMQ (other tests' workers too), so
-        # the cluster holds foreign tasks: a page large enough for all, and checks made on our own tasks.
-        ui = pipeline._proc("ui", [sys.executable, "-m", "streams", "ui"], {"UI_PAGE_SIZE": "500", "UI_ROW_LIMIT": "1000"})
+        ui = pipeline._proc("ui", [sys.executable, "-m", "streams", "ui"], {"UI_PAGE_SIZE": "100"})
         url = f"http://127.0.0.1:{settings.ui_port}"
         wait_http(url + "/healthz", ui)
         yield {"pipeline": pipeline, "settings": settings, "url": url, "expected": expected, "rows": rows,

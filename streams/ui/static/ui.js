@@ -1,7 +1,7 @@
 // The UI's own script (loaded from /static; the CSP allows no inline script):
 //  - the cluster selector submits itself on change;
 //  - live parts (htmx polling) report their state in the header;
-//  - the Analytics page draws each chart spec (a JSON script element) with Chart.js.
+//  - the Analytics page draws each chart spec (JSON in the canvas's data-chart) with Chart.js.
 (function () {
   "use strict";
 
@@ -27,7 +27,8 @@
     });
     if (document.querySelector("[hx-trigger^='every']")) setStatus("live");
     document.body.addEventListener("htmx:afterSwap", function () {
-      setStatus("live · updated " + clock());
+      if (document.querySelector("[hx-trigger^='every']")) setStatus("live · updated " + clock());
+      drawCharts();
     });
     document.body.addEventListener("htmx:responseError", function (evt) {
       var xhr = evt.detail.xhr;
@@ -42,10 +43,8 @@
 
   function drawCharts() {
     if (typeof Chart === "undefined") return;
-    document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
-      var source = document.getElementById(canvas.getAttribute("data-chart"));
-      if (!source) return;
-      var spec = JSON.parse(source.textContent);
+    document.querySelectorAll("canvas[data-chart]:not([data-drawn])").forEach(function (canvas) {
+      var spec = JSON.parse(canvas.getAttribute("data-chart"));
       var horizontal = !!spec.horizontal;
       var valueAxis = {
         beginAtZero: true,

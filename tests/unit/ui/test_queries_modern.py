@@ -147,18 +147,24 @@ def client(loaded):
 
 
 def test_every_page_renders(client, scenario_ids):
-    for path in ("/tasks", "/tasks/rows", "/workers", "/workers/rows", "/analytics",
+    from streams.ui.charts import CHARTS
+
+    panels = [f"/analytics/panel?cluster={CLUSTER}&chart={chart_id}" for chart_id, _, _ in CHARTS.values()]
+    for path in ("/tasks", "/tasks/rows", "/workers", "/workers/rows", "/analytics", *panels,
                  f"/task?cluster={CLUSTER}&uuid={scenario_ids['recovered_retry'][0]}", f"/task/live?uuid={scenario_ids['chain'][1]}"):  # fmt: skip
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:500])
         assert "default-src 'self'" in response.headers["content-security-policy"]
         assert response.headers["server-timing"].startswith("app;dur=")
     assert client.get("/task?uuid=nope").status_code == 404
+    assert client.get("/analytics/panel?chart=nope").status_code == 400
 
 
 def test_hostile_text_is_escaped_on_every_page(client):
     pages = [client.get("/tasks").text, client.get(f"/task?cluster={CLUSTER}&uuid={HOSTILE_UUID}").text,
-             client.get(f"/workers?cluster={OTHER}").text, client.get(f"/analytics?cluster={CLUSTER}").text]  # fmt: skip
+             client.get(f"/workers?cluster={OTHER}").text, client.get(f"/analytics?cluster={CLUSTER}").text,
+             client.get(f"/analytics/panel?cluster={CLUSTER}&chart=failures").text,
+             client.get(f"/analytics/panel?cluster={CLUSTER}&chart=exceptions").text]  # fmt: skip
     for text in pages:
         assert "<script>window.__xss" not in text and "<img src=x" not in text and "<b>Boom</b>" not in text
     task_page = pages[1]
