@@ -65,8 +65,8 @@ integration: setup browser  ## integration tests (real Tansu, ClickHouse, Rabbit
 test: setup browser  ## all tests: unit + integration (isolated stack on free ports)
 	$(PY) -m pytest tests -q
 
-demo: setup  ## the whole pipeline end to end with a real Celery worker, then a report
-	$(PY) -m demo
+demo: setup  ## the whole pipeline end to end with a real Celery worker and the web UI, then a report (KEEP=1: keep it running)
+	$(PY) -m demo $(if $(KEEP),--keep-running)
 
 ui: setup  ## the web UI on the stack's ClickHouse (UI_HOST/UI_PORT, default http://127.0.0.1:9466/)
 	$(PY) -m streams ui
