@@ -50,3 +50,28 @@ def full_page_screenshot(driver, path: Path, max_height: int = 4000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(path))
     return path
+
+
+def publish(source: Path, target: Path, names: list[str], width: int = 1100, max_height: int = 1400) -> list[Path]:
+    """Copies of the test run's screenshots for the README: cut to ``max_height``, scaled to
+    ``width`` and reduced to a 256-colour palette (small files; the UI is flat colours)."""
+    from PIL import Image
+
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        image = Image.open(source / f"{name}.png").convert("RGB")
+        image = image.crop((0, 0, image.width, min(image.height, int(max_height * image.width / width))))
+        image = image.resize((width, int(image.height * width / image.width)), Image.LANCZOS)
+        out = target / f"{name}.png"
+        image.quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+        written.append(out)
+    return written
+
+
+if __name__ == "__main__":  # python -m tests.browser NAME...: .run/screenshots -> docs/screenshots
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    for path in publish(root / ".run" / "screenshots", root / "docs" / "screenshots", sys.argv[1:]):
+        print(f"{path} {path.stat().st_size // 1024} kB")

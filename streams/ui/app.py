@@ -73,6 +73,11 @@ def fmt_ts(value) -> str:
     return dt.datetime.fromtimestamp(float(value), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def fmt_clock(value) -> str:
+    """Time of day only (UTC), for dense tables; the full timestamp goes in the title."""
+    return fmt_ts(value)[11:]
+
+
 def fmt_duration(seconds) -> str:
     if seconds is None:
         return ""
@@ -111,7 +116,7 @@ def untrusted(text, limit: int | None = None, full_chars: int | None = None) -> 
 
 def make_templates() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"], default=True))
-    env.filters.update(ts=fmt_ts, duration=fmt_duration, age=fmt_age, u=untrusted)
+    env.filters.update(ts=fmt_ts, clock=fmt_clock, duration=fmt_duration, age=fmt_age, u=untrusted)
     env.globals.update(qs=query_string, task_badge=badges.task_badge, worker_badge=badges.worker_badge, EVENT_COLOURS=badges.EVENT_COLOURS,
                        TASK_STATES=S.TASK_STATES, FINAL_STATES=S.FINAL_STATES, WINDOWS=WINDOWS)  # fmt: skip
     return env
