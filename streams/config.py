@@ -139,6 +139,24 @@ class Settings:
         0.2, "SINK_MIN_INSERT_INTERVAL", "least time between two inserts (ClickHouse makes a part per insert: at most ~5 per second per table)"
     )
 
+    # Web UI (python -m streams ui): read-only pages over ClickHouse
+    ui_host: str = _setting(
+        "127.0.0.1", "UI_HOST", "web UI bind address; any address but loopback needs UI_BASIC_AUTH or UI_TOKEN"
+    )
+    ui_port: str = _setting("9466", "UI_PORT", "web UI port ('off' = no UI, e.g. in make demo)")
+    ui_basic_auth: str = _setting("", "UI_BASIC_AUTH", "user:password the web UI asks for (HTTP Basic); '' = none", secret=True)
+    ui_token: str = _setting("", "UI_TOKEN", "bearer token the web UI accepts (Authorization: Bearer TOKEN); '' = none", secret=True)
+    ui_row_limit: int = _setting(
+        500, "UI_ROW_LIMIT", "most rows any web UI query returns (tasks per page, a task's events, workflow nodes, workers)"
+    )
+    ui_page_size: int = _setting(50, "UI_PAGE_SIZE", "tasks per page of the web UI's task list (capped by UI_ROW_LIMIT)")
+    ui_query_timeout: float = _setting(
+        5.0, "UI_QUERY_TIMEOUT", "seconds a web UI query may take (ClickHouse max_execution_time and the socket timeout); then the page says so"
+    )
+    ui_refresh_seconds: float = _setting(
+        1.0, "UI_REFRESH_SECONDS", "how often live parts of the web UI (task list, task page, workers) reload"
+    )
+
     # -- resolution --------------------------------------------------------------------------
     @classmethod
     def load(cls, args: argparse.Namespace | None = None, environ: dict | None = None, **overrides) -> "Settings":
