@@ -63,6 +63,7 @@ from .states import (
     SENT,
     STARTED_K,
     SUCCEEDED_K,
+    TASK_EVENT_KINDS,
     TERMINAL_PRECEDENCE,
     WRAPPER_EXCEPTIONS,
 )
@@ -425,8 +426,12 @@ def retirable(state: TaskState, now: float, retention: float) -> bool:
     return touched < now - retention and task_status(state) in FINAL_STATES
 
 
+_TYPE_OF_KIND = {kind: etype for etype, kind in TASK_EVENT_KINDS.items() if kind is not None}
+_TYPE_OF_KIND.update({REQUEUED_K: "task-rejected", IGNORED_K: "task-rejected"})
+
+
 def _entry_dict(e: list) -> dict:
-    return {"kind": e[KIND] if e[KIND] != "other" else e[XTYPE], "hostname": e[HOST], "pid": e[PID],
+    return {"type": e[XTYPE] or _TYPE_OF_KIND[e[KIND]], "kind": e[KIND], "hostname": e[HOST], "pid": e[PID],
             "clock": e[CLOCK], "timestamp": e[TS], "received": e[RECV], "retries": e[RETRIES]}  # fmt: skip
 
 

@@ -1,28 +1,16 @@
 """A task's raw events grouped into attempts and deliveries, for the task page's timeline.
 
-FUTURE HOME: ``streams.engine`` (issue 12 adds a pure function that groups a task's events into
-attempts/deliveries with the engine's own rules). When it exists, ``group_attempts`` below is
-replaced by a call to it; the task page only reads ``Attempt``'s fields.
-
-Rules used here (docs/state-rules.md; environment notes on real Celery orders):
-
-* every ``task-received`` opens a delivery: attempt number = its ``retries`` (0-based), on its
-  ``hostname``. A requeued delivery (task-rejected requeue=true) is received again with the same
-  ``retries``: same attempt number, next delivery number.
-* worker-side events of one host are matched to that host's open deliveries in order:
-  ``task-started`` goes to the oldest delivery not yet started; an ending event (succeeded, failed,
-  retried, rejected, revoked, cancelled) to the oldest started one still open. This is what keeps
-  the real order "received(n+1) before retried(n)" right: the retry ends attempt n, not n+1.
-  A second ending of a delivery that already ended (two task-failed of a hard time limit;
-  task-failed then task-rejected under acks_late) stays with that delivery.
-* ``task-sent`` (the client's, or a retrying pool child's) belongs to the attempt of its
-  ``retries``; a revoke with no delivery (expired before any worker received it) is a
-  delivery of its own on the revoking worker.
+The grouping is the engine's (``streams.engine.task_deliveries``: each host's timeline on its
+own clock, the rules of docs/state-rules.md, "Attempts and deliveries"), so the page shows the
+attempts the task's record was derived from. This module only maps the engine's deliveries back
+to the stored event bodies and adds the per-delivery durations the page shows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from streams.engine import TaskEvent, fold_task, parse_event, task_deliveries
 
 RECEIVED = "task-received"
 STARTED = "task-started"
@@ -40,6 +28,7 @@ class Attempt:
     events: list[dict] = field(default_factory=list)
     started: bool = False
     ended: bool = False
+    number_known: bool = True  # False: its task-received never arrived; ``number`` is a lower bound
 
     def first(self, etype: str) -> dict | None:
         return next((e for e in self.events if e.get("type") == etype), None)
@@ -51,7 +40,7 @@ class Attempt:
 
     @property
     def broker_wait(self) -> float | None:
-        """Seconds from task-sent to task-received (time in the broker's queue)."""
+        """Seconds from task-sent to task-received (time in the broker's queue; two hosts' clocks)."""
         return _diff(self.first(SENT), self.first(RECEIVED))
 
     @property
@@ -70,7 +59,7 @@ class Attempt:
     @property
     def span(self) -> tuple[float, float]:
         times = [e["timestamp"] for e in self.events]
-        return min(times), max(times)
+        return (min(times), max(times)) if times else (0.0, 0.0)
 
 
 def _diff(a: dict | None, b: dict | None) -> float | None:
@@ -79,68 +68,45 @@ def _diff(a: dict | None, b: dict | None) -> float | None:
     return b["timestamp"] - a["timestamp"]
 
 
-def _retries(event: dict) -> int:
-    value = event.get("retries")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _order(event: dict) -> tuple:
-    clock = event.get("clock")
-    return (event.get("timestamp") or 0.0, clock if isinstance(clock, int) else 0, event.get("type") or "")
+def _identity(e: dict) -> tuple:
+    return e.get("type"), e.get("hostname") or "", e.get("pid") or 0, e.get("clock") or 0, float(e["timestamp"])
 
 
 def group_attempts(events: list[dict]) -> list[Attempt]:
-    """Events of one task (Celery's bodies: type, hostname, timestamp, clock, retries...) ->
-    its deliveries, ordered by attempt number then delivery. Events are not modified; an event
-    without a usable ``timestamp`` is skipped (the engine dead-letters those anyway)."""
-    ordered = sorted((e for e in events if isinstance(e.get("timestamp"), (int, float))), key=_order)
-    deliveries: list[Attempt] = []
+    """Events of one task (Celery's bodies; ``_received_at``, when present, is the monitor's
+    receive time) -> its deliveries, ordered by attempt number then delivery. Events the engine
+    cannot read are left out (they were dead-lettered); task-sent events join their attempt."""
+    state = None
+    bodies: dict[tuple, dict] = {}
     sent: list[dict] = []
-    for event in ordered:
-        etype = event.get("type")
-        host = event.get("hostname")
-        if etype == SENT:
-            sent.append(event)
+    for body in events:
+        received = body.get("_received_at")
+        given = body if body.get("uuid") else {**body, "uuid": "-"}  # one task's events: the uuid is implied
+        event = parse_event(given, None, float(received) if isinstance(received, (int, float)) and received else None)
+        if event.__class__ is not TaskEvent:
             continue
-        if etype == RECEIVED:
-            number = _retries(event)
-            same = sum(1 for d in deliveries if d.number == number)
-            deliveries.append(Attempt(number, same + 1, host, [event]))
-            continue
-        on_host = [d for d in deliveries if d.hostname == host]
-        if etype == STARTED:
-            target = next((d for d in on_host if not d.started and not d.ended), None)
-            target = target or next((d for d in on_host if not d.ended), None) or (on_host[-1] if on_host else None)
-            if target is None:
-                target = _orphan(deliveries, host)
-            target.started = True
-        elif etype in ENDINGS:
-            target = next((d for d in on_host if d.started and not d.ended), None)
-            target = target or next((d for d in on_host if not d.ended), None)
-            if target is None:
-                ended = [d for d in on_host if d.ended]
-                target = ended[-1] if ended else _orphan(deliveries, host)
-            target.ended = True
-        else:  # a type Celery may add later: with the host's latest delivery, ending nothing
-            target = on_host[-1] if on_host else _orphan(deliveries, host)
-        target.events.append(event)
-    for event in sent:
-        number = _retries(event)
-        target = next((d for d in deliveries if d.number == number), None)
+        state, _ = fold_task(state, event)
+        bodies.setdefault(_identity(body), body)
+        if body.get("type") == SENT:
+            sent.append(body)
+    if state is None:
+        return []
+    groups: list[Attempt] = []
+    for d in task_deliveries(state):
+        number = d["attempt"]
+        same = sum(1 for g in groups if g.number == number)
+        group = Attempt(number, same + 1, d["worker"], number_known=d["attempt_known"])
+        group.events = [bodies[_identity(e)] for e in d["events"] if _identity(e) in bodies]
+        group.started = d["started_at"] is not None
+        group.ended = d["ended_by"] is not None or group.ending is not None
+        groups.append(group)
+    for body in sorted(sent, key=lambda e: e["timestamp"]):
+        number = body.get("retries") if isinstance(body.get("retries"), int) else 0
+        target = next((g for g in groups if g.number == number), None)
         if target is None:
-            target = Attempt(number, 1, None, [])
-            deliveries.append(target)
-        target.events.insert(0, event)
-    for d in deliveries:
-        d.events.sort(key=_order)
-    return sorted(deliveries, key=lambda d: (d.number, d.delivery, d.span[0]))
-
-
-def _orphan(deliveries: list[Attempt], host: str | None) -> Attempt:
-    """A delivery for worker events whose task-received never arrived (or never was: an expired
-    task revoked before any worker received it)."""
-    number = max((d.number for d in deliveries), default=0)
-    same = sum(1 for d in deliveries if d.number == number)
-    attempt = Attempt(number, same + 1, host, [])
-    deliveries.append(attempt)
-    return attempt
+            target = Attempt(number, 1, None)
+            groups.append(target)
+        target.events.insert(0, body)
+    for g in groups:
+        g.events.sort(key=lambda e: (e["timestamp"], e.get("clock") or 0))
+    return sorted(groups, key=lambda g: (g.number, g.delivery, g.span[0]))
