@@ -1,7 +1,7 @@
 """`make bench-streams`: events/s of one streams worker catching up on a backlog, vs a naive agent.
 
 The task-events topic of a private Tansu is pre-loaded with >= 200k recorded task events (the
-shared load fixture, uuids rewritten per copy, wrapped in bridge envelopes). Then one worker
+shared load fixture, uuids rewritten per copy, in the bridge's packs). Then one worker
 starts on it: first the naive per-event agent (bench/faust_baselines.py naive: table set +
 send per event, the baseline), then a Faust agent that only counts (faust_baselines.py
 ceiling: the most faust-streaming itself delivers), then `python -m streams worker` (batched), each with a fresh

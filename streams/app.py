@@ -289,7 +289,9 @@ def create_app(settings: Settings) -> faust.App:
     async def valid_items(batch, refetched: list, kind: type, expected: str):
         """(event, item) for every valid event of the batch, in offset order; the rest to dead letters."""
         for event in await in_order(batch, refetched):
-            for item in records.decode(event.value):
+            items = records.decode(event.value)  # a pack: the events of one bridge flush for this partition
+            metrics.events_in.labels(event.message.topic).inc(len(items))
+            for item in items:
                 if item.__class__ is not kind:
                     await dead_letter(item, event, expected)
                     continue
@@ -334,7 +336,6 @@ def create_app(settings: Settings) -> faust.App:
                     # the table (changelog, RocksDB) can be ahead of the output topic.
                     changed[key] = state
                     origin[key] = event
-            metrics.events_in.labels(settings.topic_task_events).inc(len(batch))
             metrics.events_merged.labels("tasks").inc(len(changed))
             folded_at = time.time()
             for key, state in changed.items():
@@ -369,7 +370,6 @@ def create_app(settings: Settings) -> faust.App:
                 if is_new:
                     changed[key] = state
                     origin[key] = event
-            metrics.events_in.labels(settings.topic_worker_events).inc(len(batch))
             for key, state in changed.items():
                 workers.set_from(origin[key], key, state)
                 record = derive_worker(state, None, expiry)
