@@ -95,6 +95,12 @@ class LatencyProbe(threading.Thread):
       broker -> bridge part, from the pack entry's received_at, and the rest);
     - task state: first sight of a task record version in `tasks` - its last_seen_at (the newest
       event folded into it): how long until a task's state reflects an event.
+
+    "First sight" is the start of the query that returned the row (it was visible by then), so the
+    figures are upper bounds by at most one poll interval (reported per step). A poll that was
+    running when ``reset`` started a new step is discarded: its rows belong to the previous step's
+    tasks, and counting them as new sights measured their age, not their latency (with the tasks
+    first met in an earlier step, what issue 13 saw as multi-second "stalls").
     """
 
     def __init__(self, settings):
@@ -103,6 +109,7 @@ class LatencyProbe(threading.Thread):
         self.client = connect(settings)
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        self.generation = 0
         self.reset()
 
     def add(self, uuid: str) -> None:
@@ -117,6 +124,7 @@ class LatencyProbe(threading.Thread):
 
     def reset(self) -> None:
         with self.lock:
+            self.generation += 1
             self.max_gap = 0.0
             self.uuids: list[str] = []
             self.seen: set[tuple] = set()
@@ -129,28 +137,31 @@ class LatencyProbe(threading.Thread):
         last = time.time()
         while not self.stopped.is_set():
             with self.lock:
-                uuids = tuple(self.uuids)
+                uuids, generation = tuple(self.uuids), self.generation
             if uuids:
                 params = {"c": self.settings.cluster, "u": uuids}
+                events_at = time.time()
                 events = self.client.execute(
                     f"SELECT uuid, type, hostname, pid, clock, timestamp, received_at FROM {db}.events "
                     f"WHERE cluster = %(c)s AND uuid IN %(u)s", params,
                 )  # fmt: skip
+                versions_at = time.time()
                 versions = self.client.execute(
                     f"SELECT uuid, events_count, last_seen_at FROM {db}.tasks WHERE cluster = %(c)s AND uuid IN %(u)s", params
                 )
-                now = time.time()
                 with self.lock:
-                    self.max_gap, last = max(self.max_gap, now - last), now
+                    if generation != self.generation:
+                        continue  # a new step began meanwhile: these rows are the old step's
+                    self.max_gap, last = max(self.max_gap, events_at - last), events_at
                     for row in events:
                         if row[:5] not in self.seen:
                             self.seen.add(row[:5])
-                            self.event_latency.append(now - row[5])
+                            self.event_latency.append(events_at - row[5])
                             self.bridge_lag.append(row[6] - row[5])
                     for uuid, count, last_seen in versions:
                         if (uuid, count) not in self.seen:
                             self.seen.add((uuid, count))
-                            self.state_latency.append(now - last_seen)
+                            self.state_latency.append(versions_at - last_seen)
             time.sleep(0.1)
 
 
@@ -379,7 +390,7 @@ def run(args, rates, run_dir: Path, results: dict) -> None:
             streams_in = lambda: counters(metrics_port).get("streams_events_in_total", 0.0)  # noqa: E731
             sink = pipeline._proc("sink", [sys.executable, "-m", "streams", "sink"])
             pipeline.wait_for_log(streams, "Worker ready", 120)  # tables recovered, partitions assigned
-            pipeline.wait_for_log(sink, "sink started", 60)
+            pipeline.wait_for_log(sink, "partitions assigned", 60)  # joined its group: the first step starts warm
             rabbit = next((p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"), None)
             pids = {"bridge": bridge.pid, "streams": streams.pid, "sink": sink.pid, "clickhouse": stack.clickhouse.pid(),
                     "kafka (tansu)": stack.tansu.pid(), "rabbitmq": rabbit, "publisher (bench)": os.getpid()}  # fmt: skip
