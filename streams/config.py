@@ -97,7 +97,11 @@ class Settings:
         6.0, "STREAMS_SESSION_TIMEOUT", "Kafka consumer session timeout, s (Tansu's JoinGroup waits half of it)"
     )
     worker_expiry_factor: float = _setting(
-        2.0, "WORKER_EXPIRY_FACTOR", "a worker is OFFLINE(heartbeat-expired) after this many x freq without heartbeat"
+        2.0, "WORKER_EXPIRY_FACTOR",
+        "a worker is OFFLINE(heartbeat-expired) when nothing was received from it for this many x freq seconds of the stream's watermark",
+    )
+    worker_drift_threshold: float = _setting(
+        16.0, "WORKER_DRIFT_THRESHOLD", "clock-drift alert when a worker's clock differs from the monitor's by more than this (s; Celery warns at 16)"
     )
     sink: str = _setting("inline", "STREAMS_SINK", "'inline': the ClickHouse sink runs inside `streams worker`; 'off': run `streams sink` alone")
     web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port (0 = no web server)")
@@ -105,10 +109,6 @@ class Settings:
     streams_metrics_addr: str = _setting(
         "127.0.0.1:9465", "STREAMS_METRICS_ADDR", "host:port of the streams worker's /metrics ('off' = none)"
     )
-    streams_batch_size: int = _setting(
-        2000, "STREAMS_BATCH_SIZE", "events folded per batch (one table write and one record per changed task per batch)"
-    )
-    streams_batch_seconds: float = _setting(0.2, "STREAMS_BATCH_SECONDS", "longest wait before a partial batch is folded")
     task_retention: float = _setting(
         3600.0, "STREAMS_TASK_RETENTION", "seconds a finished task stays in the table after its last event (0 = forever; ClickHouse keeps history)"
     )
@@ -137,6 +137,24 @@ class Settings:
     )
     sink_min_insert_interval: float = _setting(
         0.2, "SINK_MIN_INSERT_INTERVAL", "least time between two inserts (ClickHouse makes a part per insert: at most ~5 per second per table)"
+    )
+
+    # Web UI (python -m streams ui): read-only pages over ClickHouse
+    ui_host: str = _setting(
+        "127.0.0.1", "UI_HOST", "web UI bind address; any address but loopback needs UI_BASIC_AUTH or UI_TOKEN"
+    )
+    ui_port: str = _setting("9466", "UI_PORT", "web UI port ('off' = no UI, e.g. in make demo)")
+    ui_basic_auth: str = _setting("", "UI_BASIC_AUTH", "user:password the web UI asks for (HTTP Basic); '' = none", secret=True)
+    ui_token: str = _setting("", "UI_TOKEN", "bearer token the web UI accepts (Authorization: Bearer TOKEN); '' = none", secret=True)
+    ui_row_limit: int = _setting(
+        500, "UI_ROW_LIMIT", "most rows any web UI query returns (tasks per page, a task's events, workflow nodes, workers)"
+    )
+    ui_page_size: int = _setting(50, "UI_PAGE_SIZE", "tasks per page of the web UI's task list (capped by UI_ROW_LIMIT)")
+    ui_query_timeout: float = _setting(
+        5.0, "UI_QUERY_TIMEOUT", "seconds a web UI query may take (ClickHouse max_execution_time and the socket timeout); then the page says so"
+    )
+    ui_refresh_seconds: float = _setting(
+        1.0, "UI_REFRESH_SECONDS", "how often live parts of the web UI (task list, task page, workers) reload"
     )
 
     # -- resolution --------------------------------------------------------------------------

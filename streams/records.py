@@ -12,30 +12,27 @@ from typing import Any
 
 import orjson
 
-from .engine import Invalid, TaskEvent, WorkerEvent, iter_events, parse_event
+from .engine import Invalid, iter_events
 from .engine.codec import exact
-from .packs import PACK_VERSION, InvalidPack, pack_from_json
 
 RECORD_VERSION = 1
 MAX_DEAD_LETTER_RAW = 1_000_000  # larger inputs are cut (and marked so) to fit a Kafka message
 
 
-def decode(value: bytes | None) -> list[TaskEvent | WorkerEvent | Invalid]:
-    """Every event in one Kafka record value (a bridge pack, schemas/pack.v2.json), in pack
-    order; never raises. A pack's ``seen`` and ``read_until`` are not events and are ignored here.
-    Other accepted shapes (streams.engine.iter_events: a v1 envelope, a raw event) still decode."""
+def decode(value: bytes | None) -> list:
+    """The engine items of one Kafka record value, in order; never raises.
+
+    A bridge pack (schemas/pack.v2.json) gives its events (each with its receive time), a
+    Sighting per ``seen`` entry and a Tick for ``read_until``; an unusable entry is one Invalid
+    and the rest of the pack still counts. Other shapes ``streams.engine.iter_events`` accepts
+    (a v1 envelope, a raw event or task.multi list) decode too.
+    """
     if value is None:
         return [Invalid("empty record value", None)]
     try:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return [Invalid(f"not JSON: {exc}", value)]
-    if decoded.__class__ is dict and decoded.get("v") == PACK_VERSION:
-        try:
-            pack = pack_from_json(decoded)
-        except InvalidPack as exc:
-            return [Invalid(f"invalid pack: {exc.reason}", value)]
-        return [parse_event(entry.event, pack.cluster) for entry in pack.entries]
     return list(iter_events(decoded))
 
 

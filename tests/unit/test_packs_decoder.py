@@ -9,7 +9,7 @@ import pytest
 from bridge.envelope import Entry, Enveloper
 from bridge.packs import Packer
 from streams import records
-from streams.engine import Invalid, TaskEvent, WorkerEvent
+from streams.engine import Invalid, Sighting, TaskEvent, Tick, WorkerEvent
 from streams.packs import InvalidPack, Pack, decode_pack
 
 
@@ -60,14 +60,18 @@ def test_records_decode_gives_the_engine_events_of_a_pack_with_its_cluster():
                               {"type": "task-started", "uuid": "u2", "timestamp": "bad"}]),
               ("worker.heartbeat", {"type": "worker-heartbeat", "hostname": "w@h", "timestamp": 5.0, "freq": 2.0})]  # fmt: skip
     task_pack, worker_pack = packed(bodies)
-    started, bad = records.decode(task_pack.value)
+    started, bad, tick = records.decode(task_pack.value)
     assert isinstance(started, TaskEvent) and (started.cluster, started.uuid) == ("prod", "u1")
+    assert started.received is not None  # the bridge's receive time rides along
     assert isinstance(bad, Invalid) and "timestamp" in bad.reason
-    (heartbeat,) = records.decode(worker_pack.value)
+    assert isinstance(tick, Tick)
+    heartbeat, seen, tick = records.decode(worker_pack.value)
     assert isinstance(heartbeat, WorkerEvent) and heartbeat.key == "prod/w@h"
-    assert records.decode(Packer("prod", "b").empty(0, 1.0).value) == []  # a tick holds no event
+    assert isinstance(seen, Sighting) and (seen.key, seen.events) == ("prod/w@h", 1)  # task events: signs of life
+    (tick,) = records.decode(Packer("prod", "b").empty(0, 1.0).value)  # a tick holds no event
+    assert isinstance(tick, Tick) and tick.read_until == 1.0
     (invalid,) = records.decode(b'{"v": 2, "cluster": "c", "bridge": "b", "read_until": 0, "events": 5}')
-    assert isinstance(invalid, Invalid) and "invalid pack" in invalid.reason
+    assert isinstance(invalid, Invalid) and "events" in invalid.reason
 
 
 def test_the_decoder_imports_only_orjson():

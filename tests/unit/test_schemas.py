@@ -26,8 +26,8 @@ def test_task_and_worker_records(scenario_events):
     tasks, workers = validator("task-state.v1.json"), validator("worker-state.v1.json")
     for r in t.task_records():
         tasks.validate(r)
-    for r in t.worker_records(now=0):
-        workers.validate({**r, "evaluated_at": 1.0})
+    for r in t.worker_records():
+        workers.validate(r)
 
 
 def test_packs_and_dead_letters(scenario_raw):
@@ -48,15 +48,17 @@ def test_packs_and_dead_letters(scenario_raw):
 
 
 def test_alerts():
-    from streams.engine.alerts import FailureBursts, task_alert, worker_alert
+    from streams.engine.alerts import FailureBursts, task_alerts, worker_alerts
 
     alerts = validator("alert.v1.json")
     critical = {"cluster": "c", "uuid": "u", "state": "CRITICAL", "name": "t", "retries": 2, "failed_at": 3.0,
                 "exception_type": "KeyError", "exception": "KeyError('k')"}  # fmt: skip
-    alerts.validate(task_alert("RETRY", critical))
+    for alert in task_alerts(["RETRY", None], {**critical, "state": "CRITICAL", "worker": "w@h", "orphaned_at": 9.0}):
+        alerts.validate(alert)
     bursts = FailureBursts(10.0, 2)
     bursts.add("c", "t", 1.0, "a")
     alerts.validate(bursts.add("c", "t", 2.0, "b"))
     lost = {"cluster": "c", "hostname": "w@h", "state": "OFFLINE", "offline_reason": "heartbeat-expired",
             "offline_at": None, "expires_at": 5.0, "heartbeat_at": 1.0}  # fmt: skip
-    alerts.validate(worker_alert(("HEARTBEAT", None), lost))
+    for alert in worker_alerts({**lost, "state": "HEARTBEAT", "skew": 0.0}, {**lost, "skew": -40.0, "seen_at": 1.0}, 16):
+        alerts.validate(alert)
