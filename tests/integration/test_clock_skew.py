@@ -40,8 +40,8 @@ def records(settings, topic: str, seconds: float = 10.0) -> list[dict]:
         consumer.close()
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="Debian's faketime (make faketime) is needed")
 def test_a_worker_whose_clock_is_behind_is_never_lost(stack, clickhouse_client):
+    assert shutil.which("faketime"), "Debian's faketime is needed: make faketime (make test installs it)"
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
     settings = dataclasses.replace(
