@@ -8,9 +8,11 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 
 from streams.config import Settings, add_arguments
+from streams.listen import SettingError
 from streams.logs import setup_logging
 
 from .clusters import ClusterSpec, load_clusters
@@ -71,7 +73,11 @@ def main(argv=None) -> None:
     else:
         specs = [ClusterSpec(settings.cluster, settings.broker_url, settings.bridge_queue, settings.broker_ssl)]
     metrics = BridgeMetrics()
-    metrics.serve(settings.bridge_metrics_addr)
+    try:
+        metrics.serve(settings.bridge_metrics_addr)
+    except SettingError as exc:  # a setting to change, not a crash: one line, no traceback
+        log.error("%s", exc)
+        sys.exit(2)
     producer = KafkaEventProducer(settings)  # one producer (thread-safe) for every cluster
     receivers = []
     for spec in specs:

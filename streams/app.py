@@ -416,9 +416,7 @@ def create_app(settings: Settings) -> faust.App:
                 if highwater is not None:
                     metrics.lag.labels(tp.topic, str(tp.partition)).set(max(highwater - committed, 0))
 
-    @app.task
-    async def serve_metrics():
-        metrics.serve(settings.streams_metrics_addr)
+    metrics.serve(settings.streams_metrics_addr)  # now, not in a Faust task: a taken port stops the start
 
     if settings.sink == "inline":
         app.service(_sink_service(settings))
