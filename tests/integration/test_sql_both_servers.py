@@ -121,3 +121,71 @@ def test_cluster_layout_gives_the_same_answers_on_clickhouse_18(stack, scenario_
         (sharded,) = run_report(sharded_query, DB, params, (name,))
         assert sharded.rows == single.rows, name
     server.execute(f"DROP DATABASE IF EXISTS {db}")
+
+
+def _waiting_dataset(scenario_events, scenario_ids):
+    """Tasks cut from the captured retry scenario at each point of its life (arrival order), one
+    uuid each, with what the rules say about them: (task rows, {uuid: waiting for the next attempt})."""
+    from streams.engine import Tracker
+    from streams.sink.rows import task_row
+
+    retry_uuid = scenario_ids["recovered_retry"][0]  # sent0 received0 started0 received1 sent1 retried0 started1 ...
+    life = [e for e in scenario_events if e.get("uuid") == retry_uuid]
+    assert [e["type"] for e in life[:6]] == ["task-sent", "task-received", "task-started", "task-received", "task-sent", "task-retried"]
+    cuts = {
+        "received-first-attempt": (life[:2], False),  # RECEIVED, retries 0: a first attempt, not a retry
+        "running-when-retry-received": (life[:4], False),  # STARTED: attempt 0 still runs (received(1) came first)
+        "received-retry-waiting-countdown": (life[:6], True),  # RECEIVED, retries 1: waits for its ETA
+        "retried-next-not-received": ([*life[:3], life[5]], True),  # RETRY
+        "retry-running": (life[:7], False),  # STARTED, retries 1
+        "recovered": (life, False),  # RECOVERED
+    }
+    tracker, expected = Tracker(), {}
+    for label, (events, waiting) in cuts.items():
+        for event in events:
+            tracker.feed({**event, "uuid": label}, "waiting")
+        expected[label] = waiting
+    records = list(tracker.task_records())
+    states = {r["uuid"]: (r["state"], r["retries"]) for r in records}
+    assert states["received-retry-waiting-countdown"] == ("RECEIVED", 1) and states["retried-next-not-received"][0] == "RETRY"
+    return [task_row(r) for r in records], expected
+
+
+def test_waiting_to_retry_follows_the_rules_on_both_servers(stack, scenario_events, scenario_ids, both):
+    """still_retrying (top_exceptions) and waiting_to_retry (retries_and_recovery) count RETRY and
+    RECEIVED with retries > 0 (not yet started), on ClickHouse 18.16 and on chdb alike."""
+    import dataclasses
+
+    from streams.sink.rows import TASK_COLUMNS
+
+    db = "celery_waiting"
+    rows, expected = _waiting_dataset(scenario_events, scenario_ids)
+    settings = dataclasses.replace(stack["settings"], clickhouse_database=db)
+    server = connect(settings, with_database=False)
+    server.execute(f"DROP DATABASE IF EXISTS {db}")
+    migrate(server.execute, db)
+    ClickHouseWriter(settings, connect(settings)).insert("tasks", TASK_COLUMNS, rows)
+    _, modern_query = both  # chdb allows one session per process: the module's
+
+    def modern_execute(sql, params=None):
+        return modern_query(sql, params)[1]
+
+    migrate(modern_execute, db)
+    modern_execute(insert_sql(db, "tasks", TASK_COLUMNS, rows))
+
+    def server_query(sql, params):
+        result, types = server.execute(sql, params, with_column_types=True)
+        return [n for n, _ in types], result
+
+    waiting = sum(expected.values())
+    retried = len(expected) - 1  # all but the first attempt (received(1) already says retries = 1 while attempt 0 runs)
+    try:
+        for query in (server_query, modern_query):
+            top, retries = run_report(query, db, {"cluster": "waiting", "since": 0}, ("top_exceptions", "retries_and_recovery"))
+            by_type = {row[0]: dict(zip(top.columns, row)) for row in top.rows}
+            assert by_type["ConnectionError"]["still_retrying"] == waiting == 2, top.rows
+            (row,) = [dict(zip(retries.columns, r)) for r in retries.rows]
+            assert row["waiting_to_retry"] == waiting and row["retried"] == retried, row
+    finally:
+        modern_execute(f"DROP DATABASE IF EXISTS {db}")
+        server.execute(f"DROP DATABASE IF EXISTS {db}")
