@@ -19,10 +19,12 @@ from .clusters import ClusterSpec, load_clusters
 from .envelope import Enveloper
 from .metrics import BridgeMetrics
 from .producer import KafkaEventProducer
+from .queues import QueueSampler
 from .receiver import BrokerReceiver
 from .redact import Redactor
 
 log = logging.getLogger("bridge")
+INSPECT_WAIT = 5.0  # a sampler in the middle of its inspect broadcasts finishes them
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,6 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             "bridge_batch_seconds",
             "bridge_kafka_timeout",
             "bridge_metrics_addr",
+            "bridge_queue_sample_seconds",
+            "bridge_queues",
+            "bridge_queue_discovery",
+            "topic_queue_lengths",
             "bridge_redact_fields",
             "bridge_redact_mode",
             "bridge_redact_max_chars",
@@ -79,29 +85,38 @@ def main(argv=None) -> None:
         log.error("%s", exc)
         sys.exit(2)
     producer = KafkaEventProducer(settings)  # one producer (thread-safe) for every cluster
-    receivers = []
+    receivers, samplers = [], []
     for spec in specs:
         cluster_settings = dataclasses.replace(settings, cluster=spec.name, broker_url=spec.broker_url, bridge_queue=spec.queue)
+        if spec.queues is not None:
+            cluster_settings = dataclasses.replace(cluster_settings, bridge_queues=",".join(spec.queues))
         enveloper = Enveloper(spec.name, bridge_id, redactor)
         receivers.append(
             BrokerReceiver(cluster_settings, enveloper, producer.send_all, metrics, spec.transport_options, spec.ssl)
         )
+        if settings.bridge_queue_sample_seconds > 0:
+            samplers.append(QueueSampler(cluster_settings, bridge_id, producer.send_all, metrics, spec.transport_options, spec.ssl))
 
     def stop(signum, _frame):
         log.info("bridge stopping on signal %d: flushing the current batches", signum)
-        for receiver in receivers:
-            receiver.stop()
+        for worker in (*receivers, *samplers):
+            worker.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     threads = [threading.Thread(target=r.run, name=f"cluster-{r.settings.cluster}", daemon=True) for r in receivers]
+    sampling = [threading.Thread(target=s.run, name=f"queues-{s.settings.cluster}", daemon=True) for s in samplers]
     try:
-        for thread in threads:
+        for thread in (*threads, *sampling):
             thread.start()
         while any(thread.is_alive() for thread in threads):
             for thread in threads:
                 thread.join(timeout=0.5)  # short joins: the main thread must stay free for signals
     finally:
+        for sampler in samplers:
+            sampler.stop()
+        for thread in sampling:
+            thread.join(timeout=INSPECT_WAIT)
         producer.close()
         log.info("bridge stopped: %s", {r.settings.cluster: r.counts for r in receivers})
 

@@ -21,6 +21,7 @@ from .redact import Redactor
 
 ENVELOPE_VERSION = 1
 TASK, WORKER, DEAD, STATUS = "task", "worker", "dead", "status"
+QUEUE = "queue"  # queue-length samples (bridge/queues.py)
 
 
 def topics_by_kind(settings) -> dict[str, str]:
@@ -30,11 +31,12 @@ def topics_by_kind(settings) -> dict[str, str]:
         WORKER: settings.topic_worker_events,
         DEAD: settings.topic_dead_letters,
         STATUS: settings.topic_bridge_status,
+        QUEUE: settings.topic_queue_lengths,
     }
 
 
 class Routed(NamedTuple):
-    kind: str  # TASK | WORKER | DEAD | STATUS
+    kind: str  # TASK | WORKER | DEAD | STATUS | QUEUE
     key: bytes | None
     value: bytes
 

@@ -34,6 +34,13 @@ class BridgeMetrics:
         self.broker_reconnects = Counter("bridge_broker_reconnects_total", "Broker connections lost and retried", ["cluster"], registry=r)
         self.gaps = Counter("bridge_gaps_total", "Loss detected (Redis): missed heartbeats, disconnects", ["cluster", "gap"], registry=r)
         self.in_flight = Gauge("bridge_in_flight_messages", "Broker messages received, not yet in Kafka", ["cluster"], registry=r)
+        self.own_queue_messages = Gauge(
+            "bridge_queue_messages", "Messages waiting in this bridge's own broker queue (AMQP; sampled with the task queues)", ["cluster"], registry=r
+        )
+        self.queue_sample_seconds = Gauge(
+            "bridge_queue_sample_seconds", "Time the last queue-length sample took, by step (discover: inspect broadcasts; measure: passive declares)",
+            ["cluster", "step"], registry=r,
+        )  # fmt: skip
         self.last_tick: dict[str, float] = {}  # cluster -> when its consume loop last went round
 
     def tick(self, cluster: str) -> None:

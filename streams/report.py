@@ -27,6 +27,7 @@ DEFAULT_QUERIES = (
     "top_exceptions",
     "worker_status",
     "clusters_compared",
+    "queue_lengths",
 )
 
 

@@ -21,7 +21,7 @@ def both(stack, scenario_events, tmp_path_factory):
     settings = dataclasses.replace(stack["settings"], clickhouse_database=DB)
     server = connect(settings, with_database=False)
     server.execute(f"DROP DATABASE IF EXISTS {DB}")
-    assert migrate(server.execute, DB) == ["0001", "0002", "0003", "0004"]
+    assert migrate(server.execute, DB) == ["0001", "0002", "0003", "0004", "0005"]
     assert migrate(server.execute, DB) == []
     writer = ClickHouseWriter(settings, connect(settings))
     modern = Chdb(str(tmp_path_factory.mktemp("chdb")))
@@ -80,9 +80,15 @@ def test_retention_partition_drop_runs_on_clickhouse_18(stack):
         [("c", "task-sent", "old", dt.date(2026, 1, 15), dt.datetime(2026, 1, 15, 10), 1768471200.0),
          ("c", "task-sent", "new", dt.date(2026, 11, 20), dt.datetime(2026, 11, 20, 10), 1795168800.0)],
     )  # fmt: skip
+    server.execute(
+        f"INSERT INTO {db}.queue_lengths (cluster, queue, sampled_at, sampled_time, sampled_date) VALUES",
+        [("c", "old", 1768471200.0, dt.datetime(2026, 1, 15, 10), dt.date(2026, 1, 15)),
+         ("c", "new", 1795168800.0, dt.datetime(2026, 11, 20, 10), dt.date(2026, 11, 20))],
+    )  # fmt: skip
     dropped = drop_expired(server.execute, db, keep_months=3, today=dt.date(2026, 11, 24))
-    assert dropped == [f"ALTER TABLE {db}.events DROP PARTITION 202601", f"ALTER TABLE {db}.events_per_minute DROP PARTITION 202601"]
+    assert dropped == [f"ALTER TABLE {db}.{table} DROP PARTITION 202601" for table in ("events", "events_per_minute", "queue_lengths")]
     assert [r[0] for r in server.execute(f"SELECT uuid FROM {db}.events")] == ["new"]
+    assert [r[0] for r in server.execute(f"SELECT queue FROM {db}.queue_lengths")] == ["new"]
     server.execute(f"DROP DATABASE {db}")
 
 

@@ -26,7 +26,7 @@ def chdb_loaded(tmp_path_factory, scenario_events):
 def test_migrations_are_idempotent(chdb_loaded):
     ch, _ = chdb_loaded
     assert migrate(ch.execute, DB) == []
-    assert [r[0] for r in ch.execute(f"SELECT id FROM {DB}.schema_migrations ORDER BY id")] == ["0001", "0002", "0003", "0004"]
+    assert [r[0] for r in ch.execute(f"SELECT id FROM {DB}.schema_migrations ORDER BY id")] == ["0001", "0002", "0003", "0004", "0005"]
 
 
 def test_every_migration_has_a_down(tmp_path):
@@ -133,9 +133,14 @@ def test_retention_drops_only_months_older_than_kept(chdb_loaded):
         "('c', 'task-sent', 'old', '2026-01-15', '2026-01-15 10:00:00', 1768471200), "
         "('c', 'task-sent', 'new', '2026-11-20', '2026-11-20 10:00:00', 1795168800)"
     )
+    ch.execute(
+        f"INSERT INTO {db}.queue_lengths (cluster, queue, sampled_at, sampled_time, sampled_date) VALUES "
+        "('c', 'old', 1768471200, '2026-01-15 10:00:00', '2026-01-15'), ('c', 'new', 1795168800, '2026-11-20 10:00:00', '2026-11-20')"
+    )
     statements = drop_expired(ch.execute, db, keep_months=3, today=dt.date(2026, 11, 24))
-    assert statements == [f"ALTER TABLE {db}.events DROP PARTITION 202601", f"ALTER TABLE {db}.events_per_minute DROP PARTITION 202601"]
+    assert statements == [f"ALTER TABLE {db}.{table} DROP PARTITION 202601" for table in ("events", "events_per_minute", "queue_lengths")]
     assert [r[0] for r in ch.execute(f"SELECT uuid FROM {db}.events")] == ["new"]
+    assert [r[0] for r in ch.execute(f"SELECT queue FROM {db}.queue_lengths")] == ["new"]
     ch.execute(f"DROP DATABASE {db}")
 
 
@@ -169,7 +174,7 @@ def test_cluster_layout_sql_parses_on_modern_clickhouse(chdb_loaded):
     ch, _ = chdb_loaded
     layout = ClusterLayout("prod")
     statements = [st for m in load_migrations(DB) for down in (False, True) for st in statements_for(m, layout, down)]
-    assert len(statements) == 18  # 9 up, 9 down
+    assert len(statements) == 22  # 11 up, 11 down
     for statement in statements:
         (formatted,) = ch.execute("SELECT formatQuery(%(q)s)", {"q": statement})[0]
         assert "ON CLUSTER prod" in formatted, statement
