@@ -45,6 +45,7 @@ from .engine import (
     task_status,
 )
 from .engine.alerts import FailureBursts, newly_failed, task_alert, worker_alert
+from .exporter import CeleryExporter, contribution, partition_of_key
 from .metrics import StreamsMetrics
 from .stalls import OffsetGaps, fetch_range, first_offset, install_commit_floor
 
@@ -130,6 +131,13 @@ class SourceKeyedTable(faust.Table):
             self[key] = value
         finally:
             _current_event.reset(token)
+
+
+class PartitionKeyedTable(SourceKeyedTable):
+    """Keys ``"<partition>/..."`` live in the partition they name: the exporter's per-partition counts."""
+
+    def source_partition(self, key) -> int:
+        return partition_of_key(key)
 
 
 PUBLISHED_MEMORY = 1_000_000  # tasks whose last published record a worker remembers (~100 B each)
@@ -252,11 +260,14 @@ def create_app(settings: Settings) -> faust.App:
     tasks = table("tasks", _task_source_key)
     workers = table("workers", str.encode)
     liveness = Liveness(table("worker-announcements", str.encode))
+    counts = app.tables.add(PartitionKeyedTable(app, name="celery-metrics", default=None, partitions=partitions, key_type=str, beacon=app.tables.beacon))
+    exporter = CeleryExporter()  # celery-exporter's metrics (streams/exporter.py), on STREAMS_METRICS_ADDR
     bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)
     gaps = OffsetGaps()
     published = Published(PUBLISHED_MEMORY)
     expiry = settings.worker_expiry_factor
     metrics = StreamsMetrics()
+    metrics.registry.register(exporter)
     if not settings.store.startswith("rocksdb"):  # counting RocksDB keys reads every key
         metrics.watch_tables({"tasks": lambda: len(tasks), "workers": lambda: len(workers)})
 
@@ -267,6 +278,8 @@ def create_app(settings: Settings) -> faust.App:
             msg = event.message
             tp, generation = msg.tp, msg.generation_id
             if not gaps.knows(tp, generation):
+                if tp.topic == settings.topic_task_events:  # (re)gained: counts as persisted, maybe by another worker
+                    exporter.own(tp.partition, counts.items())
                 install_commit_floor(app.consumer, gaps.floors)
                 gaps.start(tp, generation, await first_offset(app.consumer, tp))
                 _check_partitioner(msg, partitions)
@@ -320,6 +333,7 @@ def create_app(settings: Settings) -> faust.App:
             started = time.perf_counter()
             changed: dict[str, dict] = {}  # key -> state, folded across the batch
             before: dict[str, str | None] = {}  # key -> state name at the start of the batch
+            counted: dict = {}  # key -> what the task had contributed to the exporter's counters
             origin: dict = {}  # key -> an event of the batch that carried it (its partition)
             refetched: list = []
             async for event, item in valid_items(batch, refetched, TaskEvent, "task"):
@@ -328,6 +342,7 @@ def create_app(settings: Settings) -> faust.App:
                 if state is None:
                     state = tasks.get_from(event, key)
                     before[key] = task_status(state) if state is not None else None
+                    counted[key] = contribution(state)
                 state, is_new = fold_task(state, item)
                 if is_new or published.get(key) != len(state["ids"]):
                     # A duplicate whose record this worker has not published: after a kill -9
@@ -341,6 +356,7 @@ def create_app(settings: Settings) -> faust.App:
                 state["folded_at"] = folded_at  # retention counts from here too (engine.retirable)
                 tasks.set_from(origin[key], key, state)
                 record = derive_task(state)
+                exporter.task_changed(origin[key].message.partition, counted[key], state, record)
                 await task_states.send(key=state["uuid"].encode(), value=records.encode(record))
                 published.record(key, record["events_count"])
                 await alert(task_alert(before.get(key), record))
@@ -348,6 +364,8 @@ def create_app(settings: Settings) -> faust.App:
                     failure = {"cluster": record["cluster"], "name": record["name"], "at": record.get("failed_at") or state["last"], "uuid": record["uuid"]}
                     await task_failures.send(key=f"{record['cluster']}/{record['name']}".encode(), value=orjson.dumps(failure))
             metrics.records_out.labels(settings.topic_task_states).inc(len(changed))
+            for count_key, value in exporter.take_dirty():
+                counts.set_from(counts.anchor(count_key), count_key, value)
             metrics.batch_seconds.labels("tasks").set(time.perf_counter() - started)
             ack_refetched(refetched)
 
@@ -385,13 +403,31 @@ def create_app(settings: Settings) -> faust.App:
             # known worker look unannounced (and a dead one alert again).
             return
         now = time.time()
+        judged = []
         for key, state in list(workers.items()):
             record = derive_worker(state, now, expiry)
+            judged.append(record)
             before = liveness.changed(key, record)
             if before is not None:
                 record["evaluated_at"] = now
                 await worker_states.send(key=key.encode(), value=records.encode(record))
                 await alert(worker_alert(before or None, record))
+        exporter.set_workers(judged, now)
+        assigned = app.consumer.assignment()
+        for partition in {tp.partition for tp in assigned if tp.topic == settings.topic_task_events} - exporter.owned():
+            exporter.own(partition, counts.items())  # owned, no event yet since the start: export the stored counts
+        exporter.drop_queue_partitions({tp.partition for tp in assigned if tp.topic == settings.topic_queue_lengths})
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked_counts(_app, revoked, **kwargs):
+        for tp in revoked:
+            if tp.topic == settings.topic_task_events:
+                exporter.drop(tp.partition)  # the new owner exports them from now on
+
+    @app.agent(topic(settings.topic_queue_lengths), name="export_queue_lengths")
+    async def export_queue_lengths(stream):
+        async for event in stream.events():
+            exporter.queue_sample(event.message.partition, orjson.loads(event.value))
 
     if settings.task_retention > 0:
 
@@ -421,6 +457,7 @@ def create_app(settings: Settings) -> faust.App:
     if settings.sink == "inline":
         app.service(_sink_service(settings))
     app.monitor_metrics = metrics  # for tests and the benchmark
+    app.celery_exporter = exporter
     return app
 
 

@@ -10,7 +10,7 @@ from kafka.errors import TopicAlreadyExistsError
 from .config import Settings
 
 log = logging.getLogger("streams.topics")
-TABLES = ("tasks", "workers", "worker-announcements")
+TABLES = ("tasks", "workers", "worker-announcements", "celery-metrics")
 INTERNAL = ("task-failures",)  # re-keyed by task name for failure-burst alerts
 
 
