@@ -18,7 +18,7 @@ import redis as redis_client
 from kombu import Connection, Exchange, Queue
 
 from bridge.queues import QueueSampler
-from demo.pipeline import Pipeline, PipelineError
+from demo.pipeline import Pipeline, PipelineError, delete_queues
 from devstack import services
 from streams.report import run_report
 from streams.sink.clickhouse import connect
@@ -40,14 +40,10 @@ def fill(url: str, name: str, depth: int, priorities: bool = False) -> None:
 
 
 def delete(url: str, *names: str) -> None:
-    with Connection(url) as conn:
-        channel = conn.channel()
-        for name in names:
-            Queue(name, Exchange(name, "direct"), name)(channel).delete()  # Redis: every priority list and the binding
+    delete_queues(url, list(names))
     if url.startswith("redis"):
         client = redis_client.Redis.from_url(url)
-        for name in names:  # a new connection knows no bindings: kombu's binding sets stay behind
-            client.delete(name, *(f"{name}{PRIORITY_SEP}{p}" for p in (3, 6, 9)), f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
+        for name in names:
             assert not client.keys(f"*{name}*"), client.keys(f"*{name}*")
 
 
