@@ -59,14 +59,20 @@ def clickhouse_counts(client, settings) -> Counter:
     return Counter({COUNTERS[t]: n for t, n in rows if t in COUNTERS})
 
 
-def wait_equal(address, client, settings, pipeline, timeout=90.0) -> tuple[Counter, list]:
+def wait_equal(addresses, client, settings, pipeline, timeout=90.0) -> tuple[Counter, list]:
+    """Until the counters summed over every streams worker's endpoint equal ClickHouse's counts."""
+    addresses = [addresses] if isinstance(addresses, str) else addresses
     deadline = time.monotonic() + timeout
     while True:
         pipeline.check_alive()
-        try:
-            metrics, samples = scrape(address, settings.cluster)
-        except OSError:
-            metrics, samples = Counter(), []
+        metrics, samples = Counter(), []
+        for address in addresses:
+            try:
+                one, kept = scrape(address, settings.cluster)
+            except OSError:
+                continue
+            metrics.update(one)
+            samples.extend(kept)
         expected = clickhouse_counts(client, settings)
         got = Counter({name: metrics[name] for name in COUNTERS.values() if metrics[name]})
         if expected and got == expected:
@@ -118,6 +124,26 @@ def test_metrics_equal_clickhouse_across_a_streams_restart(stack, clickhouse_cli
         wait_for_tasks(clickhouse_client, settings, list(more), pipeline, timeout=120)
         final, _ = wait_equal(address, clickhouse_client, settings, pipeline)
         assert final["celery_task_received_total"] > after_restart["celery_task_received_total"]
+
+        second = f"127.0.0.1:{services.free_port()}"  # a second worker takes half the partitions
+        pipeline.start_streams("streams-2", STREAMS_METRICS_ADDR=second)
+        deadline = time.monotonic() + 90
+        while True:
+            shared, samples = wait_equal([address, second], clickhouse_client, settings, pipeline)
+            owners = {s.labels["partition"]: set() for s in samples if s.name == "celery_task_sent_total"}
+            for one in (address, second):
+                try:
+                    exported = scrape(one, settings.cluster)[1]
+                except OSError:  # the second worker is still starting
+                    exported = []
+                for sample in exported:
+                    if sample.name == "celery_task_sent_total":
+                        owners[sample.labels["partition"]].add(one)
+            if len({next(iter(o)) for o in owners.values()}) == 2 and all(len(o) == 1 for o in owners.values()):
+                break  # each partition exported by exactly one of the two, and both export some
+            assert time.monotonic() < deadline, owners
+            time.sleep(0.5)
+        assert {k: v for k, v in shared.items() if k in COUNTERS.values()} == {k: v for k, v in final.items() if k in COUNTERS.values()}
         print("metrics = ClickHouse distinct events:", {k: int(v) for k, v in sorted(final.items()) if k in COUNTERS.values()})
     finally:
         pipeline.stop()
