@@ -1,4 +1,8 @@
-"""python -m bridge --broker URL --cluster NAME [--kafka-bootstrap HOST:PORT ...]"""
+"""python -m bridge --broker URL --cluster NAME [--kafka-bootstrap HOST:PORT ...]
+
+Also: ``python -m bridge queues`` (this product's bridge queues: depth, consumers) and
+``python -m bridge forget --cluster NAME`` (delete a retired cluster's queue) — bridge/lifecycle.py.
+"""
 
 from __future__ import annotations
 
@@ -68,6 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("queues", "forget"):
+        from .lifecycle import main as lifecycle
+
+        sys.exit(lifecycle(argv))
     args = parse_args(argv)
     setup_logging(args.log_level)
     settings = Settings.load(args)
