@@ -31,7 +31,7 @@ def fetch_highwaters(bootstrap: list[str], partitions) -> dict:
     keeps the high watermark of each Fetch response (``get_watermark_offsets(cached=True)``);
     its uncached form asks ListOffsets, which is what Tansu answers wrongly.
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     partitions = list(partitions)
     if not partitions:
@@ -42,11 +42,13 @@ def fetch_highwaters(bootstrap: list[str], partitions) -> dict:
         "enable.auto.commit": False,
         "fetch.wait.max.ms": 10,
         "fetch.message.max.bytes": 1,  # we want the watermark, not the data
+        "auto.offset.reset": "earliest",  # offset 0 gone (retention): fetch from the first one instead
         "logger": log,
     })  # fmt: skip
     try:
         tps = {(tp.topic, tp.partition): tp for tp in partitions}
-        probe.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic, partition in tps])
+        # Offset 0, not OFFSET_BEGINNING: resolving that costs a ListOffsets round and ~0.5 s.
+        probe.assign([TopicPartition(topic, partition, 0) for topic, partition in tps])
         marks: dict = {}
         deadline = time.monotonic() + PROBE_SECONDS
         while time.monotonic() < deadline:
