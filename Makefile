@@ -9,7 +9,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup up down status logs test unit integration demo bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ops chaos clean
+.PHONY: help setup browser up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,8 +26,23 @@ $(VENV)/.installed: pyproject.toml
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clickhouse-server clickhouse-client
 
-setup: $(VENV)/.installed /usr/sbin/clickhouse-server  ## venv + Python deps (incl. Tansu) + Debian ClickHouse
+# The web UI's browser libraries (htmx, Chart.js), pinned by streams/ui/package-lock.json, from npm
+# into streams/ui/node_modules (git-ignored); the UI serves them itself, no CDN at run time.
+UI_ASSETS := streams/ui/node_modules/.package-lock.json
+$(UI_ASSETS): streams/ui/package.json streams/ui/package-lock.json
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm; }
+	cd streams/ui && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Debian's chromium and its driver, for the UI's browser tests (selenium drives them headless).
+/usr/bin/chromedriver:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
+setup: $(VENV)/.installed /usr/sbin/clickhouse-server $(UI_ASSETS)  ## venv + Python deps (incl. Tansu) + Debian ClickHouse + the UI's npm assets
 	@echo "setup done: $(PY), $$(command -v clickhouse-server)"
+
+browser: /usr/bin/chromedriver  ## Debian's chromium + chromium-driver (the UI's browser tests)
 
 up: setup  ## start Tansu, ClickHouse (and RabbitMQ/Redis if absent), create topics, apply schema
 	$(PY) -m devstack up
@@ -44,14 +59,17 @@ logs:  ## tail the logs of the services we run
 unit: setup  ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
 
-integration: setup  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
+integration: setup browser  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
 	$(PY) -m pytest tests/integration -q
 
-test: setup  ## all tests: unit + integration (isolated stack on free ports)
+test: setup browser  ## all tests: unit + integration (isolated stack on free ports)
 	$(PY) -m pytest tests -q
 
-demo: setup  ## the whole pipeline end to end with a real Celery worker, then a report
-	$(PY) -m demo
+demo: setup  ## the whole pipeline end to end with a real Celery worker and the web UI, then a report (KEEP=1: keep it running)
+	$(PY) -m demo $(if $(KEEP),--keep-running)
+
+ui: setup  ## the web UI on the stack's ClickHouse (UI_HOST/UI_PORT, default http://127.0.0.1:9466/)
+	$(PY) -m streams ui
 
 bench-engine: setup  ## engine vs celery.events.state.State on >= 200k recorded events
 	$(PY) -m bench.engine
@@ -68,13 +86,16 @@ bench-sink: setup  ## rows/s Kafka -> ClickHouse (1M events + their task records
 bench-e2e: setup  ## the whole pipeline at increasing rates (live Celery worker + replay): sustained events/s, latency p50/p95/p99, CPU/RSS per component, JSON + PNG
 	$(PY) -m bench.e2e
 
+bench-ui: setup  ## the web UI's server time per page (p50/p95) on 1M events / 250k tasks
+	$(PY) -m bench.ui
+
 bench-ops: setup  ## queue-length sampling cost (RabbitMQ, Redis; depths read back exactly) and the celery-exporter metrics' cost per event
 	$(PY) -m bench.ops
 
 chaos: setup  ## faults under a real Celery workload (kill -9 bridge x3 and streams, ClickHouse down 30s, Kafka paused 20s): events lost, duplicates absorbed
 	$(PY) -m demo.chaos
 
-bench: bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ops  ## every benchmark (per stage, then end to end)
+bench: bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops  ## every benchmark (per stage, then end to end)
 
 clean: down  ## stop our services and delete the run directory and venv
 	rm -rf $(RUN_DIR) $(VENV)

@@ -1,1 +1,1 @@
-"""Celery broker (celeryev exchange) -> Kafka, raw bodies kept, one envelope per event."""
+"""Celery broker (celeryev exchange) -> Kafka, raw bodies kept, one pack per partition per flush."""

@@ -48,12 +48,15 @@ def parse_args(argv=None) -> argparse.Namespace:
             "topic_task_events",
             "topic_worker_events",
             "topic_dead_letters",
+            "topic_bridge_status",
             "bridge_queue",
             "bridge_queue_max_length",
             "bridge_queue_ttl_ms",
             "bridge_prefetch",
             "bridge_batch_size",
             "bridge_batch_seconds",
+            "bridge_pack_max_bytes",
+            "bridge_tick_seconds",
             "bridge_kafka_timeout",
             "bridge_metrics_addr",
             "bridge_queue_sample_seconds",
@@ -66,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         ],
     )
     parser.add_argument("--config", default=None, help="cluster file (TOML): several clusters in one process (see bridge/clusters.py)")
-    parser.add_argument("--bridge-id", default=None, help="id on every envelope (default host:pid)")
+    parser.add_argument("--bridge-id", default=None, help="id on every pack (default host:pid)")
     parser.add_argument("--log-level", default=None)
     return parser.parse_args(argv)
 
@@ -101,7 +104,7 @@ def main(argv=None) -> None:
             cluster_settings = dataclasses.replace(cluster_settings, bridge_queues=",".join(spec.queues))
         enveloper = Enveloper(spec.name, bridge_id, redactor)
         receivers.append(
-            BrokerReceiver(cluster_settings, enveloper, producer.send_all, metrics, spec.transport_options, spec.ssl)
+            BrokerReceiver(cluster_settings, enveloper, producer, metrics, spec.transport_options, spec.ssl)
         )
         if settings.bridge_queue_sample_seconds > 0:
             samplers.append(QueueSampler(cluster_settings, bridge_id, producer.send_all, metrics, spec.transport_options, spec.ssl))

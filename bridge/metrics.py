@@ -27,7 +27,10 @@ class BridgeMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events_in = Counter("bridge_events_in_total", "Events read from the broker", ["cluster", "type"], registry=r)
-        self.records_out = Counter("bridge_records_out_total", "Records acknowledged by Kafka", ["cluster", "topic"], registry=r)
+        self.records_out = Counter(
+            "bridge_records_out_total", "Kafka records acknowledged (packs, ticks, dead letters, status)", ["cluster", "topic"], registry=r
+        )
+        self.events_out = Counter("bridge_events_out_total", "Events acknowledged by Kafka (inside packs)", ["cluster", "topic"], registry=r)
         self.dead_letters = Counter("bridge_dead_letters_total", "Inputs sent to the dead-letter topic", ["cluster"], registry=r)
         self.broker_acks = Counter("bridge_broker_acks_total", "Broker messages acked after Kafka acked them", ["cluster"], registry=r)
         self.kafka_errors = Counter("bridge_kafka_errors_total", "Batches Kafka did not acknowledge (retried)", ["cluster"], registry=r)

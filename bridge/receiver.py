@@ -2,9 +2,12 @@
 
 AMQP: a named durable queue bound to ``celeryev`` with ``#`` keeps events while the bridge is
 down (bounded by x-max-length / x-message-ttl); messages are acked only after Kafka
-acknowledged every event they carried, so a killed bridge loses nothing (redelivered
-duplicates are harmless downstream).
+acknowledged every pack holding their events, so a killed bridge loses nothing (redelivered
+duplicates, packed differently, are harmless downstream).
 Redis: ``celeryev`` is a PUB/SUB fanout; nothing can be acked or replayed there.
+
+Batching waits only under load, as Kafka's linger does: a batch is flushed as soon as no further
+message is immediately available, or at BRIDGE_BATCH_SIZE messages / BRIDGE_BATCH_SECONDS.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import logging
 import socket
 import time
 from collections import Counter
-from typing import Callable
 
 import orjson
 from celery.events.event import get_exchange
@@ -23,12 +25,17 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from streams.config import Settings, mask_url
 
-from .envelope import DEAD, STATUS, Enveloper, Routed, topics_by_kind
+from .envelope import DEAD, STATUS, TASK, WORKER, Enveloper, Routed, topics_by_kind
 from .gaps import GapDetector
 from .metrics import BridgeMetrics
-from .producer import KafkaUnavailable
+from .packs import Packer
+from .producer import MESSAGE_MAX_BYTES, KafkaEventProducer, KafkaUnavailable
+from .progress import Progress
 
 log = logging.getLogger("bridge.receiver")
+
+IDLE_WAIT = 0.1  # s: an idle consumer waits this long per round (read_until stays this fresh)
+LINGER_WAIT = 0.0005  # s: "immediately available" — a batch grows only while messages keep coming
 
 
 class BrokerReceiver:
@@ -36,7 +43,7 @@ class BrokerReceiver:
         self,
         settings: Settings,
         enveloper: Enveloper,
-        send_all: Callable[[list[Routed]], None],
+        producer: KafkaEventProducer,
         metrics: BridgeMetrics | None = None,
         transport_options: dict | None = None,
         ssl: bool | dict = False,
@@ -45,14 +52,16 @@ class BrokerReceiver:
         self.transport_options = transport_options or {}
         self.ssl = ssl
         self.enveloper = enveloper
-        self.send_all = send_all
+        self.producer = producer
+        self.packer = Packer(settings.cluster, enveloper.bridge_id, settings.bridge_pack_max_bytes, MESSAGE_MAX_BYTES - 1024)
+        self.progress = Progress(settings.bridge_tick_seconds, IDLE_WAIT)
         self.metrics = metrics or BridgeMetrics()
         self.topics = topics_by_kind(settings)
         self.last_message_at: float | None = None
         self.lost: tuple[float | None, str] | None = None  # (last message before, why) of a lost connection
         self.pending: list = []  # (message, received_at) not yet in Kafka
         self.stopping = False
-        self.counts = {"messages": 0, "records": 0, "batches": 0}
+        self.counts = {"messages": 0, "events": 0, "packs": 0, "batches": 0}
 
     def stop(self) -> None:
         self.stopping = True
@@ -110,21 +119,46 @@ class BrokerReceiver:
             # to consumers started after it (set later, the whole queue was delivered at once).
             prefetch = self.settings.bridge_prefetch if acks else None
             with conn.Consumer(queue, on_message=self._on_message, no_ack=not acks, prefetch_count=prefetch):
-                batch_started = time.monotonic()
-                while not self.stopping:
-                    self.metrics.tick(self.settings.cluster)
-                    left = self.settings.bridge_batch_seconds - (time.monotonic() - batch_started)
-                    if self.pending and (left <= 0 or len(self.pending) >= self.settings.bridge_batch_size):
-                        self._flush(acks)
-                        batch_started = time.monotonic()
-                        continue
+                self.progress.connect(time.time())
+                try:
+                    self._loop(conn, queue, acks)
+                finally:
+                    self.progress.disconnect()
+
+    def _loop(self, conn: Connection, queue: Queue, acks: bool) -> None:
+        s, progress = self.settings, self.progress
+        batch_started = time.monotonic()
+        while not self.stopping:
+            self.metrics.tick(s.cluster)
+            if self.pending:
+                if len(self.pending) < s.bridge_batch_size and time.monotonic() - batch_started < s.bridge_batch_seconds:
                     try:
-                        conn.drain_events(timeout=max(left, 0.01) if self.pending else self.settings.bridge_batch_seconds)
+                        conn.drain_events(timeout=LINGER_WAIT)
+                        continue
                     except socket.timeout:
-                        if not self.pending:
-                            batch_started = time.monotonic()
-                if self.pending:
-                    self._flush(acks)
+                        pass  # nothing more queued right now: flush at once
+                self._flush(acks)
+                if acks and progress.sample_due(time.time()):
+                    self._sample(conn, queue)
+            else:
+                started = time.time()
+                try:
+                    conn.drain_events(timeout=min(IDLE_WAIT, max(progress.until_tick(started), 0.001)))
+                    batch_started = time.monotonic()
+                except socket.timeout:
+                    if acks:
+                        progress.idle_wait_ended(started, unacked=len(self.pending))
+            self._tick(acks)
+        if self.pending:
+            self._flush(acks)
+
+    def _sample(self, conn: Connection, queue: Queue) -> None:
+        """Ask the broker how many messages wait in our queue (a busy consumer is never idle)."""
+        asked_at = time.time()
+        # Deliveries dispatched before the answer arrive first on this channel (and land in
+        # self.pending, to be packed with the next flush): 0 means everything before asked_at is ours.
+        _, ready, _ = conn.default_channel.queue_declare(queue=queue.name, passive=True)
+        self.progress.sampled(asked_at, ready)
 
     def _on_message(self, message) -> None:
         self.last_message_at = time.time()
@@ -132,48 +166,99 @@ class BrokerReceiver:
         self.metrics.in_flight.labels(self.settings.cluster).set(len(self.pending))
 
     def _flush(self, acks: bool) -> None:
-        records: list[Routed] = []
+        entries, side = [], []
         for message, received_at in self.pending:
             body = message.body
             compression = (message.headers or {}).get("compression")
             if compression:
                 body = decompress(body, compression)
-            records.extend(self.enveloper.wrap(body, message.delivery_info.get("routing_key"), received_at))
+            for item in self.enveloper.wrap(body, message.delivery_info.get("routing_key"), received_at):
+                (side if item.__class__ is Routed else entries).append(item)
         cluster = self.settings.cluster
-        by_kind = Counter(record.kind for record in records)  # metrics per batch, not per event
+        by_kind = Counter(entry.kind for entry in entries)  # metrics per batch, not per event
         for kind, count in by_kind.items():
             self.metrics.events_in.labels(cluster, kind).inc(count)
-        self._send(records)
-        for kind, count in by_kind.items():
+        if not acks:
+            self.progress.caught_up(time.time())  # Redis: nothing waits at the broker
+        records = self._send_entries(entries, side)
+        out = Counter(record.kind for record in records)
+        for kind, count in out.items():
             self.metrics.records_out.labels(cluster, self.topics[kind]).inc(count)
-        self.metrics.dead_letters.labels(cluster).inc(by_kind.get(DEAD, 0))
-        if by_kind.get(STATUS):  # rare: a heartbeat gap found in this batch
+        for kind, count in by_kind.items():
+            self.metrics.events_out.labels(cluster, self.topics[kind]).inc(count)
+        self.metrics.dead_letters.labels(cluster).inc(out.get(DEAD, 0))
+        if out.get(STATUS):  # rare: a heartbeat gap found in this batch
             for record in records:
                 if record.kind == STATUS:
                     self.metrics.gaps.labels(cluster, orjson.loads(record.value)["gap"]).inc()
+        self.progress.packed({r.partition for r in records if r.kind == WORKER}, time.time())
         if acks:
             self.pending[-1][0].ack(multiple=True)  # every message up to this one is in Kafka
+            self.progress.acked(time.time())
             self.metrics.broker_acks.labels(cluster).inc(len(self.pending))
         self.metrics.in_flight.labels(cluster).set(0)
         self.counts["messages"] += len(self.pending)
-        self.counts["records"] += len(records)
+        self.counts["events"] += len(entries)
+        self.counts["packs"] += out.get(TASK, 0) + out.get(WORKER, 0)
         self.counts["batches"] += 1
         self.pending = []
 
-    def _send(self, records: list[Routed]) -> None:
-        # Back-pressure: while Kafka is down we neither ack nor consume; RabbitMQ keeps the rest.
+    def _send_entries(self, entries: list, side: list[Routed]) -> list[Routed]:
+        """Pack and send one flush; returns the records Kafka acknowledged."""
+        box: dict = {}
+
+        def records() -> list[Routed]:
+            # Packed inside the retry: the partition counts come from Kafka's metadata.
+            if "records" not in box:
+                packs, dead = self.packer.pack(entries, self.progress.read_until, self.producer.partitions)
+                box["records"] = packs + dead + side
+            return box["records"]
+
+        def repack(refused: list[Routed], max_bytes: int | None) -> list[Routed]:
+            packs, dead = self.packer.repack(refused, self.progress.read_until, self.producer.partitions, max_bytes)
+            box.setdefault("refused", set()).update(id(r) for r in refused)
+            box.setdefault("extra", []).extend(packs + dead)
+            return packs + dead
+
+        self._send(records, repack)
+        refused = box.get("refused", ())
+        return [r for r in box["records"] + box.get("extra", []) if id(r) not in refused]
+
+    def _tick(self, acks: bool) -> None:
+        now = time.time()
+        if not self.progress.connected or now < (self.progress.next_tick or 0):
+            return
+        if not acks:
+            self.progress.caught_up(now)
+        box: dict = {}
+
+        def records() -> list[Routed]:
+            if "records" not in box:
+                due = self.progress.due_ticks(now, self.producer.partitions(WORKER))
+                box["records"] = [self.packer.empty(p, self.progress.read_until) for p in due]
+            return box["records"]
+
+        self._send(records)
+        if box["records"]:
+            self.metrics.records_out.labels(self.settings.cluster, self.topics[WORKER]).inc(len(box["records"]))
+
+    def _send(self, records, repack=None) -> None:
+        """Back-pressure: while Kafka is down we neither ack nor consume; RabbitMQ keeps the rest."""
+        build = records if callable(records) else (lambda: records)
         for attempt in Retrying(
             wait=wait_exponential(multiplier=0.5, max=30),
             retry=retry_if_exception_type(KafkaUnavailable),
-            before_sleep=lambda st: self._on_kafka_down(st, len(records)),
+            before_sleep=lambda st: self._on_kafka_down(st),
         ):
             with attempt:
-                self.send_all(records)
+                batch = build()
+                if batch:
+                    self.producer.send_all(batch, repack)
 
-    def _on_kafka_down(self, state, held: int) -> None:
+    def _on_kafka_down(self, state) -> None:
         self.metrics.kafka_errors.labels(self.settings.cluster).inc()
         self.metrics.tick(self.settings.cluster)  # waiting on Kafka is not being stuck
         log.warning(
-            "Kafka unavailable (%s); holding %d events, retry %d in %.1fs (check KAFKA_BOOTSTRAP=%s, make status)",
-            state.outcome.exception(), held, state.attempt_number, state.next_action.sleep, self.settings.kafka_bootstrap,
+            "Kafka unavailable (%s); holding %d broker messages, retry %d in %.1fs (check KAFKA_BOOTSTRAP=%s, make status)",
+            state.outcome.exception(), len(self.pending), state.attempt_number, state.next_action.sleep, self.settings.kafka_bootstrap,
         )

@@ -1,9 +1,9 @@
 """Recorded events straight into Kafka, and the task records the streams app published.
 
 For the streams benchmark and the restart / scale-out / duplicate tests: the events go in as
-the bridge would send them (same envelope, same key, murmur2 partitions), and the expected
-records come from the engine itself (the only implementation of the rules), so "exact" means
-"what the engine gives for that set of events".
+the bridge would send them (packs of schemas/pack.v2.json, murmur2 partitions, bridge/packs.py
+itself), and the expected records come from the engine itself (the only implementation of the
+rules), so "exact" means "what the engine gives for that set of events".
 """
 
 from __future__ import annotations
@@ -13,37 +13,59 @@ import time
 import orjson
 from confluent_kafka import Producer
 
-from bridge.envelope import TASK, Enveloper
+from bridge.envelope import TASK, WORKER, Entry, Enveloper
+from bridge.packs import Packer
 from streams.config import Settings
-from streams.engine import Tracker
+from streams.engine import Tracker, parse_event
 
 
 def _producer(settings: Settings) -> Producer:
     return Producer({**settings.librdkafka_options(), "partitioner": "murmur2_random", "linger.ms": 20})
 
 
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+FLUSH_EVENTS = 4000  # events per bridge flush under load (50 task.multi messages of ~80 events)
+
+
+def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
     while True:
         try:
-            producer.produce(topic, key=key, value=value)
+            if partition is None:
+                producer.produce(topic, key=key, value=value)
+            else:
+                producer.produce(topic, value=value, partition=partition)
             return
         except BufferError:  # librdkafka's queue is full: let deliveries drain it
             producer.poll(0.1)
 
 
-def produce_events(settings: Settings, events: list[dict], copies: int = 1) -> int:
-    """Every task event of ``events`` (``copies`` times each) onto the task-events topic."""
+def produce_events(settings: Settings, events: list[dict], copies: int = 1, flush_events: int = FLUSH_EVENTS) -> int:
+    """Every task event of ``events`` onto the task-events topic, in packs as the bridge writes
+    them under load (flushes of ``flush_events`` events: one pack per partition per flush, with the
+    worker-events packs of their signs of life). ``copies`` > 1 delivers every event again, packed
+    differently (smaller flushes, as a redelivery after a bridge restart). Returns the events sent."""
     enveloper = Enveloper(settings.cluster, "backlog")
+    packer = Packer(settings.cluster, "backlog")
+    topics = {TASK: settings.topic_task_events, WORKER: settings.topic_worker_events}
     producer = _producer(settings)
+    # Received "as sent" (receive time = the event's timestamp): a redelivered copy then carries
+    # the receive time of the first, and expected_task_records can give the same times.
+    bodies = [(orjson.dumps({k: v for k, v in e.items() if k != "local_received"}), e["timestamp"])
+              for e in events if e["type"].startswith("task-")]  # fmt: skip
     sent = 0
-    for event in events:
-        if not event["type"].startswith("task-"):
-            continue
-        body = orjson.dumps({k: v for k, v in event.items() if k != "local_received"})
-        for record in enveloper.wrap(body, "task.multi", time.time()) * copies:
-            assert record.kind == TASK, record
-            _produce(producer, settings.topic_task_events, record.key, record.value)
-            sent += 1
+    for copy in range(copies):
+        size = max(1, flush_events // (1 + 3 * copy))
+        for start in range(0, len(bodies), size):
+            entries = []
+            for body, received in bodies[start : start + size]:
+                (entry,) = enveloper.wrap(body, "task.multi", received)
+                assert isinstance(entry, Entry) and entry.kind == TASK, entry
+                entries.append(entry)
+            # read_until as a live bridge would have it: everything up to the newest receive time
+            packs, dead = packer.pack(entries, bodies[min(start + size, len(bodies)) - 1][1], lambda kind: settings.topic_partitions)
+            assert not dead, dead
+            for pack in packs:
+                _produce(producer, topics[pack.kind], None, pack.value, pack.partition)
+            sent += len(entries)
     if producer.flush(60):
         raise RuntimeError("Kafka did not take the backlog")
     return sent
@@ -61,10 +83,12 @@ def produce_task_records(settings: Settings, events: list[dict]) -> int:
 
 
 def expected_task_records(settings: Settings, events: list[dict]) -> dict[str, dict]:
+    """What the engine gives for the task events of ``events``, received as produce_events stamps them."""
     tracker = Tracker()
     for event in events:
         if event["type"].startswith("task-"):
-            tracker.feed({k: v for k, v in event.items() if k != "local_received"}, settings.cluster)
+            body = {k: v for k, v in event.items() if k != "local_received"}
+            tracker.add(parse_event(body, settings.cluster, body["timestamp"]))
     return {record["uuid"]: orjson.loads(orjson.dumps(record)) for record in tracker.task_records()}
 
 

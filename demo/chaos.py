@@ -37,6 +37,7 @@ import orjson
 
 from streams.config import Settings
 from streams.engine import Tracker
+from streams.packs import decode_pack
 
 from .pipeline import Pipeline, PipelineError, wait_for_tasks
 
@@ -171,7 +172,7 @@ class Faults:
 
 
 def kafka_task_events(settings: Settings, uuids: set[str]) -> int:
-    """Records of our tasks on the task-events topic, duplicates included."""
+    """Events of our tasks in the task-events packs, duplicates included."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False)
@@ -183,9 +184,9 @@ def kafka_task_events(settings: Settings, uuids: set[str]) -> int:
     while any(consumer.position(tp) < end[tp] for tp in tps):
         for records in consumer.poll(timeout_ms=1000, max_records=10_000).values():
             for record in records:
-                envelope = orjson.loads(record.value)
-                if (envelope.get("event") or {}).get("uuid") in uuids:
-                    count += 1
+                for entry in decode_pack(record.value).entries:
+                    if entry.event.get("uuid") in uuids:
+                        count += 1
     consumer.close()
     return count
 

@@ -136,10 +136,11 @@ class Pipeline:
     def start_streams(self, name: str = "streams", **env: str) -> Proc:
         return self._proc(name, [sys.executable, "-m", "streams", "worker"], env)
 
-    def start_celery_worker(self, timeout: float = 60.0) -> Proc:
+    def start_celery_worker(self, timeout: float = 60.0, hostname: str | None = None) -> Proc:
+        hostname = hostname or self.worker_hostname
         argv = [
             sys.executable, "-m", "celery", "-A", "demo.tasks", "worker", "-E", "-c", "2",
-            "-Q", self.task_queue, "-n", self.worker_hostname, "--without-gossip", "--without-mingle", "-l", "warning",
+            "-Q", self.task_queue, "-n", hostname, "--without-gossip", "--without-mingle", "-l", "warning",
         ]  # fmt: skip
         proc = self._proc("celery-worker", argv, {"DEMO_QUEUE": self.task_queue})
         from .tasks import make_client
@@ -149,7 +150,7 @@ class Pipeline:
         while time.monotonic() < deadline:
             if not proc.alive():
                 raise PipelineError(f"Celery worker exited: {proc.tail()}")
-            if self.client.control.ping(destination=[self.worker_hostname], timeout=0.5):
+            if self.client.control.ping(destination=[hostname], timeout=0.5):
                 return proc
         raise PipelineError(f"Celery worker not ready within {timeout}s: {proc.tail()}")
 

@@ -58,6 +58,13 @@ def sleep(seconds):
     return seconds
 
 
+@app.task(name="demo.sleep_late", acks_late=True)
+def sleep_late(seconds):
+    """acks_late: a worker lost while running it leaves the message to be redelivered."""
+    time.sleep(seconds)
+    return seconds
+
+
 @app.task(name="demo.reject", bind=True, acks_late=True)
 def reject(self):
     raise Reject("bad payload, dropping", requeue=False)

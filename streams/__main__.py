@@ -1,4 +1,4 @@
-"""python -m streams {worker,sink,migrate,topics,replay,report,retention,config}"""
+"""python -m streams {worker,sink,migrate,topics,replay,report,retention,ui,config}"""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ KAFKA = ["kafka_bootstrap", "kafka_flavor", "kafka_security_protocol", "kafka_sa
 CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhouse_password",
               "clickhouse_database", "clickhouse_secure"]  # fmt: skip
 LAYOUT = ["clickhouse_cluster", "clickhouse_replicated"]
-SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "session_timeout"]
-APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "sink", "web_port", "web_host",
-       "streams_metrics_addr", "streams_batch_size", "streams_batch_seconds", "task_retention", "alert_failure_window",
-       "alert_failure_threshold"]  # fmt: skip
+SINK = ["sink_group", "sink_batch_rows", "sink_batch_seconds", "sink_min_insert_interval", "session_timeout"]
+UI = ["ui_host", "ui_port", "ui_basic_auth", "ui_token", "ui_row_limit", "ui_page_size", "ui_query_timeout",
+      "ui_refresh_seconds"]  # fmt: skip
+APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor", "worker_drift_threshold", "sink", "web_port",
+       "web_host", "streams_metrics_addr", "task_retention", "alert_failure_window", "alert_failure_threshold"]  # fmt: skip
 
 
 def cmd_worker(settings: Settings, args) -> None:
@@ -110,6 +111,16 @@ def cmd_report(settings: Settings, args) -> None:
             print(f"wrote {path}", file=sys.stderr)
 
 
+def cmd_ui(settings: Settings, args) -> None:
+    from .ui.server import UIConfigError, serve
+
+    try:
+        serve(settings)
+    except UIConfigError as exc:
+        print(f"streams ui: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def cmd_config(settings: Settings, args) -> None:
     print(settings_table())
 
@@ -120,7 +131,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run the Faust worker (agents, tables, timer; the sink unless STREAMS_SINK=off)")
-    add_arguments(p, KAFKA + APP + CLICKHOUSE + ["sink_group", "sink_batch_rows", "sink_batch_seconds"])
+    add_arguments(p, KAFKA + APP + CLICKHOUSE + ["sink_group", "sink_batch_rows", "sink_batch_seconds", "sink_min_insert_interval"])
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("sink", help="run only the ClickHouse sink (its own consumer group)")
@@ -157,6 +168,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", metavar="DIR", help="also write PNG charts (throughput, runtime percentiles, failure rate) to DIR")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("ui", help="serve the web UI (tasks, a task's attempts, workers, analytics) from ClickHouse")
+    add_arguments(p, CLICKHOUSE + UI)
+    p.set_defaults(func=cmd_ui)
+
     p = sub.add_parser("config", help="print every setting: env variable, flag, default")
     p.set_defaults(func=cmd_config)
     return parser.parse_args(argv)
@@ -166,7 +181,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logging(args.log_level)
     settings = Settings.load(args)
-    if args.command in ("worker", "sink"):
+    if args.command in ("worker", "sink", "ui"):
         log.info("%s starting: settings=%s", args.command, settings.as_dict())
     try:
         args.func(settings, args)

@@ -33,9 +33,11 @@ class Settings:
     kafka_sasl_password: str = _setting("", "KAFKA_SASL_PASSWORD", "SASL password", secret=True)
     kafka_ssl_cafile: str = _setting("", "KAFKA_SSL_CAFILE", "CA bundle to verify the Kafka brokers (with SSL / SASL_SSL)")
     topic_partitions: int = _setting(8, "TOPIC_PARTITIONS", "partitions of every topic the pipeline creates")
-    topic_task_events: str = _setting("celery.task-events.v1", "TOPIC_TASK_EVENTS", "raw task events, key = task uuid")
+    topic_task_events: str = _setting(
+        "celery.task-events.v2", "TOPIC_TASK_EVENTS", "task-event packs (schemas/pack.v2.json), partition = murmur2(task uuid)"
+    )
     topic_worker_events: str = _setting(
-        "celery.worker-events.v1", "TOPIC_WORKER_EVENTS", "raw worker events, key = cluster/hostname"
+        "celery.worker-events.v2", "TOPIC_WORKER_EVENTS", "worker-event packs, partition = murmur2(cluster/hostname); ticks carry read_until"
     )
     topic_task_states: str = _setting("celery.task-states.v1", "TOPIC_TASK_STATES", "task-state records, key = task uuid")
     topic_worker_states: str = _setting(
@@ -70,7 +72,15 @@ class Settings:
         100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (the bridge's memory bound; a task.multi message holds up to ~100 events)"
     )
     bridge_batch_size: int = _setting(50, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush (acked together after it)")
-    bridge_batch_seconds: float = _setting(0.2, "BRIDGE_BATCH_SECONDS", "longest wait before a partial batch is flushed")
+    bridge_batch_seconds: float = _setting(
+        0.2, "BRIDGE_BATCH_SECONDS", "longest a batch grows while messages keep coming (an idle broker: flushed at once)"
+    )
+    bridge_pack_max_bytes: int = _setting(
+        512 * 1024, "BRIDGE_PACK_MAX_BYTES", "a pack (one Kafka record: a flush's events for one partition) is split beyond this size"
+    )
+    bridge_tick_seconds: float = _setting(
+        1.0, "BRIDGE_TICK_SECONDS", "worker-events partitions with no pack for this long get an empty pack carrying read_until"
+    )
     bridge_kafka_timeout: float = _setting(
         10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries"
     )
@@ -99,7 +109,11 @@ class Settings:
         6.0, "STREAMS_SESSION_TIMEOUT", "Kafka consumer session timeout, s (Tansu's JoinGroup waits half of it)"
     )
     worker_expiry_factor: float = _setting(
-        2.0, "WORKER_EXPIRY_FACTOR", "a worker is OFFLINE(heartbeat-expired) after this many x freq without heartbeat"
+        2.0, "WORKER_EXPIRY_FACTOR",
+        "a worker is OFFLINE(heartbeat-expired) when nothing was received from it for this many x freq seconds of the stream's watermark",
+    )
+    worker_drift_threshold: float = _setting(
+        16.0, "WORKER_DRIFT_THRESHOLD", "clock-drift alert when a worker's clock differs from the monitor's by more than this (s; Celery warns at 16)"
     )
     sink: str = _setting("inline", "STREAMS_SINK", "'inline': the ClickHouse sink runs inside `streams worker`; 'off': run `streams sink` alone")
     web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port (0 = no web server)")
@@ -107,10 +121,6 @@ class Settings:
     streams_metrics_addr: str = _setting(
         "127.0.0.1:9465", "STREAMS_METRICS_ADDR", "host:port of the streams worker's /metrics ('off' = none)"
     )
-    streams_batch_size: int = _setting(
-        2000, "STREAMS_BATCH_SIZE", "events folded per batch (one table write and one record per changed task per batch)"
-    )
-    streams_batch_seconds: float = _setting(0.2, "STREAMS_BATCH_SECONDS", "longest wait before a partial batch is folded")
     task_retention: float = _setting(
         3600.0, "STREAMS_TASK_RETENTION", "seconds a finished task stays in the table after its last event (0 = forever; ClickHouse keeps history)"
     )
@@ -134,7 +144,30 @@ class Settings:
     )
     sink_group: str = _setting("celery-monitor-sink", "SINK_GROUP", "consumer group of the ClickHouse sink")
     sink_batch_rows: int = _setting(5000, "SINK_BATCH_ROWS", "rows per ClickHouse insert (at most)")
-    sink_batch_seconds: float = _setting(1.0, "SINK_BATCH_SECONDS", "longest wait before a partial batch is inserted")
+    sink_batch_seconds: float = _setting(
+        1.0, "SINK_BATCH_SECONDS", "longest a batch grows while records keep coming (a quiet pipeline: inserted at once)"
+    )
+    sink_min_insert_interval: float = _setting(
+        0.2, "SINK_MIN_INSERT_INTERVAL", "least time between two inserts (ClickHouse makes a part per insert: at most ~5 per second per table)"
+    )
+
+    # Web UI (python -m streams ui): read-only pages over ClickHouse
+    ui_host: str = _setting(
+        "127.0.0.1", "UI_HOST", "web UI bind address; any address but loopback needs UI_BASIC_AUTH or UI_TOKEN"
+    )
+    ui_port: str = _setting("9466", "UI_PORT", "web UI port ('off' = no UI, e.g. in make demo)")
+    ui_basic_auth: str = _setting("", "UI_BASIC_AUTH", "user:password the web UI asks for (HTTP Basic); '' = none", secret=True)
+    ui_token: str = _setting("", "UI_TOKEN", "bearer token the web UI accepts (Authorization: Bearer TOKEN); '' = none", secret=True)
+    ui_row_limit: int = _setting(
+        500, "UI_ROW_LIMIT", "most rows any web UI query returns (tasks per page, a task's events, workflow nodes, workers)"
+    )
+    ui_page_size: int = _setting(50, "UI_PAGE_SIZE", "tasks per page of the web UI's task list (capped by UI_ROW_LIMIT)")
+    ui_query_timeout: float = _setting(
+        5.0, "UI_QUERY_TIMEOUT", "seconds a web UI query may take (ClickHouse max_execution_time and the socket timeout); then the page says so"
+    )
+    ui_refresh_seconds: float = _setting(
+        1.0, "UI_REFRESH_SECONDS", "how often live parts of the web UI (task list, task page, workers) reload"
+    )
 
     # -- resolution --------------------------------------------------------------------------
     @classmethod

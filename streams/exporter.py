@@ -44,7 +44,7 @@ monotonic wherever its partition goes:
 * a task dropped from the engine's table after ``STREAMS_TASK_RETENTION`` that receives a very
   late duplicate is counted again (the engine no longer knows it).
 
-Worker gauges come from the worker table (every key is on the worker owning its partition);
+Worker gauges come from the latest worker record derived per worker-events partition owned;
 workers offline for more than ``WORKER_PURGE_SECONDS`` are no longer exported (celery-exporter
 purges after 10 minutes too). Queue gauges come from the bridge's samples
 (``celery.queue-lengths.v1``, role task) of the partitions this worker owns, and disappear when
@@ -54,6 +54,7 @@ a sample is older than ``STALE_SAMPLES`` x its interval.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import threading
 import time
@@ -125,13 +126,21 @@ def hostname_of(node: str | None) -> str:
 
 def contribution(state: dict | None) -> TaskContribution:
     """What a task's engine state has contributed to the counters: its distinct events per kind,
-    once its name is known. Call it on the state *before* folding (the fold updates in place)."""
+    once its name is known. Call it on the state *before* folding (the fold updates in place).
+
+    The engine keeps one entry per distinct event, its kind first (``state["ev"]``), and the
+    task name in the ``meta`` register (engine.states.MERGE_RULES); a unit test runs this on the
+    real engine so a change of that layout fails loudly."""
     if state is None:
         return None
-    meta = state["reg"].get("meta")  # the register that carries the task name (engine.states.MERGE_RULES)
+    meta = state["reg"].get("meta")
     if meta is None or not meta[1][0]:
         return None
-    return dict(state["n"])
+    counts: dict[str, int] = {}
+    for entry in state["ev"]:
+        kind = entry[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def _eta_seconds(eta: str | None) -> float | None:
@@ -180,18 +189,19 @@ class CeleryExporter(Collector):
         before = contribution(state)                       # per changed task, before fold_task
         exporter.task_changed(partition, before, state, record)   # after derive_task
         for key, value in exporter.take_dirty(): table[key] = value   # per batch, key's partition
-        exporter.own(partition, stored_items)               # (re)gained: load from that table
-        exporter.drop(partition)                            # revoked
-        exporter.set_workers(worker_records, now)           # every liveness check
+        exporter.assign_tasks(owned, table.items(), reload)  # at a new generation (reload) / periodically
+        exporter.drop_tasks(revoked)                        # at once on revocation
+        exporter.worker(partition, worker_record)           # every worker record derived
+        exporter.keep_workers(owned)                        # the worker-events partitions owned
         exporter.queue_sample(partition, record)            # a celery.queue-lengths.v1 record
-        exporter.drop_queue_partitions(keep)                # the queue partitions still owned
+        exporter.drop_queue_partitions(owned)               # the queue partitions owned
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._lock = threading.Lock()
         self._partitions: dict[int, _Partition] = {}
-        self._workers: list[dict] = []
+        self._workers: dict[int, dict[str, dict]] = {}  # partition -> worker key -> latest record
         self._samples: dict[int, dict[tuple[str, str], dict]] = defaultdict(dict)
 
     # -- tasks -----------------------------------------------------------------------------------
@@ -204,7 +214,7 @@ class CeleryExporter(Collector):
         if after is None:
             return
         before = before or {}
-        delta = {kind: n - before.get(kind, 0) for kind, n in after.items() if n > before.get(kind, 0)}
+        delta = {kind: n - before.get(kind, 0) for kind, n in after.items() if n > before.get(kind, 0) and kind in COUNTERS}
         if not delta:
             return
         cluster, name = record.get("cluster") or "", record["name"]
@@ -259,40 +269,54 @@ class CeleryExporter(Collector):
                 part.dirty.clear()
         return out
 
-    def own(self, partition: int, stored: Iterable[tuple[str, dict]]) -> None:
+    def own(self, partition: int, stored: Iterable[tuple[str, dict | bytes]]) -> None:
         """This worker (re)gained ``partition``: its counts are what was persisted (``stored``:
-        the table's (key, value) items; other partitions' keys are ignored)."""
+        the table's (key, value) items, values as ``take_dirty`` gave them or their JSON bytes;
+        other partitions' keys are ignored)."""
         part = _Partition()
         prefix = f"{partition}/"
         for key, value in stored:
             if key.startswith(prefix) and value:
                 _, cluster, name = key.split("/", 2)
-                part.load(cluster, name, value)
+                part.load(cluster, name, json.loads(value) if isinstance(value, (bytes, bytearray, str)) else value)
         with self._lock:
             self._partitions[partition] = part
 
-    def drop(self, partition: int) -> None:
-        """This worker lost ``partition``: its series are exported by the new owner."""
+    def assign_tasks(self, partitions: set[int], stored: Iterable[tuple[str, dict | bytes]], reload: bool = False) -> None:
+        """Export exactly these task partitions: load the ones not loaded yet (all of them with
+        ``reload``, at a new assignment generation: another worker may have counted meanwhile),
+        drop the others."""
         with self._lock:
-            self._partitions.pop(partition, None)
+            owned = set(self._partitions)
+        load = partitions if reload else partitions - owned
+        if load:
+            rows = [(key, value) for key, value in stored if partition_of_key(key) in load]
+            for partition in load:
+                self.own(partition, rows)
+        self.drop_tasks(owned - partitions)
+
+    def drop_tasks(self, partitions: Iterable[int]) -> None:
+        """This worker lost these partitions: their series are exported by the new owner."""
+        with self._lock:
+            for partition in partitions:
+                self._partitions.pop(partition, None)
 
     def owned(self) -> set[int]:
         with self._lock:
             return set(self._partitions)
 
     # -- workers and queues ------------------------------------------------------------------------
-    def set_workers(self, records: Iterable[dict], now: float | None = None) -> None:
-        """The worker records of this worker's partitions, judged at ``now`` (replaces the last set)."""
-        now = self.clock() if now is None else now
-        kept = []
-        for record in records:
-            if record["state"] == OFFLINE:
-                gone_at = record.get("offline_at") or record.get("expires_at") or 0
-                if now - gone_at > WORKER_PURGE_SECONDS:
-                    continue
-            kept.append(record)
+    def worker(self, partition: int, record: dict) -> None:
+        """The latest record of a Celery worker (a worker-events partition's key)."""
         with self._lock:
-            self._workers = kept
+            self._workers.setdefault(partition, {})[f"{record.get('cluster') or ''}/{record['hostname']}"] = record
+
+    def keep_workers(self, partitions: set[int]) -> None:
+        """Only the worker-events partitions this worker owns stay exported."""
+        with self._lock:
+            for partition in list(self._workers):
+                if partition not in partitions:
+                    del self._workers[partition]
 
     def queue_sample(self, partition: int, record: dict) -> None:
         if record.get("role", "task") != "task":
@@ -314,10 +338,10 @@ class CeleryExporter(Collector):
         with self._lock:
             partitions = [(p, dict(part.counters), {k: (list(h[0]), h[1]) for k, h in part.histograms.items()})
                           for p, part in self._partitions.items()]  # fmt: skip
-            workers = list(self._workers)
+            workers = [record for by_key in self._workers.values() for record in by_key.values()]
             samples = [s for by_queue in self._samples.values() for s in by_queue.values()]
         yield from self._task_families(partitions)
-        yield from self._worker_families(workers)
+        yield from self._worker_families(workers, self.clock())
         yield from self._queue_families(samples)
 
     def _task_families(self, partitions) -> Iterator:
@@ -344,12 +368,15 @@ class CeleryExporter(Collector):
         yield from histograms.values()
 
     @staticmethod
-    def _worker_families(workers: list[dict]) -> Iterator:
+    def _worker_families(workers: list[dict], now: float) -> Iterator:
         up = GaugeMetricFamily("celery_worker_up", "Indicates if a worker has recently sent a heartbeat.", labels=WORKER_LABELS)
         active = GaugeMetricFamily("celery_worker_tasks_active", "The number of tasks the worker is currently processing", labels=WORKER_LABELS)
         by_host: dict[tuple[str, str], list[int]] = {}
         for record in workers:  # several nodes on one host share celery-exporter's hostname label
             alive = record["state"] != OFFLINE
+            gone_at = record.get("offline_at") or record.get("expires_at") or record.get("seen_at") or now
+            if not alive and now - gone_at > WORKER_PURGE_SECONDS:
+                continue  # long gone: no longer exported (celery-exporter purges too)
             entry = by_host.setdefault((hostname_of(record["hostname"]), record.get("cluster") or ""), [0, 0])
             entry[0] = max(entry[0], 1 if alive else 0)
             entry[1] += (record.get("active") or 0) if alive else 0

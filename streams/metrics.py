@@ -32,6 +32,13 @@ class StreamsMetrics:
         )
         self.batch_seconds = Gauge("streams_last_batch_seconds", "Time to fold and publish the last batch", ["table"], registry=r)
         self.table_size = Gauge("streams_table_keys", "Keys held in a table on this worker", ["table"], registry=r)
+        self.other_events = Counter(
+            "streams_other_events_total", "Well-formed events no rule reads (kept in ClickHouse, no state)", ["type"], registry=r
+        )
+        self.watermark = Gauge(
+            "streams_watermark_seconds", "read_until of the worker-events packs read, per cluster and partition (monitor clock)",
+            ["cluster", "partition"], registry=r,
+        )
         self.lag = Gauge("streams_consumer_lag", "High watermark minus committed offset, per source partition", ["topic", "partition"], registry=r)
 
     def watch_tables(self, sizes: dict[str, Callable[[], int]]) -> None:

@@ -12,15 +12,21 @@ from typing import Any
 
 import orjson
 
-from .engine import Invalid, TaskEvent, WorkerEvent, iter_events
+from .engine import Invalid, iter_events
 from .engine.codec import exact
 
 RECORD_VERSION = 1
 MAX_DEAD_LETTER_RAW = 1_000_000  # larger inputs are cut (and marked so) to fit a Kafka message
 
 
-def decode(value: bytes | None) -> list[TaskEvent | WorkerEvent | Invalid]:
-    """Every event in one Kafka record value (a bridge envelope); never raises."""
+def decode(value: bytes | None) -> list:
+    """The engine items of one Kafka record value, in order; never raises.
+
+    A bridge pack (schemas/pack.v2.json) gives its events (each with its receive time), a
+    Sighting per ``seen`` entry and a Tick for ``read_until``; an unusable entry is one Invalid
+    and the rest of the pack still counts. Other shapes ``streams.engine.iter_events`` accepts
+    (a v1 envelope, a raw event or task.multi list) decode too.
+    """
     if value is None:
         return [Invalid("empty record value", None)]
     try:

@@ -10,8 +10,11 @@ from kafka.errors import TopicAlreadyExistsError
 from .config import Settings
 
 log = logging.getLogger("streams.topics")
-TABLES = ("tasks", "workers", "worker-announcements", "celery-metrics")
-INTERNAL = ("task-failures",)  # re-keyed by task name for failure-burst alerts
+TABLES = ("tasks", "workers", "worker-losses", "celery-metrics")
+INTERNAL = (
+    "task-failures",  # re-keyed by task name for failure-burst alerts
+    "worker-losses",  # a lost worker, broadcast to every partition: the tasks it leaves orphaned
+)
 
 
 def topic_names(settings: Settings) -> list[str]:

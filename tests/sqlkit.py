@@ -30,8 +30,12 @@ def literal(value) -> str:
         return f"'{value:%Y-%m-%d %H:%M:%S}'"
     if isinstance(value, dt.date):
         return f"'{value:%Y-%m-%d}'"
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):  # as clickhouse-driver binds them: a tuple is a tuple (x IN %(t)s)...
+        return "(" + ", ".join(literal(v) for v in value) + ")"
+    if isinstance(value, list):  # ...and a list an array
         return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, bytes):
+        value = value.decode()
     text = str(value).replace("\\", "\\\\").replace("'", "\\'")
     return f"'{text}'"
 

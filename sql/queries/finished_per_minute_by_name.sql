@@ -14,7 +14,8 @@ FROM
         multiIf(state IN ('SUCCEEDED', 'RECOVERED'), ifNull(succeeded_at, 0),
                 state IN ('FAILED', 'CRITICAL'), ifNull(failed_at, 0),
                 state = 'REVOKED', ifNull(revoked_at, 0),
-                ifNull(rejected_at, 0)) AS finished_at
+                -- REJECTED: the task's own Reject; without acks_late only its task-failed says so
+                greatest(ifNull(rejected_at, 0), ifNull(failed_at, 0))) AS finished_at
     FROM {db}.tasks FINAL
     WHERE (%(cluster)s = '' OR cluster = %(cluster)s) AND (%(name)s = '' OR name = %(name)s) AND first_seen_at >= %(since)s
       AND state IN ('SUCCEEDED', 'RECOVERED', 'FAILED', 'CRITICAL', 'REVOKED', 'REJECTED')

@@ -1,17 +1,21 @@
 """When a change deserves a human's attention (pure; the app publishes what these return).
 
-Three alerts (schemas/alert.v1.json):
+Alerts (schemas/alert.v1.json), each raised once per transition of the state it watches:
 - ``task-critical``   a task entered CRITICAL (failed after retries);
+- ``task-orphaned``   a RECEIVED/STARTED task's worker was lost: nothing will finish it;
 - ``failure-burst``   a task name failed at least ``threshold`` times within ``window`` seconds
                       of event time (one alert per name per window);
-- ``worker-lost``     a worker went OFFLINE because its heartbeats stopped (not a clean shutdown).
+- ``worker-lost``     a worker went OFFLINE because nothing was received from it for
+                      expiry x freq seconds (not a clean shutdown);
+- ``clock-drift``     a worker's clock differs from the monitor's by more than the threshold
+                      (Celery's own State only logs this: "Substantial drift ...").
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from .states import CRITICAL, FAILED, OFFLINE, OFFLINE_HEARTBEAT_EXPIRED
+from .states import CRITICAL, DEFAULT_DRIFT_THRESHOLD, FAILED, OFFLINE, OFFLINE_HEARTBEAT_EXPIRED
 
 ALERT_VERSION = 1
 FAILING_STATES = frozenset({FAILED, CRITICAL})
@@ -21,15 +25,28 @@ def _alert(kind: str, cluster, key: str, at: float, **details) -> dict:
     return {"v": ALERT_VERSION, "alert": kind, "cluster": cluster, "key": key, "at": at, **details}
 
 
-def task_alert(before: str | None, record: dict) -> dict | None:
-    """A task-critical alert when this change moved the task into CRITICAL."""
-    if record["state"] == CRITICAL and before != CRITICAL:
-        return _alert(
+def said(record: dict) -> list:
+    """What alerts compare against next time: ``[state, orphaned_at]`` of a published task record
+    (the app keeps it in the task's state, so a restart does not alert again)."""
+    return [record["state"], record.get("orphaned_at")]
+
+
+def task_alerts(before: list | None, record: dict) -> list[dict]:
+    """Alerts this change raises; ``before`` is :func:`said` of the previous record (or None)."""
+    out = []
+    status, orphaned = (before or (None, None))[:2]
+    if record["state"] == CRITICAL and status != CRITICAL:
+        out.append(_alert(
             "task-critical", record["cluster"], record["uuid"], record.get("failed_at") or record.get("last_seen_at"),
             name=record.get("name"), retries=record.get("retries"),
             exception_type=record.get("exception_type"), exception=record.get("exception"),
-        )
-    return None
+        ))  # fmt: skip
+    if record.get("orphaned_at") is not None and orphaned is None:
+        out.append(_alert(
+            "task-orphaned", record["cluster"], record["uuid"], record["orphaned_at"],
+            name=record.get("name"), state=record["state"], worker=record.get("worker"), retries=record.get("retries"),
+        ))  # fmt: skip
+    return out
 
 
 def newly_failed(before: str | None, record: dict) -> bool:
@@ -37,16 +54,27 @@ def newly_failed(before: str | None, record: dict) -> bool:
     return record["state"] in FAILING_STATES and before not in FAILING_STATES
 
 
-def worker_alert(before: tuple | None, record: dict) -> dict | None:
-    """A worker-lost alert when a worker's heartbeats stopped (the case Leek never detects)."""
-    now = (record["state"], record.get("offline_reason"))
-    if now == (OFFLINE, OFFLINE_HEARTBEAT_EXPIRED) and before != now:
-        return _alert(
-            "worker-lost", record["cluster"], f"{record['cluster']}/{record['hostname']}",
-            record.get("offline_at") or record.get("expires_at"),
-            hostname=record["hostname"], last_heartbeat_at=record.get("heartbeat_at"),
-        )
-    return None
+def worker_alerts(before: dict | None, record: dict, drift_threshold: float = DEFAULT_DRIFT_THRESHOLD) -> list[dict]:
+    """worker-lost when the worker went silent (the case Leek never detects); clock-drift when its
+    clock left the threshold. ``before``: the worker's record before this change (or None)."""
+    out = []
+    key = f"{record['cluster']}/{record['hostname']}"
+    lost = (OFFLINE, OFFLINE_HEARTBEAT_EXPIRED)
+    if (record["state"], record.get("offline_reason")) == lost and (
+        before is None or (before["state"], before.get("offline_reason")) != lost
+    ):
+        out.append(_alert(
+            "worker-lost", record["cluster"], key, record.get("expires_at"),
+            hostname=record["hostname"], last_seen_at=record.get("seen_at"), last_heartbeat_at=record.get("heartbeat_at"),
+        ))  # fmt: skip
+    skew = record.get("skew")
+    was = before.get("skew") if before else None
+    if skew is not None and abs(skew) > drift_threshold and (was is None or abs(was) <= drift_threshold):
+        out.append(_alert(
+            "clock-drift", record["cluster"], key, record.get("seen_at"),
+            hostname=record["hostname"], skew=skew, threshold=drift_threshold,
+        ))  # fmt: skip
+    return out
 
 
 class FailureBursts:

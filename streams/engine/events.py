@@ -1,12 +1,20 @@
 """Turning raw Celery event bodies into validated engine events (no I/O).
 
-Accepted shapes (one JSON value each):
-  * an event object, as Celery's Receiver handlers get it or as the worker published it;
+Accepted shapes (one JSON value each), and where each says the event was *received* (the
+monitor's clock, which liveness and cross-host ordering use):
+  * an event object, as Celery's Receiver handlers get it (``local_received``) or as the worker
+    published it (no receive time);
   * a list of event objects (a raw ``task.multi`` body);
-  * a bridge envelope ``{"v": 1, "cluster": ..., "event": {...}}`` (see schemas/envelope.v1.json);
-  * a capture record ``{"routing_key": ..., "body": <event or list>}`` (../shared/fixtures format).
+  * a bridge pack ``{"v": 2, "cluster", "bridge", "read_until", "events": [{seq, received_at,
+    routing_key, event}...], "seen": [...]}`` (schemas/pack.v2.json): its events, a
+    :class:`Sighting` per ``seen`` entry and one :class:`Tick` (how far the bridge had read);
+  * a bridge envelope ``{"v": 1, "cluster", "received_at", "event": {...}}`` (schemas/envelope.v1.json);
+  * a capture record ``{"routing_key", "recv_time", "body": <event or list>}`` (../shared/fixtures format).
 
 Nothing here raises on bad input: an unusable value becomes an :class:`Invalid` with a reason.
+A well-formed event of a type the rules do not know is not invalid: a task-* type becomes a
+TaskEvent of kind ``other``, a worker-* type a WorkerEvent (a sign of life), any other type an
+:class:`OtherEvent` (kept and counted, no state).
 """
 
 from __future__ import annotations
@@ -16,11 +24,16 @@ from typing import Any, Iterator
 from .states import (
     FIELDS_READ_BY_TYPE,
     NUMBER,
+    OTHER_K,
     REJECTED_KIND,
     TASK_EVENT_KINDS,
-    WORKER_EVENT_TYPES,
+    TASK_PREFIX,
     WORKER_FIELD_TYPES,
+    WORKER_PREFIX,
 )
+
+PACK_VERSION = 2
+_NO_FIELDS: dict = {}
 
 
 class Invalid:
@@ -37,20 +50,30 @@ class Invalid:
 
 
 class TaskEvent:
-    """A validated task event. ``identity`` is what makes two deliveries the same event."""
+    """A validated task event.
 
-    __slots__ = ("kind", "uuid", "cluster", "hostname", "pid", "clock", "timestamp", "identity", "body")
+    ``(type, hostname, pid, clock, timestamp)`` is what makes two deliveries the same event;
+    ``received`` is when the monitor received it (epoch seconds on the monitor's clock), None
+    when the input does not say; ``type`` is kept for kind ``other``.
+    """
 
-    def __init__(self, kind, uuid, cluster, hostname, pid, clock, timestamp, identity, body):
+    __slots__ = ("kind", "type", "uuid", "cluster", "hostname", "pid", "clock", "timestamp", "received", "body")
+
+    def __init__(self, kind, type, uuid, cluster, hostname, pid, clock, timestamp, received, body):
         self.kind = kind
+        self.type = type
         self.uuid = uuid
         self.cluster = cluster
         self.hostname = hostname
         self.pid = pid
         self.clock = clock
         self.timestamp = timestamp
-        self.identity = identity
+        self.received = received
         self.body = body
+
+    @property
+    def identity(self) -> str:
+        return f"{self.type}|{self.hostname}|{self.pid}|{self.clock}|{self.timestamp!r}"
 
     @property
     def key(self) -> str:
@@ -58,22 +81,71 @@ class TaskEvent:
 
 
 class WorkerEvent:
-    """A validated worker event (worker-online / worker-heartbeat / worker-offline)."""
+    """A validated worker-* event; ``received`` as on TaskEvent."""
 
-    __slots__ = ("type", "cluster", "hostname", "pid", "clock", "timestamp", "body")
+    __slots__ = ("type", "cluster", "hostname", "pid", "clock", "timestamp", "received", "body")
 
-    def __init__(self, type, cluster, hostname, pid, clock, timestamp, body):
+    def __init__(self, type, cluster, hostname, pid, clock, timestamp, received, body):
         self.type = type
         self.cluster = cluster
         self.hostname = hostname
         self.pid = pid
         self.clock = clock
         self.timestamp = timestamp
+        self.received = received
         self.body = body
 
     @property
     def key(self) -> str:
         return worker_key(self.cluster, self.hostname)
+
+
+class OtherEvent:
+    """A well-formed event of neither the task-* nor the worker-* group (e.g. a custom event
+    sent through celeryev): kept (stored, counted), read by no rule, as Celery's State ignores it."""
+
+    __slots__ = ("type", "cluster", "hostname", "timestamp", "received", "body")
+
+    def __init__(self, type, cluster, hostname, timestamp, received, body):
+        self.type = type
+        self.cluster = cluster
+        self.hostname = hostname
+        self.timestamp = timestamp
+        self.received = received
+        self.body = body
+
+
+class Sighting:
+    """Task events of one worker seen by the bridge in one flush (a pack's ``seen`` entry).
+
+    A sign of life for the worker, delivered in the worker's own partition: ``received`` is the
+    latest receive time (monitor clock), ``timestamp`` the greatest event timestamp (the
+    worker's clock), ``events`` how many task events it stands for.
+    """
+
+    __slots__ = ("cluster", "hostname", "received", "timestamp", "events")
+
+    def __init__(self, cluster, hostname, received, timestamp, events):
+        self.cluster = cluster
+        self.hostname = hostname
+        self.received = received
+        self.timestamp = timestamp
+        self.events = events
+
+    @property
+    def key(self) -> str:
+        return worker_key(self.cluster, self.hostname)
+
+
+class Tick:
+    """A pack's ``read_until``: the bridge of ``cluster`` had read everything its broker had up
+    to this time (monitor clock), so silence before it is real silence."""
+
+    __slots__ = ("cluster", "read_until")
+
+    def __init__(self, cluster, read_until):
+        self.cluster = cluster
+        self.read_until = read_until
 
 
 def task_key(cluster: str | None, uuid: str) -> str:
@@ -86,19 +158,41 @@ def worker_key(cluster: str | None, hostname: str) -> str:
     return f"{cluster or ''}/{hostname}"
 
 
-def _bad_type(body: dict, types: dict) -> str | None:
-    for field, expected in types.items():
-        value = body.get(field)
-        if value is None:
-            continue
-        # bool is an int in Python; a flag where a count belongs is a wrong type.
-        if not isinstance(value, expected) or (value.__class__ is bool and expected is not bool):
+def _exact_classes(types: dict) -> tuple:
+    """(field, the exact classes allowed) pairs: decoded JSON has exact classes, and a class
+    check is a set lookup. bool is not in an int's set: a flag where a count belongs is wrong."""
+    return tuple((f, frozenset(t if isinstance(t, tuple) else (t,))) for f, t in types.items())
+
+
+_TASK_CHECKS = {etype: _exact_classes(fields) for etype, fields in FIELDS_READ_BY_TYPE.items()}
+_WORKER_CHECKS = _exact_classes(WORKER_FIELD_TYPES)
+
+
+def _bad_type(body: dict, checks: tuple) -> str | None:
+    get = body.get
+    for field, classes in checks:
+        value = get(field)
+        if value is not None and value.__class__ not in classes:
             return f"field {field!r} has type {type(value).__name__}"
     return None
 
 
-def parse_event(body: Any, cluster: str | None = None) -> TaskEvent | WorkerEvent | Invalid:
-    """Validate one event object. Never raises."""
+def _receipt(value: Any) -> float | None:
+    if value.__class__ is float:
+        return value
+    if value.__class__ is int:
+        return float(value)
+    return None
+
+
+def parse_event(
+    body: Any, cluster: str | None = None, received: float | None = None
+) -> TaskEvent | WorkerEvent | OtherEvent | Invalid:
+    """Validate one event object. Never raises.
+
+    ``received``: when the monitor received it (monitor clock); without it, a handler-view
+    event's own ``local_received`` (set by Celery's Receiver) is used when present.
+    """
     if body.__class__ is not dict and not isinstance(body, dict):
         return Invalid(f"event is a {type(body).__name__}, not an object", body)
     etype = body.get("type")
@@ -123,9 +217,13 @@ def parse_event(body: Any, cluster: str | None = None) -> TaskEvent | WorkerEven
         if timestamp.__class__ is bool or not isinstance(timestamp, NUMBER):
             return Invalid("field 'timestamp' is missing or not a number", body)
         timestamp = float(timestamp)
+    if received is None:
+        local = body.get("local_received")
+        if local is not None:
+            received = _receipt(local)
 
-    fields = FIELDS_READ_BY_TYPE.get(etype)
-    if fields is not None:  # a task event
+    fields = _TASK_CHECKS.get(etype)
+    if fields is not None or etype.startswith(TASK_PREFIX):  # a task event
         uuid = body.get("uuid")
         if uuid.__class__ is not str or not uuid:
             return Invalid("task event without a 'uuid' string", body)
@@ -133,42 +231,79 @@ def parse_event(body: Any, cluster: str | None = None) -> TaskEvent | WorkerEven
             bad = _bad_type(body, fields)
             if bad:
                 return Invalid(bad, body)
-        kind = TASK_EVENT_KINDS[etype]
-        if kind is None:  # task-rejected: requeue decides
-            kind = REJECTED_KIND[bool(body.get("requeue"))]
-        # Identity: the same event delivered twice has the same producer, process, Lamport
-        # clock and timestamp.  Two distinct events of one task never share all four.
-        identity = f"{etype}|{hostname}|{pid}|{clock}|{timestamp!r}"
-        return TaskEvent(kind, uuid, cluster, hostname, pid, clock, timestamp, identity, body)
+        if fields is None:
+            kind = OTHER_K
+        else:
+            kind = TASK_EVENT_KINDS[etype]
+            if kind is None:  # task-rejected: requeue decides
+                kind = REJECTED_KIND[bool(body.get("requeue"))]
+        return TaskEvent(kind, etype, uuid, cluster, hostname, pid, clock, timestamp, received, body)
 
-    if etype in WORKER_EVENT_TYPES:
+    if etype.startswith(WORKER_PREFIX):
         if not hostname:
             return Invalid("worker event without a 'hostname'", body)
-        bad = _bad_type(body, WORKER_FIELD_TYPES)
+        bad = _bad_type(body, _WORKER_CHECKS)
         if bad:
             return Invalid(bad, body)
-        return WorkerEvent(etype, cluster, hostname, pid, clock, timestamp, body)
+        return WorkerEvent(etype, cluster, hostname, pid, clock, timestamp, received, body)
 
-    return Invalid(f"unknown event type {etype[:80]!r}", body)
+    if not etype or len(etype) > 200:
+        return Invalid(f"event type {etype[:80]!r} is empty or too long", body)
+    return OtherEvent(etype, cluster, hostname, timestamp, received, body)
 
 
-def iter_events(value: Any, cluster: str | None = None) -> Iterator[TaskEvent | WorkerEvent | Invalid]:
+Item = TaskEvent | WorkerEvent | OtherEvent | Sighting | Tick | Invalid
+
+
+def iter_events(value: Any, cluster: str | None = None, received: float | None = None) -> Iterator[Item]:
     """Every event in one decoded JSON value, whatever accepted shape it has."""
     if isinstance(value, list):
         if not value:
             yield Invalid("empty event list", value)
         for item in value:
-            yield parse_event(item, cluster)
+            yield parse_event(item, cluster, received)
         return
     if isinstance(value, dict) and "type" not in value:
-        if "event" in value:  # bridge envelope
+        if "events" in value and value.get("v") == PACK_VERSION:
+            yield from iter_pack(value)
+            return
+        if "event" in value:  # bridge envelope (v1)
             env_cluster = value.get("cluster", cluster)
             if env_cluster is not None and not isinstance(env_cluster, str):
                 yield Invalid("envelope 'cluster' is not a string", value)
                 return
-            yield parse_event(value["event"], env_cluster)
+            yield parse_event(value["event"], env_cluster, _receipt(value.get("received_at")))
             return
-        if "body" in value:  # capture record: {routing_key, body}
-            yield from iter_events(value["body"], cluster)
+        if "body" in value:  # capture record: {routing_key, recv_time, body}
+            yield from iter_events(value["body"], cluster, _receipt(value.get("recv_time")))
             return
-    yield parse_event(value, cluster)
+    yield parse_event(value, cluster, received)
+
+
+def iter_pack(pack: dict) -> Iterator[Item]:
+    """The items of one bridge pack (schemas/pack.v2.json): its events in order, a Sighting per
+    ``seen`` entry, then a Tick. A bad entry is one Invalid; the rest of the pack still counts."""
+    cluster = pack.get("cluster")
+    if cluster is not None and cluster.__class__ is not str:
+        yield Invalid("pack 'cluster' is not a string", pack)
+        return
+    entries = pack.get("events")
+    if entries.__class__ is not list:
+        yield Invalid("pack 'events' is not a list", pack)
+        return
+    for entry in entries:
+        if entry.__class__ is not dict:
+            yield Invalid(f"pack entry is a {type(entry).__name__}, not an object", entry)
+            continue
+        yield parse_event(entry.get("event"), cluster, _receipt(entry.get("received_at")))
+    for seen in pack.get("seen") or ():
+        hostname = seen.get("hostname") if seen.__class__ is dict else None
+        received = _receipt(seen.get("received_at")) if hostname else None
+        if hostname.__class__ is not str or not hostname or received is None:
+            yield Invalid("pack 'seen' entry without a hostname string and a received_at number", seen)
+            continue
+        events = seen.get("events")
+        yield Sighting(cluster, hostname, received, _receipt(seen.get("timestamp")), events if events.__class__ is int else 1)
+    read_until = _receipt(pack.get("read_until"))
+    if read_until is not None:
+        yield Tick(cluster, read_until)

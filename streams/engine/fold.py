@@ -1,14 +1,19 @@
 """Folding events into task and worker state, and deriving the records users see (no I/O).
 
-The task state is a join-semilattice: a set of event identities, per-kind counts over that
-set, and *registers* that each keep the values of the single highest-ranked event of some
-kinds (``states.MERGE_RULES``).  Adding an event already in the set changes nothing; adding
-events in any order ends in the same state.  The record (state name, tags, fields) is then
-computed from that state alone by :func:`derive_task`, so it is a function of the SET of
-distinct events (rule 1) by construction rather than by careful ordering.
+A task's state is a join-semilattice: one compact *entry* per distinct event, kept sorted by
+identity, and *registers* that each keep the large fields of the single highest-ranked event of
+some kinds (``states.MERGE_RULES``).  Adding an event already present changes nothing; adding
+events in any order ends in the same state.  Everything users see -- attempts, deliveries, the
+state name, tags, the current worker -- is then computed from that state alone by
+:func:`derive_task`, so a record is a function of the SET of distinct events (rule 1) by
+construction rather than by careful ordering.
 
-The state is a plain JSON-able dict (``ids`` is a set; see ``codec.py``) because it is what
-the Faust table stores and what its changelog carries.
+A worker's state keeps the latest event of each type, the latest gauges, and its liveness on the
+monitor's clock: the newest receive time of any event from it (``seen``) and how far the stream
+has been judged (``judged``).  Receive times are compared only with receive times and with the
+stream's watermark, never with a sender's timestamp (docs/state-rules.md, "Workers").
+
+States are plain JSON-able dicts: they are what the Faust tables store and their changelogs carry.
 """
 
 from __future__ import annotations
@@ -17,25 +22,34 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from .events import TaskEvent, WorkerEvent
+from .events import Sighting, TaskEvent, WorkerEvent
 from .states import (
     AFTER_RETRIES,
+    CANCELLED_K,
     DEFAULT_EXPIRY_FACTOR,
     DEFAULT_FREQ,
     ENDING_STATE,
-    FINAL_STATES,
+    AFTER_HANDBACK,
+    ENDS,
     FAILED_K,
+    HANDED_BACK,
+    FINAL_STATES,
+    HEARTBEAT,
     IGNORED_K,
+    JOINS,
     MERGE_RULES,
+    NAMING_WRAPPERS,
     OFFLINE,
     OFFLINE_HEARTBEAT_EXPIRED,
     OFFLINE_LEFT,
     ONLINE,
-    HEARTBEAT,
     ONLY_SENT_STATE,
+    ORPHANABLE_STATES,
+    OWN_REJECT,
     PROGRESS,
     RECEIVED_K,
     REGISTERS_BY_KIND,
+    REJECT_EXCEPTION,
     REJECTION_IGNORED,
     REJECTION_REQUEUED,
     REQUEUED_K,
@@ -45,30 +59,36 @@ from .states import (
     REVOCATION_PLAIN,
     REVOCATION_TERMINATED,
     REVOKE_RANK,
+    REVOKED_K,
+    SENT,
+    STARTED_K,
+    SUCCEEDED_K,
+    TASK_EVENT_KINDS,
     TERMINAL_PRECEDENCE,
-    TIMESTAMP_FIELDS,
     WRAPPER_EXCEPTIONS,
 )
 
 TaskState = dict[str, Any]
-_NEG_INF = float("-inf")
 WorkerState = dict[str, Any]
+
+# One entry per distinct event: [kind, host, pid, clock, timestamp, other type, received, retries].
+# The first six are the identity (``other type`` is "" but for kind "other", whose type it keeps).
+# Entries are in arrival order; nothing derived depends on that order, and codec.dumps sorts
+# them, so equal sets of events give equal bytes.
+KIND, HOST, PID, CLOCK, TS, XTYPE, RECV, RETRIES = range(8)
+
 
 def _getter(fields: tuple[str, ...]):
     """What a register keeps of an event, as a tuple aligned with its fields (built once)."""
     if fields == ("hostname",):
         return lambda ev: (ev.hostname,)
-    if fields == ("kind",):
-        return lambda ev: (ev.kind,)
-    return lambda ev: tuple(map(ev.body.get, fields))
+    return lambda ev: tuple(map(ev.body.get, fields))  # values are atoms (str/number/None): GC-untracked
 
 
 _REGISTER_PLAN = {
     kind: tuple((name, _getter(MERGE_RULES[name][1]), MERGE_RULES[name][2]) for name in names)
     for kind, names in REGISTERS_BY_KIND.items()
 }
-# fold_task builds at most one rank besides "latest"/"earliest" per event.
-assert all(len({r for _, _, r in plan} - {"latest", "earliest"}) <= 1 for plan in _REGISTER_PLAN.values())
 
 
 # -- ranks: total orders over events, so "the greatest" is always one well-defined event ----
@@ -80,97 +100,215 @@ def _revocation(body: dict) -> str:
     return REVOCATION_PLAIN
 
 
-def event_rank(ev: TaskEvent, rank: str, latest: list | None = None) -> list:
-    latest = latest or [ev.timestamp, ev.clock, ev.identity]
+def _when(received: float | None, timestamp: float) -> float:
+    """Where an event sits on the monitor's clock: its receive time, or -- for inputs that do
+    not say (raw bodies replayed) -- its own timestamp, the only time there is."""
+    return timestamp if received is None else received
+
+
+def event_rank(ev: TaskEvent, rank: str, latest: tuple | None = None) -> tuple:
+    latest = latest or (_when(ev.received, ev.timestamp), ev.timestamp, ev.clock, ev.hostname, ev.pid)
     if rank == "latest" or rank == "earliest":
         return latest
     if rank == "attempt":
-        return [ev.body.get("retries") or 0, 1 if ev.kind == RECEIVED_K else 0, *latest]
+        return (ev.body.get("retries") or 0, 1 if ev.kind == RECEIVED_K else 0, *latest)
     if rank == "revoke":
-        return [REVOKE_RANK[_revocation(ev.body)], *latest]
+        return (REVOKE_RANK[_revocation(ev.body)], *latest)
     raise ValueError(f"unknown rank {rank!r}")
 
 
 # -- tasks ----------------------------------------------------------------------------------
-def new_task_state(cluster: str | None, uuid: str) -> TaskState:
-    return {
-        "cluster": cluster,
-        "uuid": uuid,
-        "ids": set(),  # identities of the distinct events merged
-        "n": {},  # kind -> number of distinct events of that kind
-        "ts": {},  # kind -> latest timestamp of that kind
-        "first": None,
-        "last": None,
-        "retries": 0,
-        "reg": {},  # register -> [rank, [value of each of its fields]]
-    }
-
-
 def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
     """Merge one event into a task's state (updated in place and returned).
 
     Returns ``(state, changed)``; ``changed`` is False for an event already merged.
     """
     if state is None:
-        state = new_task_state(ev.cluster, ev.uuid)
-    ids = state["ids"]
-    if ids.__class__ is not set:  # a state read back from JSON (table changelog) has a list
-        ids = state["ids"] = set(ids)
-    if ev.identity in ids:
-        return state, False
-    ids.add(ev.identity)
-
+        state = {"cluster": ev.cluster, "uuid": ev.uuid, "ev": [], "reg": {}}
+    elif state["ev"] and state["ev"][0].__class__ is list:
+        _thaw(state)
     kind = ev.kind
     ts = ev.timestamp
-    n = state["n"]
-    n[kind] = n.get(kind, 0) + 1
-    latest = state["ts"]
-    if ts > latest.get(kind, _NEG_INF):
-        latest[kind] = ts
-    first = state["first"]
-    if first is None or ts < first:
-        state["first"] = ts
-    last = state["last"]
-    if last is None or ts > last:
-        state["last"] = ts
-    if kind in RETRIES_KINDS:
-        retries = ev.body.get("retries") or 0
-        if retries > state["retries"]:
-            state["retries"] = retries
+    clock = ev.clock
+    host = ev.hostname
+    pid = ev.pid
+    xtype = ev.type if kind == "other" else ""
+    entries = state["ev"]
+    for e in entries:  # a task has a handful of events: a scan beats an index
+        if e[4] == ts and e[3] == clock and e[0] == kind and e[1] == host and e[2] == pid and e[5] == xtype:
+            return state, False  # a duplicate: the first receipt stays (per-partition order)
+    received = ev.received
+    retries = (ev.body.get("retries") or 0) if kind in RETRIES_KINDS else None
+    entries.append((kind, host, pid, clock, ts, xtype, received, retries))
 
-    regs = state["reg"]
-    latest_rank = [ts, ev.clock, ev.identity]
-    other_rank = None  # "attempt" or "revoke": at most one of them per kind, built once
-    for name, values, rank_name in _REGISTER_PLAN[kind]:
-        if rank_name == "latest" or rank_name == "earliest":
-            rank = latest_rank
-        else:
-            rank = other_rank = other_rank or event_rank(ev, rank_name, latest_rank)
-        current = regs.get(name)
-        if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
-            regs[name] = [rank, values(ev)]
+    plan = _REGISTER_PLAN.get(kind)
+    if plan:
+        regs = state["reg"]
+        latest_rank = (ts if received is None else received, ts, clock, host, pid)
+        other_rank = None  # "attempt" or "revoke": at most one of them per kind, built once
+        for name, values, rank_name in plan:
+            if rank_name == "latest" or rank_name == "earliest":
+                rank = latest_rank
+            else:
+                rank = other_rank = other_rank or event_rank(ev, rank_name, latest_rank)
+            current = regs.get(name)
+            if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
+                regs[name] = (rank, values(ev))
     return state, True
+
+
+def _thaw(state: TaskState) -> None:
+    """A state read back from JSON (a table changelog) has lists where the fold keeps tuples:
+    tuples of atoms are not tracked by Python's cyclic GC, which with millions of tracked
+    lists took half the fold's time."""
+    state["ev"] = [tuple(e) for e in state["ev"]]
+    state["reg"] = {name: (tuple(rank), tuple(values)) for name, (rank, values) in state["reg"].items()}
+
+
+def mark_worker_lost(state: TaskState, hostname: str, lost_at: float) -> bool:
+    """Record that ``hostname`` was declared lost at ``lost_at`` (monitor clock); True if new.
+
+    Kept per worker as the latest such time, so repeated or reordered notices change nothing;
+    :func:`derive_task` turns it into ``orphaned_at`` while it still applies.
+    """
+    lost = state.setdefault("lost", {})
+    if lost.get(hostname, float("-inf")) >= lost_at:
+        return False
+    lost[hostname] = lost_at
+    return True
+
+
+# -- attempts and deliveries ----------------------------------------------------------------
+class Delivery:
+    """One run of the task's message on one worker (states.JOINS says which events join it)."""
+
+    __slots__ = ("host", "attempt", "known", "entries", "started", "ended", "received")
+
+    def __init__(self, host: str, attempt: int, known: bool):
+        self.host = host
+        self.attempt = attempt  # known: the task-received's retries; else a lower bound
+        self.known = known
+        self.entries: list[list] = []
+        self.started: list | None = None
+        self.received: list | None = None
+        self.ended: str | None = None  # the kind that ended it (states.ENDS)
+
+    def order(self) -> tuple:
+        """The current delivery is the greatest: attempt, then first receive (monitor clock)."""
+        first = self.entries[0]
+        return self.attempt, _when(first[RECV], first[TS]), first[TS], first[CLOCK], self.host, first[PID], first[KIND]
+
+    def as_dict(self) -> dict:
+        return {
+            "attempt": self.attempt,
+            "attempt_known": self.known,
+            "worker": self.host,
+            "ended_by": self.ended,
+            "received_at": self.received[TS] if self.received else None,
+            "started_at": self.started[TS] if self.started else None,
+            "events": [_entry_dict(e) for e in self.entries],
+        }
+
+
+_HOST_ORDER = {RECEIVED_K: 0, STARTED_K: 1}  # same timestamp and clock: received, started, the rest
+
+
+def _on_host(entry: list) -> tuple:
+    # a total order: two distinct events of one host never tie on all of these
+    return entry[TS], entry[CLOCK], _HOST_ORDER.get(entry[KIND], 2), entry[PID], entry[KIND]
+
+
+def _joinable(mine: list[Delivery], phase: str) -> Delivery | None:
+    if phase == "waiting":
+        for d in mine:
+            if d.ended is None and d.started is None:
+                return d
+        return None
+    if phase == "running":
+        for d in reversed(mine):
+            if d.ended is None and d.started is not None:
+                return d
+    for d in reversed(mine):
+        if d.ended is None:
+            return d
+    return None
+
+
+def deliveries_of(entries: list[list]) -> list[Delivery]:
+    """The deliveries of a task: each host's timeline, on its own clock, cut by states.JOINS/ENDS."""
+    by_host: dict[str, list[list]] = {}
+    for e in entries:
+        kind = e[KIND]
+        if kind == RECEIVED_K or kind in JOINS:
+            events = by_host.get(e[HOST])
+            if events is None:
+                by_host[e[HOST]] = [e]
+            else:
+                events.append(e)
+    out: list[Delivery] = []
+    for host, events in by_host.items():
+        if len(events) > 1:
+            events.sort(key=_on_host)
+        mine: list[Delivery] = []
+        for e in events:
+            kind = e[KIND]
+            if kind == RECEIVED_K:
+                d = Delivery(host, e[RETRIES] or 0, True)
+                d.received = e
+                mine.append(d)
+            else:
+                d = _joinable(mine, JOINS[kind]) if mine else None
+                if d is None and kind in AFTER_HANDBACK and mine and mine[-1].ended in HANDED_BACK:
+                    d = mine[-1]
+                if d is None:
+                    last = mine[-1] if mine else None
+                    if last is None:
+                        d = Delivery(host, 0, False)
+                    else:
+                        d = Delivery(host, last.attempt + ENDS.get(last.ended, 0), last.known)
+                    mine.append(d)
+                if kind == STARTED_K:
+                    if d.started is None:
+                        d.started = e
+                elif kind in ENDS:
+                    d.ended = kind
+            d.entries.append(e)
+        out.extend(mine)
+    return out
 
 
 _REPR_TYPE = re.compile(r"([A-Za-z_][\w.]*)\(")
 _TRACEBACK_TYPE = re.compile(r"([A-Za-z_][\w.]*)(?::|$)")
+_QUOTED = re.compile(r"""'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)\"""")
 
 
 @lru_cache(maxsize=4096)  # a few exception texts repeat across most failed tasks
 def exception_type(exception: str | None, traceback: str | None) -> str | None:
-    """The exception's class name; read from the traceback when the repr hides it (rule 5)."""
+    """The exception's class name (rule 5): from the repr ``Type(...)``; a wrapper that names the
+    real type as an argument (UnpickleableExceptionWrapper) gives that name; a wrapper that hides
+    it (ExceptionWithTraceback) or a text that is no repr sends us to the traceback's last line."""
     if exception:
         m = _REPR_TYPE.match(exception)
         if m:
             name = m.group(1).rsplit(".", 1)[-1]
-            if name not in WRAPPER_EXCEPTIONS:
+            index = NAMING_WRAPPERS.get(name)
+            if index is not None:
+                quoted = _QUOTED.findall(exception[m.end():])
+                if len(quoted) > index:
+                    named = "".join(quoted[index]).rsplit(".", 1)[-1]
+                    if named.isidentifier():
+                        return named
+            elif name not in WRAPPER_EXCEPTIONS:
                 return name
     if traceback:
         for line in reversed(traceback.splitlines()):
             line = line.strip()
             if line:
                 m = _TRACEBACK_TYPE.match(line)
-                return m.group(1).rsplit(".", 1)[-1] if m else None
+                name = m.group(1).rsplit(".", 1)[-1] if m else None
+                if name in NAMING_WRAPPERS:
+                    continue  # "UnpickleableExceptionWrapper: ..." lines: the type is above
+                return name
     return None
 
 
@@ -179,30 +317,7 @@ def _reg(regs: dict, name: str) -> dict:
     return dict(zip(MERGE_RULES[name][1], current[1])) if current else {}
 
 
-def task_status(state: TaskState) -> str:
-    """The state name (rules 3 and 4), from counts and registers only."""
-    n = state["n"]
-    for kind, terminal in TERMINAL_PRECEDENCE:
-        if n.get(kind):
-            if state["retries"] > 0:
-                return AFTER_RETRIES.get(terminal, terminal)
-            return terminal
-    ended = n.get(RETRIED_K, 0) + n.get(REQUEUED_K, 0)
-    for kind, progress in PROGRESS:
-        if n.get(kind, 0) > ended:
-            return progress
-    if ended:
-        return ENDING_STATE[_reg(state["reg"], "ending")["kind"]]
-    return ONLY_SENT_STATE
-
-
 _NO_VALUES = {name: (None,) * len(fields) for name, (_, fields, _) in MERGE_RULES.items()}
-_COPIED_REGISTERS = tuple((name, MERGE_RULES[name][1]) for name in ("meta", "route", "success"))
-_TIMESTAMP_SOURCES: dict[str, list[str]] = {}
-for _kind, _field in TIMESTAMP_FIELDS.items():
-    _TIMESTAMP_SOURCES.setdefault(_field, []).append(_kind)
-_SINGLE_TS = tuple((field, kinds[0]) for field, kinds in _TIMESTAMP_SOURCES.items() if len(kinds) == 1)
-_SHARED_TS = tuple((field, tuple(kinds)) for field, kinds in _TIMESTAMP_SOURCES.items() if len(kinds) > 1)
 
 
 def _values_of(regs: dict, name: str) -> tuple | list:
@@ -210,66 +325,211 @@ def _values_of(regs: dict, name: str) -> tuple | list:
     return current[1] if current is not None else _NO_VALUES[name]
 
 
+def _latest(entries: list[list]) -> list | None:
+    """The latest of some entries on the monitor's clock (receive time, then identity)."""
+    if len(entries) == 1:
+        return entries[0]
+    return max(entries, key=_latest_key, default=None)
+
+
+def _latest_key(e: list) -> tuple:
+    return _when(e[RECV], e[TS]), e[TS], e[CLOCK], e[HOST], e[PID]
+
+
+TERMINAL_KINDS = (SUCCEEDED_K, FAILED_K, REVOKED_K, IGNORED_K)
+
+
+def _analyse(state: TaskState) -> tuple:
+    """(status, current delivery, retries, entries by kind, failure's exception type): what
+    derive_task and task_status share, computed in one pass."""
+    by_kind: dict[str, list[list]] = {}
+    retries = 0
+    for e in state["ev"]:
+        group = by_kind.get(e[KIND])
+        if group is None:
+            by_kind[e[KIND]] = [e]
+        else:
+            group.append(e)
+        if e[RETRIES] is not None and e[RETRIES] > retries:
+            retries = e[RETRIES]
+    deliveries = deliveries_of(state["ev"])
+    any_failed = FAILED_K in by_kind
+    failure_type = exception_type(*_values_of(state["reg"], "failure")) if any_failed else None
+    handed_back = [d for d in deliveries if d.ended in HANDED_BACK]
+    if handed_back:  # terminal events of a delivery given back to the broker do not end the task
+        dropped = {id(e) for d in handed_back for e in d.entries}
+        for kind in TERMINAL_KINDS:
+            group = by_kind.get(kind)
+            if group is not None and any(id(e) in dropped for e in group):
+                group = [e for e in group if id(e) not in dropped]
+                if group:
+                    by_kind[kind] = group
+                else:
+                    del by_kind[kind]
+    retried = by_kind.get(RETRIED_K)
+    if retried is not None and len(retried) > retries:
+        retries = len(retried)  # retries >= the attempts ended by task-retried
+    for d in deliveries:
+        if d.attempt > retries:
+            retries = d.attempt
+    failed = by_kind.get(FAILED_K)
+
+    for kind, terminal in TERMINAL_PRECEDENCE:
+        if kind == OWN_REJECT:
+            if (failed is not None and failure_type == REJECT_EXCEPTION) or (failed is None and IGNORED_K in by_kind):
+                deciding = _latest(by_kind.get(IGNORED_K) or failed)
+                status = terminal
+                break
+        elif kind in by_kind:
+            deciding = _latest(by_kind[kind])
+            status = AFTER_RETRIES.get(terminal, terminal) if retries > 0 else terminal
+            break
+    else:
+        deciding = None
+    if deciding is not None:
+        current = next((d for d in deliveries if any(e is deciding for e in d.entries)), None)
+    else:
+        current = deliveries[0] if len(deliveries) == 1 else max(deliveries, key=Delivery.order, default=None)
+        if current is None:
+            status = ONLY_SENT_STATE
+        elif current.ended is not None:
+            status = ENDING_STATE[current.ended]
+        else:
+            status = PROGRESS[0][1] if current.started is not None else PROGRESS[1][1]
+    return status, current, retries, by_kind, failure_type if any_failed else None
+
+
+def task_status(state: TaskState) -> str:
+    """The state name (rules 3 and 4)."""
+    return _analyse(state)[0]
+
+
+def task_seen_at(state: TaskState) -> float | None:
+    """The newest receive time of the task's events (monitor clock; sender time for inputs
+    without receive times)."""
+    return max((_when(e[RECV], e[TS]) for e in state["ev"]), default=None)
+
+
 def retirable(state: TaskState, now: float, retention: float) -> bool:
     """Has this finished task been left alone for ``retention`` seconds (so the table may drop it)?
 
-    "Left alone" counts from the later of its last event's time and ``state["folded_at"]``, the
-    wall-clock time the streams app last changed it: catching up on a backlog of old events must
-    not drop a task between two of its own events. A late duplicate after that re-creates a
-    smaller state; its record carries fewer events, so ClickHouse (version = events_count)
-    keeps the full one.
+    "Left alone" counts from the later of its newest event's receive time and
+    ``state["folded_at"]``, the wall-clock time the streams app last changed it: catching up on a
+    backlog of old events must not drop a task between two of its own events. A late duplicate
+    after that re-creates a smaller state; its record carries fewer events, so ClickHouse
+    (version = events_count) keeps the full one.
     """
-    last = state["last"]
-    if last is None:
+    seen = task_seen_at(state)
+    if seen is None:
         return False
-    touched = max(last, state.get("folded_at") or last)
+    touched = max(seen, state.get("folded_at") or seen)
     return touched < now - retention and task_status(state) in FINAL_STATES
 
 
+_TYPE_OF_KIND = {kind: etype for etype, kind in TASK_EVENT_KINDS.items() if kind is not None}
+_TYPE_OF_KIND.update({REQUEUED_K: "task-rejected", IGNORED_K: "task-rejected"})
+
+
+def _entry_dict(e: list) -> dict:
+    return {"type": e[XTYPE] or _TYPE_OF_KIND[e[KIND]], "kind": e[KIND], "hostname": e[HOST], "pid": e[PID],
+            "clock": e[CLOCK], "timestamp": e[TS], "received": e[RECV], "retries": e[RETRIES]}  # fmt: skip
+
+
+def task_deliveries(state: TaskState) -> list[dict]:
+    """The task's deliveries, ordered by (attempt, first receive): attempt number (and whether it
+    is known or a lower bound), worker, how it ended, and its events -- for timelines (the UI)."""
+    return [d.as_dict() for d in sorted(deliveries_of(state["ev"]), key=Delivery.order)]
+
+
+# Terminal and ending timestamps: the latest event of the kind(s), on the monitor's clock.
+_LATEST_TIMESTAMPS = (
+    ("succeeded_at", SUCCEEDED_K),
+    ("failed_at", FAILED_K),
+    ("retried_at", RETRIED_K),
+    ("revoked_at", REVOKED_K),
+)
+_META = MERGE_RULES["meta"][1]
+_ROUTE = MERGE_RULES["route"][1]
+_SUCCESS = MERGE_RULES["success"][1]
+
+
 def derive_task(state: TaskState) -> dict:
-    """The task record: what the output topic carries and ClickHouse stores."""
-    n = state["n"]
+    """The task record: what the output topic carries and ClickHouse stores (task-state.v1)."""
+    status, current, retries, by_kind, failure_type = _analyse(state)
     regs = state["reg"]
-    revoke = _reg(regs, "revoke")
     revocation = signum = None
-    if revoke:
+    revoke = regs.get("revoke")
+    if revoke is not None:
+        revoke = _reg(regs, "revoke")
         revocation = _revocation(revoke)
         signum = revoke.get("signum") if revocation == REVOCATION_TERMINATED else None
-    if n.get(IGNORED_K):
+    failed = failure_type is not None or any(e[KIND] == FAILED_K for e in state["ev"])  # handed back too
+    if IGNORED_K in by_kind or (FAILED_K in by_kind and failure_type == REJECT_EXCEPTION):
         rejection = REJECTION_IGNORED
-    elif n.get(REQUEUED_K):
+    elif REQUEUED_K in by_kind:
         rejection = REJECTION_REQUEUED
     else:
         rejection = None
-    exc, tb = _values_of(regs, "failure" if n.get(FAILED_K) else "retry")
+    exc, tb = _values_of(regs, "failure" if failed else "retry")
+    worker = current.host if current is not None else None
+    entries = state["ev"]
+    first = last = seen_at = None
+    for e in entries:
+        ts = e[TS]
+        when = ts if e[RECV] is None else e[RECV]
+        if first is None:
+            first = last = ts
+            seen_at = when
+        else:
+            if ts < first:
+                first = ts
+            if ts > last:
+                last = ts
+            if when > seen_at:
+                seen_at = when
+    orphaned_at = None
+    lost = state.get("lost")
+    if lost and worker in lost and status in ORPHANABLE_STATES and seen_at <= lost[worker]:
+        orphaned_at = lost[worker]
+    meta = _values_of(regs, "meta")
     record = {
         "kind": "task",
         "cluster": state["cluster"],
         "uuid": state["uuid"],
-        "name": _values_of(regs, "meta")[0],
-        "state": task_status(state),
-        "retries": state["retries"],
+        "name": meta[0],
+        "state": status,
+        "retries": retries,
         "revocation_reason": revocation,
         "signum": signum,
         "rejection": rejection,
-        "requeues": n.get(REQUEUED_K, 0),
+        "requeues": len(by_kind.get(REQUEUED_K, ())),
+        "cancels": len(by_kind.get(CANCELLED_K, ())),
         "exception": exc,
-        "exception_type": exception_type(exc, tb),
+        "exception_type": failure_type if failed else exception_type(exc, tb),
         "traceback": tb,
-        "worker": _values_of(regs, "worker")[0],
+        "worker": worker,
         "client": _values_of(regs, "client")[0],
+        "orphaned_at": orphaned_at,
     }
-    for name, fields in _COPIED_REGISTERS:
-        record.update(zip(fields, _values_of(regs, name)))
-    latest = state["ts"]
-    get = latest.get
-    for field, kind in _SINGLE_TS:
-        record[field] = get(kind)
-    for field, kinds in _SHARED_TS:  # rejected_at: either kind of task-rejected, the later
-        record[field] = max((latest[k] for k in kinds if k in latest), default=None)
-    record["first_seen_at"] = state["first"]
-    record["last_seen_at"] = state["last"]
-    record["events_count"] = len(state["ids"])
+    record.update(zip(_META, meta))
+    record.update(zip(_ROUTE, _values_of(regs, "route")))
+    record.update(zip(_SUCCESS, _values_of(regs, "success")))
+    sent = by_kind.get(SENT)
+    if sent is None:
+        record["queued_at"] = None
+    else:
+        record["queued_at"] = (sent[0] if len(sent) == 1 else max(sent, key=lambda e: (e[RETRIES], *_latest_key(e))))[TS]
+    record["received_at"] = current.received[TS] if current is not None and current.received else None
+    record["started_at"] = current.started[TS] if current is not None and current.started else None
+    for field, kind in _LATEST_TIMESTAMPS:
+        group = by_kind.get(kind)
+        record[field] = None if group is None else _latest(group)[TS]
+    rejected = by_kind.get(REQUEUED_K, []) + by_kind.get(IGNORED_K, [])
+    record["rejected_at"] = _latest(rejected)[TS] if rejected else None
+    record["first_seen_at"] = first
+    record["last_seen_at"] = last
+    record["seen_at"] = seen_at
+    record["events_count"] = len(entries)
     return record
 
 
@@ -279,52 +539,134 @@ _WORKER_LATEST_FIELDS = ("freq", "active", "processed", "loadavg", "sw_ident", "
 
 
 def new_worker_state(cluster: str | None, hostname: str) -> WorkerState:
-    return {"cluster": cluster, "hostname": hostname, "online": None, "heartbeat": None, "offline": None, "latest": None}
+    return {
+        "cluster": cluster,
+        "hostname": hostname,
+        "online": None,  # latest worker-online / -heartbeat / -offline timestamp (worker clock)
+        "heartbeat": None,
+        "offline": None,
+        "alive": None,  # latest timestamp of any event but worker-offline (worker clock)
+        "latest": None,  # [rank, gauges] of the latest online/heartbeat/offline event
+        "seen": None,  # newest receive time of any event from it (monitor clock)
+        "skew": None,  # [receive time, timestamp - receive time] of the newest-received worker event
+        "judged": None,  # the watermark at which it was last found gone (monitor clock)
+    }
 
 
 def fold_worker(state: WorkerState | None, ev: WorkerEvent) -> tuple[WorkerState, bool]:
-    """Merge one worker event: the latest of each type, and the latest event's gauges."""
+    """Merge one worker-* event: liveness, the latest of each type and the latest gauges."""
     if state is None:
         state = new_worker_state(ev.cluster, ev.hostname)
     changed = False
-    field = _WORKER_TS_FIELD[ev.type]
-    if state[field] is None or ev.timestamp > state[field]:
-        state[field] = ev.timestamp
+    ts = ev.timestamp
+    field = _WORKER_TS_FIELD.get(ev.type)
+    if field is not None:
+        if state[field] is None or ts > state[field]:
+            state[field] = ts
+            changed = True
+        rank = [ts, ev.clock, ev.pid, ev.type]
+        latest = state["latest"]
+        if latest is None or rank > latest[0]:
+            values = {f: ev.body.get(f) for f in _WORKER_LATEST_FIELDS}
+            values["pid"] = ev.pid
+            state["latest"] = [rank, values]
+            changed = True
+    if field != "offline" and (state["alive"] is None or ts > state["alive"]):
+        state["alive"] = ts
         changed = True
-    rank = [ev.timestamp, ev.clock, ev.pid, ev.type]
-    latest = state["latest"]
-    if latest is None or rank > latest[0]:
-        values = {f: ev.body.get(f) for f in _WORKER_LATEST_FIELDS}
-        values["pid"] = ev.pid
-        state["latest"] = [rank, values]
+    received = _when(ev.received, ts)
+    if state["seen"] is None or received > state["seen"]:
+        state["seen"] = received
+        changed = True
+    if ev.received is not None:
+        skew = state["skew"]
+        if skew is None or ev.received > skew[0]:
+            state["skew"] = [ev.received, round(ts - ev.received, 3)]
+            changed = True
+    return state, changed
+
+
+def fold_sighting(state: WorkerState | None, seen: Sighting) -> tuple[WorkerState, bool]:
+    """Task events of the worker are a sign of life too (Celery's State counts any event)."""
+    if state is None:
+        state = new_worker_state(seen.cluster, seen.hostname)
+    changed = False
+    if state["seen"] is None or seen.received > state["seen"]:
+        state["seen"] = seen.received
+        changed = True
+    if seen.timestamp is not None and (state["alive"] is None or seen.timestamp > state["alive"]):
+        state["alive"] = seen.timestamp
         changed = True
     return state, changed
 
 
+def sightings_of(events) -> dict[tuple, Sighting]:
+    """What a bridge puts in a pack's ``seen``, computed from task events: per (cluster,
+    hostname), the latest receive time, greatest timestamp and count of its worker-side events."""
+    out: dict[tuple, Sighting] = {}
+    for ev in events:
+        if ev.__class__ is not TaskEvent or ev.kind == SENT or not ev.hostname:
+            continue
+        received = _when(ev.received, ev.timestamp)
+        key = (ev.cluster, ev.hostname)
+        s = out.get(key)
+        if s is None:
+            out[key] = Sighting(ev.cluster, ev.hostname, received, ev.timestamp, 1)
+        else:
+            s.received = max(s.received, received)
+            s.timestamp = max(s.timestamp, ev.timestamp)
+            s.events += 1
+    return out
+
+
+def _freq(state: WorkerState) -> float:
+    return (state["latest"][1].get("freq") if state["latest"] else None) or DEFAULT_FREQ
+
+
 def worker_expires_at(state: WorkerState, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> float | None:
-    """When the worker counts as gone if no further heartbeat arrives."""
-    alive = [t for t in (state["online"], state["heartbeat"]) if t is not None]
-    if not alive:
-        return None
-    freq = (state["latest"][1].get("freq") if state["latest"] else None) or DEFAULT_FREQ
-    return max(alive) + expiry_factor * freq
+    """When (monitor clock) the worker counts as gone if nothing more is received from it."""
+    seen = state["seen"]
+    return None if seen is None else seen + expiry_factor * _freq(state)
 
 
-def derive_worker(state: WorkerState, now: float | None, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> dict:
-    """The worker record; liveness is judged at ``now`` (None: only what the events say)."""
-    online, heartbeat, offline = state["online"], state["heartbeat"], state["offline"]
-    alive = max((t for t in (online, heartbeat) if t is not None), default=None)
+def judge_worker(state: WorkerState, watermark: float, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> bool:
+    """Judge liveness at ``watermark`` (how far the stream has been read, monitor clock).
+
+    Records the watermark in the state only when it makes the worker gone, so the judgement
+    survives restarts (a re-read of older input cannot bring the worker back) without a state
+    write per tick. True when the state changed.
+    """
     expires_at = worker_expires_at(state, expiry_factor)
+    if expires_at is None or watermark <= expires_at:
+        return False
+    judged = state["judged"]
+    if judged is not None and judged > expires_at:
+        return False  # already gone at this expiry
+    state["judged"] = watermark
+    return True
+
+
+def derive_worker(state: WorkerState, now: float | None = None, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> dict:
+    """The worker record (worker-state.v1).
+
+    Liveness is judged at the later of ``now`` and the state's own ``judged`` watermark, both on
+    the monitor's clock (None: only what the events and earlier judgements say).
+    """
+    online, heartbeat, offline, alive = state["online"], state["heartbeat"], state["offline"], state["alive"]
+    expires_at = worker_expires_at(state, expiry_factor)
+    judged = state["judged"]
+    at = judged if now is None else (now if judged is None else max(now, judged))
     reason = None
     if offline is not None and (alive is None or offline >= alive):
         status, reason = OFFLINE, OFFLINE_LEFT
-    elif now is not None and expires_at is not None and now > expires_at:
+    elif at is not None and expires_at is not None and at > expires_at:
         status, reason = OFFLINE, OFFLINE_HEARTBEAT_EXPIRED
     elif heartbeat is not None and (online is None or heartbeat > online):
         status = HEARTBEAT
     else:
         status = ONLINE
     latest = state["latest"][1] if state["latest"] else {}
+    skew = state["skew"]
     return {
         "kind": "worker",
         "cluster": state["cluster"],
@@ -342,5 +684,8 @@ def derive_worker(state: WorkerState, now: float | None, expiry_factor: float = 
         "online_at": online,
         "heartbeat_at": heartbeat,
         "offline_at": offline,
+        "seen_at": state["seen"],
         "expires_at": expires_at,
+        "judged_at": at,
+        "skew": skew[1] if skew else None,
     }

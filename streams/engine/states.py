@@ -41,6 +41,8 @@ RETRIED_K = "retried"
 REVOKED_K = "revoked"
 REQUEUED_K = "requeued"  # task-rejected {requeue: true}
 IGNORED_K = "ignored"  # task-rejected {requeue: false}
+CANCELLED_K = "cancelled"  # task-cancelled: acks_late task cancelled on broker connection loss
+OTHER_K = "other"  # a well-formed task-* type these rules do not know: kept and counted, no state
 
 TASK_EVENT_KINDS = {
     "task-sent": SENT,
@@ -51,9 +53,15 @@ TASK_EVENT_KINDS = {
     "task-retried": RETRIED_K,
     "task-revoked": REVOKED_K,
     "task-rejected": None,  # resolved by REJECTED_KIND[requeue]
+    "task-cancelled": CANCELLED_K,
 }
 REJECTED_KIND = {True: REQUEUED_K, False: IGNORED_K}
+TASK_PREFIX = "task-"
+WORKER_PREFIX = "worker-"  # any worker-* event is a sign of life (Celery's State); these three also set state:
 WORKER_EVENT_TYPES = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+# Task events that come from the worker running the task: each is a sign of life of its
+# `hostname` (Celery's State: every task event but task-sent, which the client sends).
+CLIENT_KINDS = frozenset({SENT})
 
 # Field types the engine relies on; anything else makes the event invalid (rule 7).
 # `None` is allowed for every optional field (Celery sends nulls).
@@ -90,29 +98,25 @@ WORKER_FIELD_TYPES = {
 }
 
 # -- how a task's fields are merged (rule 1: a function of the SET of events) ----------------
-# Every register keeps the value(s) of ONE event: the one with the greatest rank among the
-# event kinds listed.  Ranks are total orders built from the event itself (see
-# `fold.event_rank`), so the winner never depends on arrival order or duplicates.
+# A task's state keeps one compact entry per distinct event (kind, host, pid, clock, timestamp,
+# receive time, retries) -- from which attempts, deliveries and the state are derived -- and
+# *registers* for the large fields: each keeps the values of ONE event, the one with the
+# greatest rank among the kinds listed.  Ranks are total orders built from the event itself
+# (see `fold.event_rank`), so the winner never depends on arrival order or duplicates.
 #   name: (kinds it reads, fields it keeps, rank used)
-# Ranks:  "attempt"  = (retries, received-over-sent, timestamp, clock, identity)
-#         "latest"   = (timestamp, clock, identity)
+# Ranks:  "latest"   = (receive time, timestamp, clock, host, pid): receive times are the
+#                      monitor's one clock, so events of two hosts compare without their skew
+#         "attempt"  = (retries, received-over-sent, *latest)
 #         "earliest" = the smallest "latest" rank wins
-#         "revoke"   = (terminated > expired > plain, timestamp, clock, identity)
+#         "revoke"   = (terminated > expired > plain, *latest)
 MERGE_RULES = {
     "meta": ((SENT, RECEIVED_K), ("name", "args", "kwargs", "root_id", "parent_id", "eta", "expires"), "attempt"),
     "route": ((SENT,), ("queue", "exchange", "routing_key"), "attempt"),
     "client": ((SENT,), ("hostname",), "earliest"),
-    "worker": (
-        (RECEIVED_K, STARTED_K, SUCCEEDED_K, FAILED_K, RETRIED_K, REVOKED_K, REQUEUED_K, IGNORED_K),
-        ("hostname",),
-        "latest",
-    ),
     "success": ((SUCCEEDED_K,), ("result", "runtime"), "latest"),
     "failure": ((FAILED_K,), ("exception", "traceback"), "latest"),
     "retry": ((RETRIED_K,), ("exception", "traceback"), "latest"),
     "revoke": ((REVOKED_K,), ("expired", "terminated", "signum"), "revoke"),
-    # Which ended the latest delivery: a retry or a requeue (only read when nothing is terminal).
-    "ending": ((RETRIED_K, REQUEUED_K), ("kind",), "latest"),
 }
 REGISTERS_BY_KIND: dict[str, tuple[str, ...]] = {}
 for _name, (_kinds, _fields, _rank) in MERGE_RULES.items():
@@ -133,45 +137,81 @@ for _etype, _kind in TASK_EVENT_KINDS.items():
             _read.update(f for f in MERGE_RULES[_name][1] if f in TASK_FIELD_TYPES)
     FIELDS_READ_BY_TYPE[_etype] = {f: TASK_FIELD_TYPES[f] for f in sorted(_read)}
 
-# Kinds that carry the attempt number (`retries`, 0-based); rule 2: retries = the highest seen.
+# Kinds that carry the attempt number (`retries`, 0-based).
 RETRIES_KINDS = frozenset({SENT, RECEIVED_K})
 
-# Per-state timestamps: the latest event of each kind (the latest attempt's).
-TIMESTAMP_FIELDS = {
-    SENT: "queued_at",
-    RECEIVED_K: "received_at",
-    STARTED_K: "started_at",
-    SUCCEEDED_K: "succeeded_at",
-    FAILED_K: "failed_at",
-    RETRIED_K: "retried_at",
-    REQUEUED_K: "rejected_at",
-    IGNORED_K: "rejected_at",
-    REVOKED_K: "revoked_at",
+# -- attempts and deliveries (rules 2 and 4; docs/state-rules.md, "Emit paths") ---------------
+# A *delivery* is one run of the task's message on one worker; an *attempt* is one value of
+# `retries` (Task.retry sends a new message with retries + 1; a requeue or a cancel redelivers
+# the same one).  Only task-sent/-received say which attempt they belong to, so every other
+# worker-side event is placed on its own host's timeline -- ordered by that host's clock, the
+# only comparison of sender timestamps the engine makes -- by these rules:
+#   task-received opens a delivery whose attempt is its `retries`;
+#   each other kind joins a delivery on its host in the phase named here:
+#     "waiting"  the OLDEST not started and not ended (task-started: the worker runs messages in
+#                the order it got them, and Celery may announce attempt n's start after it already
+#                received attempt n+1's message -- docs/emit-paths.md, F1)
+#     "running"  the latest started and not ended, else the latest not ended (results, retries,
+#                rejects, cancels: a task-received of the next attempt may come before the
+#                task-retried of this one)
+#     "open"     the latest not ended (a revoke: before or after the start)
+#   with none, a kind listed in AFTER_HANDBACK joins the host's last delivery when that one was
+#   handed back to the broker (5.7: a hard time limit under acks_late with acks on timeout off
+#   sends task-rejected(requeue=true), then task-failed, and the message runs again -- F2);
+#   else it opens a delivery of its own (its task-received never reached us): after a delivery
+#   ended by ENDS[kind] its attempt is that one's + the increment, else the host's last attempt
+#   (or 0, a lower bound, when the host has none).
+OPENS_DELIVERY = RECEIVED_K
+JOINS = {
+    STARTED_K: "waiting",
+    SUCCEEDED_K: "running",
+    FAILED_K: "running",
+    RETRIED_K: "running",
+    CANCELLED_K: "running",
+    REQUEUED_K: "running",
+    IGNORED_K: "running",
+    REVOKED_K: "open",
 }
+# Kinds that end a delivery and are followed by another one: the value is how much the next
+# delivery's attempt grows (a retry is a new attempt; a requeue or a cancel redelivers it).
+ENDS = {RETRIED_K: 1, REQUEUED_K: 0, CANCELLED_K: 0}
+# A delivery handed back to the broker (requeued, cancelled) is not the task's end: a terminal
+# event in it does not make the task terminal.
+HANDED_BACK = frozenset({REQUEUED_K, CANCELLED_K})
+AFTER_HANDBACK = frozenset({FAILED_K})
+# The current delivery: with a terminal state, the one holding the deciding terminal event;
+# otherwise the greatest (attempt, receive time of its first event).
 
 # -- how the state is decided (rules 3 and 4) -----------------------------------------------
 # Terminal kinds, highest precedence first: when several are present the first one decides.
 #  * succeeded: the work was done; a failure/revoke of an earlier delivery does not undo it.
-#  * ignored (task-rejected requeue=false): a delivery that ends in task-failed AND a drop is
-#    REJECTED, not FAILED (Reject(requeue=False) with acks_late emits both).
+#  * rejected: the task's own Reject(requeue=False) -- a task-rejected(requeue=false) with no
+#    task-failed, or a task-failed whose exception is Reject (celery/worker/request.py
+#    on_failure; without acks_late the message was acked already and only task-failed is sent).
 #  * revoked: a terminate may also produce a task-failed; the revoke is the reason.
-#  * failed: duplicates count once, because a set has no duplicates.
+#  * failed: an ordinary failure, even when a task-rejected(requeue=false) came with it
+#    (acks_late with task_acks_on_failure_or_timeout=False rejects every failed message to
+#    drop it from the prefetched queue: the task FAILED, the tag rejection=ignored stays).
+OWN_REJECT = "rejected"
+REJECT_EXCEPTION = "Reject"
 TERMINAL_PRECEDENCE = (
     (SUCCEEDED_K, SUCCEEDED),
-    (IGNORED_K, REJECTED),
+    (OWN_REJECT, REJECTED),
     (REVOKED_K, REVOKED),
     (FAILED_K, FAILED),
 )
 # A terminal state reached after retries gets its own name.
 AFTER_RETRIES = {SUCCEEDED: RECOVERED, FAILED: CRITICAL}
 
-# Without a terminal event: deliveries ended so far = retried + requeued events; the current
-# delivery is at the furthest of these points whose count exceeds the ended deliveries.
+# Without a terminal event, the current delivery decides: ended -> by how it ended;
+ENDING_STATE = {RETRIED_K: RETRY, REQUEUED_K: REJECTED, CANCELLED_K: RETRY}
+# (task-cancelled: Celery marks the result RETRY "cancelled by Celery" and the unacked message
+# is redelivered with the same retries.)  Not ended -> how far it got:
 PROGRESS = ((STARTED_K, STARTED), (RECEIVED_K, RECEIVED))
-# ...else, if a delivery ended, the latest ending decides:
-ENDING_STATE = {RETRIED_K: RETRY, REQUEUED_K: REJECTED}
-# ...else the task was only published.
+# ... and with no delivery at all, the task was only published.
 ONLY_SENT_STATE = QUEUED
+# A task whose worker was lost while it was in one of these states is tagged orphaned.
+ORPHANABLE_STATES = frozenset({RECEIVED, STARTED})
 
 # Revocation tags (Leek: E = expired, T = terminated + signal).
 REVOCATION_EXPIRED = "expired"
@@ -185,3 +225,14 @@ REJECTION_REQUEUED = "requeued"
 
 # Exception reprs that hide the real type; it is then read from the traceback's last line.
 WRAPPER_EXCEPTIONS = frozenset({"ExceptionWithTraceback", "None", ""})
+# Wrappers whose repr names the real type as an argument:
+#   UnpickleableExceptionWrapper('module', 'Type', (args,), 'text')  (celery.utils.serialization)
+NAMING_WRAPPERS = {"UnpickleableExceptionWrapper": 1}  # wrapper -> index of the type-name argument
+
+# -- workers: liveness on the monitor's clock ---------------------------------------------------
+# Celery's State (celery/events/state.py, Worker.event / Worker.alive) keeps the times the
+# monitor *received* events (local_received) and judges a worker gone when its newest is more
+# than freq x HEARTBEAT_EXPIRE_WINDOW (200 %) old on the monitor's own clock; any event from the
+# worker counts, task events included.  It only warns when the worker's clock drifts from the
+# monitor's by more than HEARTBEAT_DRIFT_MAX (16 s).
+DEFAULT_DRIFT_THRESHOLD = 16.0

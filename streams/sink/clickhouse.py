@@ -16,11 +16,17 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, ConnectionError, OSError, EOFError)
 
 
+# Server error code of a query stopped by max_execution_time (TIMEOUT_EXCEEDED).
+TIMEOUT_EXCEEDED = 159
+
+
 class ClickHouseUnavailable(RuntimeError):
     """ClickHouse could not be reached; the caller retries with backoff."""
 
 
-def connect(settings: Settings, with_database: bool = True) -> Client:
+def connect(settings: Settings, with_database: bool = True, timeout: float = 60.0, query_settings: dict | None = None) -> Client:
+    """A clickhouse-driver client; ``timeout`` = socket send/receive timeout (s), ``query_settings``
+    = ClickHouse settings sent with every query (e.g. the UI's max_execution_time)."""
     return Client(
         host=settings.clickhouse_host,
         port=settings.clickhouse_port,
@@ -28,10 +34,19 @@ def connect(settings: Settings, with_database: bool = True) -> Client:
         password=settings.clickhouse_password,
         database=settings.clickhouse_database if with_database else "default",
         secure=settings.clickhouse_secure,
-        connect_timeout=5,
-        send_receive_timeout=60,
-        settings={"use_numpy": False},
+        connect_timeout=min(5.0, timeout),
+        send_receive_timeout=timeout,
+        sync_request_timeout=min(5.0, timeout),  # the ping before a query on an idle connection
+        settings={"use_numpy": False, **(query_settings or {})},
     )
+
+
+def timed_out(exc: BaseException) -> bool:
+    """True when ``exc`` means the query took too long: the server stopped it (max_execution_time)
+    or the socket timeout ran out first."""
+    if isinstance(exc, (ch_errors.SocketTimeoutError, TimeoutError)):  # TimeoutError = socket.timeout
+        return True
+    return isinstance(exc, ch_errors.ServerException) and getattr(exc, "code", None) == TIMEOUT_EXCEEDED
 
 
 class ClickHouseWriter:
@@ -53,6 +68,19 @@ class ClickHouseWriter:
             self.client.disconnect()
             raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
         return len(rows)
+
+    def insert_columns(self, table: str, columns: Sequence[str], values: Sequence[list]) -> int:
+        """Insert rows given column by column (``values[i]`` is the list of column ``columns[i]``)."""
+        count = len(values[0]) if values else 0
+        if not count:
+            return 0
+        sql = f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES"
+        try:
+            self.client.execute(sql, list(values), types_check=False, columnar=True)
+        except UNAVAILABLE as exc:
+            self.client.disconnect()
+            raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
+        return count
 
     def query(self, sql: str, params: dict | None = None) -> list[tuple]:
         return self.client.execute(sql, params or {})

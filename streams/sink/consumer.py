@@ -25,27 +25,47 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ..config import Settings
+from ..packs import PACK_VERSION
 from .clickhouse import ClickHouseUnavailable, ClickHouseWriter
-from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, event_row, queue_length_row, task_row, worker_row
+from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, queue_length_row, task_row, worker_row
 
 log = logging.getLogger("streams.sink")
 
+IDLE_WAIT = 0.2  # s: an idle sink waits this long per consume (and then checks for stop)
+MAX_RECORDS_PER_CONSUME = 500
+
 
 class Batch:
-    """Rows waiting for their insert, per table."""
+    """Rows waiting for their insert: state records as rows per table, events column-wise."""
 
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple]] = defaultdict(list)
+        self.events = EventColumns()
         self.started = time.monotonic()
-        self.size = 0
+        self.records = 0  # Kafka records consumed into it (packs count once)
         self.skipped = 0
 
+    @property
+    def size(self) -> int:
+        return sum(len(rows) for rows in self.rows.values()) + self.events.size
+
+    @property
+    def empty(self) -> bool:
+        return self.records == 0
+
     def add(self, table: str, row: tuple | None) -> None:
+        self.records += 1
         if row is None:
             self.skipped += 1
             return
         self.rows[table].append(row)
-        self.size += 1
+
+    def add_pack(self, pack: dict | None) -> None:
+        self.records += 1
+        if pack is None:
+            self.skipped += 1
+            return
+        self.events.add_pack(pack)
 
 
 class ClickHouseSink:
@@ -57,11 +77,12 @@ class ClickHouseSink:
         self.routes = {
             settings.topic_task_states: ("tasks", task_row),
             settings.topic_worker_states: ("workers", worker_row),
-            settings.topic_task_events: ("events", event_row),
-            settings.topic_worker_events: ("events", event_row),
+            settings.topic_task_events: ("events", None),  # packs: EventColumns
+            settings.topic_worker_events: ("events", None),
             settings.topic_queue_lengths: ("queue_lengths", queue_length_row),
         }
         self._stop = threading.Event()
+        self._last_insert = -1e9
         self.consumer: Consumer | None = None
         self.inserted = defaultdict(int)
 
@@ -98,28 +119,53 @@ class ClickHouseSink:
             self.consumer.close()  # leaves the group; commits nothing (auto commit is off)
             log.info("sink stopped: inserted=%s", dict(self.inserted))
 
-    # -- one batch: poll until full or old enough, insert, commit ---------------------------------
+    # -- one batch: poll while records keep coming (up to full or old enough), insert, commit -----
     def run_once(self) -> int:
+        """One batch. Waits up to SINK_BATCH_SECONDS for a first record; then takes only what is
+        immediately available (Kafka's linger: a quiet pipeline inserts at once, a busy one fills
+        batches by itself while the previous insert runs), up to SINK_BATCH_ROWS or
+        SINK_BATCH_SECONDS, and no sooner than SINK_MIN_INSERT_INTERVAL after the previous insert
+        (ClickHouse makes a part per insert and wants few of them)."""
         s = self.settings
         batch = Batch()
-        while batch.size < s.sink_batch_rows and not self._stop.is_set():
+        consume = self.consumer.consume
+        while (size := batch.size) < s.sink_batch_rows and not self._stop.is_set():
             left = s.sink_batch_seconds - (time.monotonic() - batch.started)
             if left <= 0:
                 break
-            self._add(batch, self.consumer.consume(num_messages=s.sink_batch_rows - batch.size, timeout=left))
-        if batch.size == 0 and batch.skipped == 0:
+            # Records to ask for: a pack holds many rows, so aim at the rows left, not more.
+            want = max(1, min(MAX_RECORDS_PER_CONSUME, (s.sink_batch_rows - size) * batch.records // max(size, 1) or MAX_RECORDS_PER_CONSUME))
+            if batch.empty:
+                messages = consume(num_messages=want, timeout=min(left, IDLE_WAIT))
+                if messages:
+                    batch.started = time.monotonic()  # the bounds count from the first record
+            else:
+                messages = consume(num_messages=want, timeout=0)
+                if not messages:
+                    pace = self._last_insert + s.sink_min_insert_interval - time.monotonic()
+                    if pace <= 0:
+                        break  # nothing more right now: insert at once
+                    messages = consume(num_messages=want, timeout=min(pace, left))
+            self._add(batch, messages)
+        if batch.empty:
             return 0
+        size = batch.size
         self._insert(batch)
+        self._last_insert = time.monotonic()
         self._commit()
-        return batch.size
+        return size
 
     def _add(self, batch: Batch, messages) -> None:
+        routes = self.routes
         for message in messages:
             if message.error():
                 self._consumer_error(message.error())
                 continue
-            table, to_row = self.routes[message.topic()]
-            batch.add(table, self._row(to_row, message))
+            table, to_row = routes[message.topic()]
+            if to_row is None:
+                batch.add_pack(self._decode(message))
+            else:
+                batch.add(table, self._row(to_row, message))
 
     def _commit(self) -> None:
         try:
@@ -146,6 +192,18 @@ class ClickHouseSink:
             # Only the pipeline's own records reach this consumer; a bad one is a bug upstream.
             log.error("sink: unusable record %s[%d]@%d skipped: %s", message.topic(), message.partition(), message.offset(), exc)
             return None
+
+    @staticmethod
+    def _decode(message) -> dict | None:
+        """One orjson decode per pack; EventColumns reads the entries from it."""
+        try:
+            pack = orjson.loads(message.value())
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            pack = exc
+        if pack.__class__ is not dict or pack.get("v") != PACK_VERSION:
+            log.error("sink: %s[%d]@%d is not a v%d pack, skipped", message.topic(), message.partition(), message.offset(), PACK_VERSION)
+            return None
+        return pack
 
     def _insert(self, batch: Batch) -> None:
         paused = False
@@ -181,6 +239,10 @@ class ClickHouseSink:
                     raise SystemExit("sink stopping with an unwritten batch; offsets not committed, it will be re-read")
                 for table, rows in batch.rows.items():
                     self.inserted[table] += self.writer.insert(table, self.TABLES[table], rows)
+                batch.rows.clear()  # inserted: a retry of a later table must not insert them again
+                if batch.events.size:
+                    self.inserted["events"] += self.writer.insert_columns("events", EVENT_COLUMNS, batch.events.columns)
+                    batch.events = EventColumns()
         if paused:
             self.consumer.resume(self.consumer.assignment())
             log.info("sink: ClickHouse is back; batch of %d rows written", batch.size)

@@ -1,4 +1,4 @@
-"""Records and envelopes -> ClickHouse rows (pure; column lists match sql/migrations)."""
+"""Records and packs -> ClickHouse rows (pure; column lists match sql/migrations)."""
 
 from __future__ import annotations
 
@@ -66,40 +66,78 @@ def worker_row(record: dict) -> tuple:
     return tuple(values.get(col) for col in WORKER_COLUMNS)
 
 
+class EventColumns:
+    """Rows of the ``events`` table built column by column, straight from decoded packs.
+
+    One list per column of EVENT_COLUMNS (what clickhouse-driver sends with ``columnar=True``):
+    no tuple per row and no transposition. ``body`` is the event as orjson writes it, as bytes
+    (the driver sends bytes as they are; a str would be encoded again).
+    """
+
+    __slots__ = ("columns", "size", "skipped")
+
+    def __init__(self) -> None:
+        self.columns: tuple[list, ...] = tuple([] for _ in EVENT_COLUMNS)
+        self.size = 0
+        self.skipped = 0
+
+    def add_pack(self, pack: dict) -> int:
+        """Every usable event of one decoded pack; returns the rows added. Entries whose event
+        is not an object with a numeric timestamp are skipped (counted in ``skipped``)."""
+        entries = pack.get("events")
+        if entries.__class__ is not list:
+            self.skipped += 1
+            return 0
+        cluster = pack.get("cluster") or ""
+        bridge = str(pack.get("bridge") or "")
+        (c_cluster, c_type, c_uuid, c_hostname, c_pid, c_clock, c_timestamp, c_date, c_time, c_name,
+         c_bridge, c_seq, c_received, c_body) = (column.append for column in self.columns)  # fmt: skip
+        dumps, date = orjson.dumps, _date
+        added = 0
+        for entry in entries:
+            event = entry.get("event") if entry.__class__ is dict else None
+            if event.__class__ is not dict:
+                self.skipped += 1
+                continue
+            ts = event.get("timestamp")
+            if ts.__class__ is not float:
+                if ts.__class__ is bool or not isinstance(ts, (int, float)):
+                    self.skipped += 1
+                    continue
+                ts = float(ts)
+            get = event.get
+            etype, uuid, hostname, name, pid, clock = get("type"), get("uuid"), get("hostname"), get("name"), get("pid"), get("clock")
+            when = int(ts)
+            c_cluster(cluster)
+            c_type(etype if etype.__class__ is str else "")
+            c_uuid(uuid if uuid.__class__ is str else "")
+            c_hostname(hostname if hostname.__class__ is str else "")
+            c_pid(pid if pid.__class__ is int and pid >= 0 else 0)
+            c_clock(clock if clock.__class__ is int and clock >= 0 else 0)
+            c_timestamp(ts)
+            c_date(date(when // 86400))
+            c_time(when)
+            c_name(name if name.__class__ is str else "")
+            c_bridge(bridge)
+            c_seq(int(entry.get("seq") or 0))
+            c_received(float(entry.get("received_at") or 0.0))
+            c_body(dumps(event))
+            added += 1
+        self.size += added
+        return added
+
+    def rows(self) -> list[tuple]:
+        return list(zip(*self.columns))
+
+
 def event_row(envelope: dict) -> tuple | None:
-    """A bridge envelope -> an events row; None when it carries no usable event."""
-    event = envelope.get("event")
-    if not isinstance(event, dict):
-        return None
-    ts = event.get("timestamp")
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
-        return None
-
-    def integer(name: str) -> int:
-        value = event.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-    def text(name: str) -> str:
-        value = event.get(name)
-        return value if isinstance(value, str) else ""
-
-    when = int(ts)
-    return (
-        envelope.get("cluster") or "",
-        text("type"),
-        text("uuid"),
-        text("hostname"),
-        integer("pid"),
-        integer("clock"),
-        float(ts),
-        _date(when // 86400),
-        when,
-        text("name"),
-        str(envelope.get("bridge") or ""),
-        int(envelope.get("seq") or 0),
-        float(envelope.get("received_at") or 0.0),
-        orjson.dumps(event).decode(),
-    )
+    """One event with its bridge fields (cluster, bridge, seq, received_at, event) -> an events
+    row; None when it carries no usable event. (The sink itself builds columns: EventColumns.)"""
+    columns = EventColumns()
+    fields = {"seq": envelope.get("seq"), "received_at": envelope.get("received_at"), "event": envelope.get("event")}
+    columns.add_pack({"cluster": envelope.get("cluster"), "bridge": envelope.get("bridge"), "events": [fields]})
+    rows = columns.rows()
+    return rows[0] if rows else None
 
 
 def queue_length_row(record: dict) -> tuple:

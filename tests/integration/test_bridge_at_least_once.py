@@ -8,16 +8,19 @@ import signal
 import threading
 import time
 
-import orjson
 from kafka import KafkaConsumer
 
+from bridge.packs import partition_of
 from demo.pipeline import Pipeline
+from streams.packs import decode_pack
 
 N_TASKS = 3000
 EVENTS_PER_TASK = 4  # sent, received, started, succeeded
 
 
 def identities_in_kafka(settings, uuids: set[str]) -> tuple[set, int, set]:
+    """(distinct event identities, events counted with duplicates, bridge ids) of ``uuids`` in the
+    task-events packs; every event must sit on the partition of its uuid."""
     consumer = KafkaConsumer(
         settings.topic_task_events, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
         auto_offset_reset="earliest", consumer_timeout_ms=1500, max_poll_records=5000,
@@ -25,13 +28,17 @@ def identities_in_kafka(settings, uuids: set[str]) -> tuple[set, int, set]:
     seen, records, bridges = set(), 0, set()
     try:
         for message in consumer:
-            envelope = orjson.loads(message.value)
-            event = envelope["event"]
-            if envelope["cluster"] == settings.cluster and event.get("uuid") in uuids:
-                records += 1
-                bridges.add(envelope["bridge"])
-                assert message.key == event["uuid"].encode()
-                seen.add((event["type"], event["uuid"], event["hostname"], event["pid"], event["clock"], event["timestamp"]))
+            pack = decode_pack(message.value)
+            if pack.cluster != settings.cluster:
+                continue
+            assert message.key is None
+            for entry in pack.entries:
+                event = entry.event
+                if event.get("uuid") in uuids:
+                    records += 1
+                    bridges.add(pack.bridge)
+                    assert partition_of(event["uuid"].encode(), settings.topic_partitions) == message.partition
+                    seen.add((event["type"], event["uuid"], event["hostname"], event["pid"], event["clock"], event["timestamp"]))
     finally:
         consumer.close()
     return seen, records, bridges

@@ -58,7 +58,9 @@ def test_kafka_down_means_back_pressure_not_memory_or_loss(stack):
     assert health == 200
     errors = re.search(r'bridge_kafka_errors_total\{cluster="[^"]+"\} (\d+)', metrics)
     assert errors and int(errors.group(1)) >= 1, metrics
-    out = re.search(r'bridge_records_out_total\{cluster="[^"]+",topic="celery.task-events.v1"\} (\d+)', metrics)
+    out = re.search(r'bridge_events_out_total\{cluster="[^"]+",topic="celery.task-events.v2"\} (\d+)', metrics)
     assert out and int(out.group(1)) >= N_TASKS * EVENTS_PER_TASK
+    packs = re.search(r'bridge_records_out_total\{cluster="[^"]+",topic="celery.task-events.v2"\} (\d+)', metrics)
+    assert packs and 0 < int(packs.group(1)) < int(out.group(1))  # several events per record
     assert max(rss) < 150, f"bridge RSS grew to {max(rss):.0f} MB while Kafka was down"
     print(f"\nKafka paused {PAUSE_SECONDS}s: bridge RSS max {max(rss):.0f} MB, {len(seen)} events, {records - len(seen)} duplicates")

@@ -1,5 +1,6 @@
 """One bridge process serving two Celery clusters (RabbitMQ and Redis) from a cluster file:
-every record carries its own cluster, in the envelope and in worker keys."""
+every pack carries its own cluster, and worker events sit on the partition of their own
+cluster's worker key."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import dataclasses
 import sys
 import time
 
-import orjson
 from kafka import KafkaConsumer
 
+from bridge.packs import partition_of
 from demo.pipeline import Pipeline
+from streams.packs import decode_pack
 from tests.integration.test_bridge_at_least_once import EVENTS_PER_TASK, wait_for_identities
 
 N_TASKS = 20
@@ -45,8 +47,11 @@ def test_two_clusters_in_one_bridge(stack, tmp_path):
         while not wanted <= worker_keys and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for message in records:
-                    envelope = orjson.loads(message.value)
-                    worker_keys.add((envelope["cluster"], message.key.decode(), envelope["event"]["hostname"]))
+                    pack = decode_pack(message.value)
+                    for entry in pack.entries:
+                        key = f"{pack.cluster}/{entry.event['hostname']}"
+                        assert partition_of(key.encode(), base.topic_partitions) == message.partition
+                        worker_keys.add((pack.cluster, key, entry.event["hostname"]))
         consumer.close()
     finally:
         redis.stop()

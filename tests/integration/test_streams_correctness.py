@@ -32,7 +32,6 @@ def backlog(stack, request):
     settings = dataclasses.replace(
         stack["settings"], app_id=f"streams-test-{run}", cluster=f"streams-{run}", sink="off", store=request.param,
         data_dir=str(stack["run_dir"] / f"faust-{run}"), streams_metrics_addr="off",
-        streams_batch_size=500,
     )  # fmt: skip
     ensure_topics(settings)
     events = [e for e in load_events(EVENTS) if e["type"].startswith("task-")][:EVENTS]

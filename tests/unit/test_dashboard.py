@@ -40,7 +40,7 @@ def exported(scenario_events) -> dict[str, set[str]]:
     """Every sample name the pipeline can expose -> its label names."""
     exporter = CeleryExporter(clock=lambda: 1_000.0)
     run(exporter, [e for v in scenario_events for e in iter_events(v, "c") if isinstance(e, TaskEvent)])
-    exporter.set_workers([{"cluster": "c", "hostname": "w@h", "state": "ONLINE", "active": 1}], now=1_000.0)
+    exporter.worker(0, {"cluster": "c", "hostname": "w@h", "state": "ONLINE", "active": 1})
     exporter.queue_sample(0, {"cluster": "c", "queue": "celery", "role": "task", "messages": 1, "consumers": 1,
                               "workers": 1, "processes": 1, "sampled_at": 999.0, "interval": 10.0})  # fmt: skip
     registry = CollectorRegistry()

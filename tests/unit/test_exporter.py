@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter, defaultdict
 
@@ -172,8 +173,12 @@ def test_counts_survive_a_restart_and_move_with_their_partition(scenario_events)
         (a if partition % 2 else b).own(partition, persisted.items())
     merged = Counter(samples(a)) + Counter(samples(b))
     assert {k: v for k, v in merged.items() if v} == {k: v for k, v in before.items() if v}
-    a.drop(1)
+    a.drop_tasks({1})
     assert not any(dict(labels).get("partition") == "1" for _, labels in samples(a))
+    a.assign_tasks({1, 3}, [(k, json.dumps(v).encode()) for k, v in persisted.items()])  # as table bytes
+    assert samples(a) == {k: v for k, v in before.items() if dict(k[1]).get("partition") in ("1", "3") or "partition" not in dict(k[1])}
+    a.assign_tasks({3}, persisted.items())
+    assert {dict(labels).get("partition") for _, labels in samples(a)} <= {"3", None}
 
 
 def test_only_what_changed_is_persisted(scenario_events):
@@ -204,13 +209,18 @@ def test_workers_up_and_active():
         {"cluster": "c", "hostname": "w3@host-b", "state": "OFFLINE", "offline_reason": "heartbeat-expired", "expires_at": 9_900.0, "active": 5},
         {"cluster": "c", "hostname": "w4@host-c", "state": "OFFLINE", "offline_reason": "left", "offline_at": 1_000.0, "active": 0},
     ]
-    exporter.set_workers(records)
+    for partition, record in enumerate(records):
+        exporter.worker(partition % 2, record)
     got = samples(exporter)
     assert got[("celery_worker_up", (("cluster", "c"), ("hostname", "host-a")))] == 1
     assert got[("celery_worker_tasks_active", (("cluster", "c"), ("hostname", "host-a")))] == 4
     assert got[("celery_worker_up", (("cluster", "c"), ("hostname", "host-b")))] == 0
     assert got[("celery_worker_tasks_active", (("cluster", "c"), ("hostname", "host-b")))] == 0
     assert not any(dict(labels).get("hostname") == "host-c" for _, labels in got)  # purged after 10 minutes
+    exporter.keep_workers({1})  # partition 0 (w1, w3) moved to another streams worker
+    got = samples(exporter)
+    assert got[("celery_worker_tasks_active", (("cluster", "c"), ("hostname", "host-a")))] == 1
+    assert not any(dict(labels).get("hostname") == "host-b" for _, labels in got)
 
 
 def test_queue_gauges_from_fresh_samples_of_owned_partitions():

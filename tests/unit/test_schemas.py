@@ -6,7 +6,8 @@ from pathlib import Path
 import orjson
 from jsonschema import Draft202012Validator
 
-from bridge.envelope import DEAD, Enveloper
+from bridge.envelope import DEAD, Entry, Enveloper
+from bridge.packs import Packer
 from streams.engine import Tracker
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -25,16 +26,21 @@ def test_task_and_worker_records(scenario_events):
     tasks, workers = validator("task-state.v1.json"), validator("worker-state.v1.json")
     for r in t.task_records():
         tasks.validate(r)
-    for r in t.worker_records(now=0):
-        workers.validate({**r, "evaluated_at": 1.0})
+    for r in t.worker_records():
+        workers.validate(r)
 
 
-def test_envelopes_and_dead_letters(scenario_raw):
-    envelope, dead = validator("envelope.v1.json"), validator("dead-letter.v1.json")
+def test_packs_and_dead_letters(scenario_raw):
+    pack, dead = validator("pack.v2.json"), validator("dead-letter.v1.json")
     enveloper = Enveloper("c", "b")
+    entries = []
     for message in scenario_raw:
-        for record in enveloper.wrap(json.dumps(message["body"]).encode(), message["routing_key"], 1.0):
-            envelope.validate(orjson.loads(record.value))
+        for entry in enveloper.wrap(json.dumps(message["body"]).encode(), message["routing_key"], 1.0):
+            assert isinstance(entry, Entry)
+            entries.append(entry)
+    packs, _ = Packer("c", "b").pack(entries, 1.0, lambda kind: 8)
+    for record in packs:
+        pack.validate(orjson.loads(record.value))
     for body in (b"\xff", b"[1]", b'{"type": "x"}'):
         (record,) = Enveloper("c", "b").wrap(body, "rk", 0)
         assert record.kind == DEAD
@@ -42,18 +48,20 @@ def test_envelopes_and_dead_letters(scenario_raw):
 
 
 def test_alerts():
-    from streams.engine.alerts import FailureBursts, task_alert, worker_alert
+    from streams.engine.alerts import FailureBursts, task_alerts, worker_alerts
 
     alerts = validator("alert.v1.json")
     critical = {"cluster": "c", "uuid": "u", "state": "CRITICAL", "name": "t", "retries": 2, "failed_at": 3.0,
                 "exception_type": "KeyError", "exception": "KeyError('k')"}  # fmt: skip
-    alerts.validate(task_alert("RETRY", critical))
+    for alert in task_alerts(["RETRY", None], {**critical, "state": "CRITICAL", "worker": "w@h", "orphaned_at": 9.0}):
+        alerts.validate(alert)
     bursts = FailureBursts(10.0, 2)
     bursts.add("c", "t", 1.0, "a")
     alerts.validate(bursts.add("c", "t", 2.0, "b"))
     lost = {"cluster": "c", "hostname": "w@h", "state": "OFFLINE", "offline_reason": "heartbeat-expired",
             "offline_at": None, "expires_at": 5.0, "heartbeat_at": 1.0}  # fmt: skip
-    alerts.validate(worker_alert(("HEARTBEAT", None), lost))
+    for alert in worker_alerts({**lost, "state": "HEARTBEAT", "skew": 0.0}, {**lost, "skew": -40.0, "seen_at": 1.0}, 16):
+        alerts.validate(alert)
 
 
 def test_queue_length_samples():

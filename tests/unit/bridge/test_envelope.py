@@ -2,7 +2,7 @@ import json
 
 import orjson
 
-from bridge.envelope import DEAD, TASK, WORKER, Enveloper
+from bridge.envelope import DEAD, TASK, WORKER, Entry, Enveloper
 
 
 def wrap(body, rk="task.multi"):
@@ -13,24 +13,34 @@ def test_task_multi_is_split_keyed_by_uuid_and_untouched(scenario_raw):
     multi = next(m for m in scenario_raw if m["is_batch"])
     out = wrap(multi["body"])
     assert [r.kind for r in out] == [TASK] * len(multi["body"])
-    for record, event in zip(out, multi["body"]):
-        env = orjson.loads(record.value)
-        assert record.key == event["uuid"].encode()
-        assert env["event"] == event  # the raw event, clock and timestamp as the producer sent them
-        assert (env["v"], env["cluster"], env["bridge"], env["received_at"], env["routing_key"]) == (1, "prod", "b1", 123.5, "task.multi")
+    for entry, event in zip(out, multi["body"]):
+        assert isinstance(entry, Entry) and entry.key == event["uuid"].encode()
+        assert entry.item["event"] == event  # the raw event, clock and timestamp as the producer sent them
+        assert (entry.item["received_at"], entry.item["routing_key"]) == (123.5, "task.multi")
+        assert "redacted" not in entry.item
 
 
 def test_worker_events_keyed_by_cluster_and_hostname(scenario_raw):
     hb = next(m for m in scenario_raw if m["routing_key"] == "worker.heartbeat")
-    (record,) = wrap(hb["body"], "worker.heartbeat")
-    assert (record.kind, record.key) == (WORKER, b"prod/w1@vm")
+    (entry,) = wrap(hb["body"], "worker.heartbeat")
+    assert (entry.kind, entry.key) == (WORKER, b"prod/w1@vm")
+
+
+def test_unknown_types_are_kept_not_dead_lettered():
+    """A well-formed event of a type the rules do not know travels on: task-* by uuid, anything
+    else with a hostname on the worker-events topic keyed by its worker."""
+    out = wrap([{"type": "task-party", "uuid": "u1", "timestamp": 1.0}], "task.multi")
+    assert [(e.kind, e.key) for e in out] == [(TASK, b"u1")]
+    for etype in ("custom-thing", "worker-stretched", "heartbeat"):
+        (entry,) = wrap({"type": etype, "hostname": "w@h", "timestamp": 1.0}, "x")
+        assert (entry.kind, entry.key) == (WORKER, b"prod/w@h"), etype
 
 
 def test_sequence_numbers_grow_per_bridge():
     env = Enveloper("c", "b")
     events = [{"type": "task-started", "uuid": str(i), "timestamp": 1} for i in range(3)]
-    seqs = [orjson.loads(r.value)["seq"] for r in env.wrap(json.dumps(events).encode(), "task.multi", 0)]
-    seqs += [orjson.loads(r.value)["seq"] for r in env.wrap(json.dumps(events[0]).encode(), "task.started", 0)]
+    seqs = [e.item["seq"] for e in env.wrap(json.dumps(events).encode(), "task.multi", 0)]
+    seqs += [e.item["seq"] for e in env.wrap(json.dumps(events[0]).encode(), "task.started", 0)]
     assert seqs == [1, 2, 3, 4]
 
 
@@ -40,15 +50,17 @@ def test_bad_bodies_become_dead_letters_with_reason_and_raw():
         b"[]": "empty event list",
         b'"text"': "not an event object",
         b'{"uuid": "x"}': "'type'",
+        b'{"type": "", "hostname": "w"}': "'type'",
         b'{"type": "task-sent"}': "uuid",
-        b'{"type": "worker-heartbeat"}': "hostname",
-        b'{"type": "party"}': "unknown event type",
+        b'{"type": "worker-heartbeat"}': "worker event without a 'hostname'",
+        b'{"type": "party"}': "non-task event without a 'hostname'",
+        b'{"type": "party", "hostname": 7}': "'hostname'",
     }
     for body, reason in cases.items():
         out = Enveloper("c", "b").wrap(body, "rk", 0)
         assert len(out) == 1 and out[0].kind == DEAD, body
         letter = orjson.loads(out[0].value)
-        assert reason in letter["reason"] and letter["stage"] == "bridge"
+        assert reason in letter["reason"] and letter["stage"] == "bridge", (body, letter["reason"])
         assert "raw" in letter or "raw_b64" in letter
 
 

@@ -11,8 +11,8 @@ EVENT = {"type": "task-sent", "uuid": "u", "timestamp": 1.0, "clock": 3, "args":
 
 
 def wrapped(redactor):
-    (record,) = Enveloper("c", "b", redactor).wrap(json.dumps(EVENT).encode(), "task.sent", 0)
-    return orjson.loads(record.value)
+    (entry,) = Enveloper("c", "b", redactor).wrap(json.dumps(EVENT).encode(), "task.sent", 0)
+    return orjson.loads(orjson.dumps(entry.item))
 
 
 def test_hash_mode_keeps_equality_not_content():

@@ -1,5 +1,5 @@
 from streams.engine import parse_event, retirable
-from streams.engine.alerts import FailureBursts, newly_failed, task_alert, worker_alert
+from streams.engine.alerts import FailureBursts, newly_failed, said, task_alerts, worker_alerts
 from streams.engine.fold import derive_task, fold_task
 
 
@@ -16,14 +16,21 @@ def _ev(kind, ts, **body):
 
 def test_task_critical_alert_once_when_a_retried_task_fails():
     retried = _task(_ev("received", 1.0, name="t.x"), _ev("retried", 2.0, retries=0), _ev("received", 3.0, retries=1))
-    before = derive_task(retried)["state"]
+    before = said(derive_task(retried))
     critical = derive_task(_task(_ev("received", 1.0, name="t.x"), _ev("retried", 2.0, retries=0),
                                  _ev("received", 3.0, retries=1), _ev("failed", 4.0, retries=1, exception="KeyError('k')")))  # fmt: skip
     assert critical["state"] == "CRITICAL"
-    alert = task_alert(before, critical)
+    [alert] = task_alerts(before, critical)
     assert alert["alert"] == "task-critical" and alert["key"] == "u1" and alert["exception_type"] == "KeyError"
-    assert task_alert("CRITICAL", critical) is None  # not again on the next change
-    assert newly_failed(before, critical) and not newly_failed("CRITICAL", critical)
+    assert task_alerts(said(critical), critical) == []  # not again on the next change
+    assert newly_failed(before[0], critical) and not newly_failed("CRITICAL", critical)
+
+
+def test_task_orphaned_alert_once():
+    record = {"cluster": "c1", "uuid": "u1", "state": "STARTED", "worker": "w@h", "orphaned_at": 50.0}
+    [alert] = task_alerts(["STARTED", None], record)
+    assert (alert["alert"], alert["at"], alert["worker"]) == ("task-orphaned", 50.0, "w@h")
+    assert task_alerts(said(record), record) == []
 
 
 def test_failure_burst_fires_once_per_window_whatever_the_arrival_order():
@@ -43,10 +50,19 @@ def test_failure_burst_fires_once_per_window_whatever_the_arrival_order():
 def test_worker_lost_only_when_heartbeats_stopped():
     lost = {"cluster": "c1", "hostname": "w@h", "state": "OFFLINE", "offline_reason": "heartbeat-expired",
             "offline_at": None, "expires_at": 50.0, "heartbeat_at": 46.0}  # fmt: skip
-    alert = worker_alert(("HEARTBEAT", None), lost)
+    alive = {**lost, "state": "HEARTBEAT", "offline_reason": None}
+    [alert] = worker_alerts(alive, lost)
     assert alert["alert"] == "worker-lost" and alert["key"] == "c1/w@h" and alert["at"] == 50.0
-    assert worker_alert(("OFFLINE", "heartbeat-expired"), lost) is None
-    assert worker_alert(("HEARTBEAT", None), {**lost, "offline_reason": "worker-offline"}) is None
+    assert worker_alerts(lost, lost) == []
+    assert worker_alerts(alive, {**lost, "offline_reason": "left"}) == []
+
+
+def test_clock_drift_alert_once_when_the_skew_crosses_the_threshold():
+    rec = {"cluster": "c1", "hostname": "w@h", "state": "HEARTBEAT", "offline_reason": None, "seen_at": 10.0}
+    [alert] = worker_alerts({**rec, "skew": -0.1}, {**rec, "skew": -45.0}, drift_threshold=16)
+    assert (alert["alert"], alert["skew"]) == ("clock-drift", -45.0)
+    assert worker_alerts({**rec, "skew": -45.0}, {**rec, "skew": -44.9}, drift_threshold=16) == []
+    assert worker_alerts(None, {**rec, "skew": 3.0}, drift_threshold=16) == []
 
 
 def test_only_finished_tasks_past_retention_leave_the_table():

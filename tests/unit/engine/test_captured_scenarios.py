@@ -23,8 +23,9 @@ EXPECTED = {
     "revoked_terminate_term": ("REVOKED", 0, {"revocation_reason": "terminated", "signum": 15}),
     "revoked_terminate_kill": ("REVOKED", 0, {"revocation_reason": "terminated", "signum": 9}),
     "revoked_eta_plain": ("REVOKED", 0, {"revocation_reason": "revoked"}),
-    # Reject(requeue=False) without acks_late emits only task-failed: FAILED, but the type says Reject.
-    "reject_drop": ("FAILED", 0, {"exception_type": "Reject", "rejection": None}),
+    # Reject(requeue=False) without acks_late emits only task-failed (the message was acked
+    # already): still the task's own Reject, so REJECTED(ignored) -- docs/state-rules.md.
+    "reject_drop": ("REJECTED", 0, {"exception_type": "Reject", "rejection": "ignored"}),
     "reject_requeue": ("SUCCEEDED", 0, {"rejection": "requeued", "requeues": 2}),
     "eta_countdown": ("SUCCEEDED", 0, {}),
     "eta_abs": ("SUCCEEDED", 0, {}),

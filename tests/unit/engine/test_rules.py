@@ -50,8 +50,9 @@ def test_retries_is_the_highest_seen_on_sent_or_received():
 
 
 def test_retry_then_waiting():
+    # Waiting for the 1st retry: one attempt ended by task-retried, so retries = 1.
     r = record([received(1, 0), ev("task-started", 2), ev("task-retried", 3, exception="IOError('x')")])
-    assert (r["state"], r["retries"], r["exception_type"]) == ("RETRY", 0, "IOError")
+    assert (r["state"], r["retries"], r["exception_type"]) == ("RETRY", 1, "IOError")
 
 
 def test_next_attempt_received_before_previous_retried_is_received():
@@ -76,10 +77,23 @@ def test_failed_without_retries_and_duplicate_failed_counts_once():
     assert (r["state"], r["exception_type"], r["exception"]) == ("FAILED", "TimeLimitExceeded", "ExceptionWithTraceback()")
 
 
-def test_failed_plus_rejected_drop_is_rejected_ignored():
-    events = [received(1), ev("task-started", 2), ev("task-failed", 3, exception="bad"), ev("task-rejected", 4, requeue=False)]
+def test_ordinary_failure_with_a_drop_is_failed_tagged_ignored():
+    # acks_late + task_acks_on_failure_or_timeout=False: Celery rejects every failed message
+    # (requeue=False) to drop it from the prefetched queue; the task FAILED all the same.
+    events = [received(1), ev("task-started", 2), ev("task-rejected", 3, requeue=False), ev("task-failed", 4, exception="KeyError('k')")]
     r = record(events)
-    assert (r["state"], r["rejection"], r["requeues"]) == ("REJECTED", "ignored", 0)
+    assert (r["state"], r["rejection"], r["requeues"], r["exception_type"]) == ("FAILED", "ignored", 0, "KeyError")
+
+
+def test_own_reject_is_rejected_ignored_with_or_without_the_rejected_event():
+    tb = "Traceback (most recent call last):\n  ...\ncelery.exceptions.Reject: (no reason given, False)\n"
+    failed = ev("task-failed", 3, exception="Reject(None, False)", traceback=tb)
+    r = record([received(1), ev("task-started", 2), failed, ev("task-rejected", 4, requeue=False)])
+    assert (r["state"], r["rejection"], r["exception_type"]) == ("REJECTED", "ignored", "Reject")
+    r = record([received(1), ev("task-started", 2), failed])  # without acks_late: only task-failed
+    assert (r["state"], r["rejection"], r["exception_type"]) == ("REJECTED", "ignored", "Reject")
+    r = record([received(1), ev("task-started", 2), ev("task-rejected", 4, requeue=False)])
+    assert (r["state"], r["rejection"]) == ("REJECTED", "ignored")
 
 
 def test_requeue_is_not_a_retry():
@@ -134,7 +148,8 @@ def test_exception_type_parsing():
         ({"type": "task-sent", "uuid": U, "timestamp": 1, "retries": True}, "retries"),
         ({"type": "task-succeeded", "uuid": U, "timestamp": 1, "runtime": "fast"}, "runtime"),
         ({"type": "task-sent", "uuid": U, "timestamp": 1, "clock": 1.5}, "clock"),
-        ({"type": "task-bogus", "uuid": U, "timestamp": 1}, "unknown event type"),
+        ({"type": "task-bogus", "timestamp": 1}, "uuid"),  # an unknown task-* type still needs a uuid
+        ({"type": "", "timestamp": 1}, "empty"),
         ({"type": "worker-heartbeat", "timestamp": 1}, "hostname"),
         ({"type": "worker-heartbeat", "hostname": "w", "timestamp": 1, "freq": "2"}, "freq"),
         ({"type": 7, "timestamp": 1}, "'type'"),
@@ -204,8 +219,8 @@ def test_state_survives_a_json_round_trip_like_the_table_changelog():
     state = None
     for body in events[:2]:
         state, _ = fold_task(state, parse_event(body))
-    state = json.loads(json.dumps({**state, "ids": sorted(state["ids"])}))  # as recovered from Kafka
+    state = json.loads(json.dumps(state))  # as recovered from Kafka
     state, changed = fold_task(state, parse_event(events[0]))
-    assert not changed  # the recovered ids still deduplicate
+    assert not changed  # the recovered entries still deduplicate
     state, changed = fold_task(state, parse_event(events[2]))
     assert changed and derive_task(state)["state"] == "STARTED" and derive_task(state)["events_count"] == 3

@@ -1,5 +1,5 @@
 from streams.engine import Tracker
-from streams.sink.rows import EVENT_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, event_row, task_row, worker_row
+from streams.sink.rows import EVENT_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, event_row, task_row, worker_row
 
 
 def test_rows_have_every_column(scenario_events):
@@ -26,6 +26,23 @@ def test_event_row_keeps_the_body_and_refuses_non_events():
     env = {"cluster": "c", "bridge": "b", "seq": 3, "received_at": 1.5, "event": {"type": "task-sent", "uuid": "u", "timestamp": 1.25, "clock": 7, "pid": 1, "name": "n"}}
     row = dict(zip(EVENT_COLUMNS, event_row(env)))
     assert (row["uuid"], row["clock"], row["timestamp"], row["name"], row["seq"]) == ("u", 7, 1.25, "n", 3)
-    assert '"clock":7' in row["body"]
+    assert b'"clock":7' in row["body"]  # bytes: the driver sends them as they are
     assert event_row({"event": "x"}) is None
     assert event_row({"event": {"timestamp": "bad"}}) is None
+
+
+def test_event_columns_from_a_pack_skip_what_is_not_an_event():
+    pack = {"v": 2, "cluster": "c", "bridge": "b", "read_until": 0, "events": [
+        {"seq": 1, "received_at": 2.0, "event": {"type": "task-sent", "uuid": "u", "timestamp": 86400.5, "pid": True}},
+        {"seq": 2, "received_at": 2.0, "event": ["not", "an", "event"]},
+        {"seq": 3, "received_at": 2.5, "event": {"type": "worker-heartbeat", "hostname": "w@h", "timestamp": 3, "clock": -1}},
+    ]}  # fmt: skip
+    columns = EventColumns()
+    assert columns.add_pack(pack) == 2 and (columns.size, columns.skipped) == (2, 1)
+    assert columns.add_pack({"v": 2, "events": None}) == 0 and columns.skipped == 2
+    rows = [dict(zip(EVENT_COLUMNS, row)) for row in columns.rows()]
+    assert [(r["seq"], r["type"], r["pid"], r["clock"], r["timestamp"], r["event_time"]) for r in rows] == [
+        (1, "task-sent", 0, 0, 86400.5, 86400), (3, "worker-heartbeat", 0, 0, 3.0, 3)
+    ]
+    assert str(rows[0]["event_date"]) == "1970-01-02" and rows[1]["hostname"] == "w@h" and rows[0]["bridge"] == "b"
+    assert all(len(column) == 2 for column in columns.columns)

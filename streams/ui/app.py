@@ -1,0 +1,432 @@
+"""The web UI: a read-only Starlette app over ClickHouse, server-rendered with Jinja2.
+
+Pages: /tasks (list, filters, live rows), /task (one task: record, attempts timeline, workflow
+graph), /workers, /analytics. Live parts are htmx fragments polled every UI_REFRESH_SECONDS
+(/tasks/rows, /task/live, /workers/rows). Every request only reads (there is no POST route at
+all), every query goes through ``queries`` (parameterised) and ``db.Pool`` (time and row limits),
+and every text from ClickHouse is escaped by Jinja's autoescape and isolated with ``<bdi>``
+(right-to-left marks in a task name cannot reorder the page around it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import hmac
+import math
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from streams.config import Settings
+from streams.engine import states as S
+from streams.report import Answer, load_query
+
+from . import attempts as attempts_mod
+from . import badges, charts, queries, workflow
+from .db import ClickHouseDown, Pool, QueryTimeout
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+NODE_MODULES = HERE / "node_modules"
+# The browser libraries, from npm at `make setup` (streams/ui/package.json): served from here,
+# never from a CDN (monitoring hosts are often offline).
+VENDOR = {
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
+}
+WINDOWS = (("", "all time"), ("300", "last 5 min"), ("900", "last 15 min"), ("3600", "last hour"),
+           ("21600", "last 6 hours"), ("86400", "last 24 hours"), ("604800", "last 7 days"))  # fmt: skip
+SCHEMA_TTL = 30.0  # seconds the column list of a table is cached (the engine adds columns on upgrade)
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+MAX_PARAM_CHARS = 100_000  # a filter value longer than this is refused (400), not sent to ClickHouse
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def missing_assets() -> list[str]:
+    """Vendor files not installed (``make setup`` runs ``npm ci`` in streams/ui)."""
+    return [path for path in VENDOR.values() if not (NODE_MODULES / path).is_file()]
+
+
+# -- formatting (Jinja filters) ------------------------------------------------------------------
+def fmt_ts(value) -> str:
+    if value is None:
+        return ""
+    return dt.datetime.fromtimestamp(float(value), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def fmt_clock(value) -> str:
+    """Time of day only (UTC), for dense tables; the full timestamp goes in the title."""
+    return fmt_ts(value)[11:]
+
+
+def fmt_duration(seconds) -> str:
+    if seconds is None:
+        return ""
+    seconds = float(seconds)
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds < 1:
+        return f"{sign}{seconds * 1000:.1f} ms"
+    if seconds < 120:
+        return f"{sign}{seconds:.2f} s"
+    if seconds < 7200:
+        return f"{sign}{seconds / 60:.1f} min"
+    return f"{sign}{seconds / 3600:.1f} h"
+
+
+def fmt_age(value, now: float | None = None) -> str:
+    if value is None:
+        return ""
+    age = (now or time.time()) - float(value)
+    if age < 0:
+        return f"in {fmt_duration(-age)}"
+    return f"{fmt_duration(age)} ago"
+
+
+def untrusted(text, limit: int | None = None, full_chars: int | None = None) -> Markup:
+    """Text from ClickHouse as inert, direction-isolated HTML; cut at ``limit`` characters with a
+    note of the full length (``full_chars`` when the query already cut it)."""
+    if text is None:
+        return Markup("")
+    text = str(text)
+    total = full_chars if full_chars is not None else len(text)
+    cut = text if limit is None or len(text) <= limit else text[:limit]
+    note = f"… ({total:,} characters)" if total > len(cut) else ""
+    return Markup('<bdi class="u">{}</bdi>{}').format(cut, Markup('<span class="cut">{}</span>').format(note) if note else "")
+
+
+def make_templates() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"], default=True))
+    env.filters.update(ts=fmt_ts, clock=fmt_clock, duration=fmt_duration, age=fmt_age, u=untrusted)
+    env.globals.update(qs=query_string, task_badge=badges.task_badge, worker_badge=badges.worker_badge, EVENT_COLOURS=badges.EVENT_COLOURS,
+                       TASK_STATES=S.TASK_STATES, FINAL_STATES=S.FINAL_STATES, WINDOWS=WINDOWS)  # fmt: skip
+    return env
+
+
+# -- request parsing -----------------------------------------------------------------------------
+def _param(request: Request, name: str) -> str:
+    value = request.query_params.get(name, "")
+    if len(value) > MAX_PARAM_CHARS:
+        raise BadRequest(f"parameter {name!r} is longer than {MAX_PARAM_CHARS:,} characters")
+    return value.strip() if name != "name" else value  # a task name may really end in a space
+
+
+def _number(request: Request, name: str) -> float:
+    raw = _param(request, name)
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"parameter {name!r} must be a number of seconds, got {raw[:50]!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise BadRequest(f"parameter {name!r} must be a positive number of seconds")
+    return value
+
+
+def task_filter(request: Request, now: float) -> queries.TaskFilter:
+    states = tuple(s for s in request.query_params.getlist("state") if s in S.TASK_STATES)
+    window = _number(request, "window")
+    uuid = _param(request, "uuid")
+    return queries.TaskFilter(
+        cluster=_param(request, "cluster"), states=states, name=_param(request, "name"),
+        worker=_param(request, "worker"), uuid=uuid, since=now - window if window else 0.0,
+    )  # fmt: skip
+
+
+def _cursor(request: Request) -> tuple[float, str] | None:
+    raw = _param(request, "before")
+    if not raw:
+        return None
+    at, sep, uuid = raw.partition(":")
+    try:
+        return float(at), uuid
+    except ValueError:
+        raise BadRequest("parameter 'before' must be <first_seen_at>:<uuid>") from None
+
+
+def query_string(params: dict, **changes) -> str:
+    merged = {**params, **changes}
+    pairs = []
+    for key, value in merged.items():
+        if value in (None, "", ()):
+            continue
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            pairs.append((key, item))
+    return urlencode(pairs)
+
+
+# -- the app -------------------------------------------------------------------------------------
+class UI:
+    """Page handlers; ``execute`` is the ClickHouse pool (or chdb in tests)."""
+
+    def __init__(self, settings: Settings, execute=None):
+        self.settings = settings
+        self.db = settings.clickhouse_database
+        self.pool = None
+        if execute is None:
+            self.pool = Pool(settings)
+            execute = self.pool.execute
+        self.execute = execute
+        self.templates = make_templates()
+        self.row_limit = max(1, settings.ui_row_limit)
+        self.page_size = max(1, min(settings.ui_page_size, self.row_limit))
+        self._schema: dict[str, tuple[float, frozenset[str]]] = {}
+
+    # shared -------------------------------------------------------------------
+    def columns(self, table: str) -> frozenset[str]:
+        cached = self._schema.get(table)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        present = queries.table_columns(self.execute, self.db, table)
+        self._schema[table] = (time.monotonic() + SCHEMA_TTL, present)
+        return present
+
+    def render(self, request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+        context.setdefault("cluster", request.query_params.get("cluster", ""))
+        context.update(
+            request=request, refresh=self.settings.ui_refresh_seconds, now=time.time(), row_limit=self.row_limit,
+        )  # fmt: skip
+        return HTMLResponse(self.templates.get_template(template).render(context), status_code=status)
+
+    def page(self, request: Request, template: str, **context) -> HTMLResponse:
+        cluster = request.query_params.get("cluster", "")
+        context["clusters"] = queries.clusters(self.execute, self.db, self.row_limit)
+        if cluster and cluster not in context["clusters"]:
+            context["clusters"].append(cluster)
+        return self.render(request, template, **context)
+
+    # tasks --------------------------------------------------------------------
+    def _task_rows(self, request: Request) -> dict:
+        now = time.time()
+        where = task_filter(request, now)
+        rows = queries.tasks(self.execute, self.db, self.columns("tasks"), where, self.page_size + 1, _cursor(request))
+        more = len(rows) > self.page_size
+        rows = rows[: self.page_size]
+        params = {k: request.query_params.getlist(k) for k in ("cluster", "state", "name", "worker", "uuid", "window")}
+        older = query_string(params, before=f"{rows[-1]['first_seen_at']!r}:{rows[-1]['uuid']}") if more and rows else ""
+        return {"rows": rows, "older": older, "params": params, "where": where, "paged": bool(_cursor(request)),
+                "limit_hit": self.page_size == self.row_limit and more}  # fmt: skip
+
+    def tasks(self, request: Request) -> Response:
+        context = self._task_rows(request)
+        cluster = context["where"].cluster
+        context["names"] = queries.task_names(self.execute, self.db, cluster, self.row_limit)
+        context["workers"] = queries.worker_names(self.execute, self.db, cluster, self.row_limit)
+        context["live_url"] = "/tasks/rows?" + query_string(context["params"], before=request.query_params.get("before"))
+        return self.page(request, "tasks.html", **context)
+
+    def task_rows(self, request: Request) -> Response:
+        return self.render(request, "_task_rows.html", **self._task_rows(request))
+
+    # one task -----------------------------------------------------------------
+    def _task(self, request: Request) -> dict:
+        uuid = _param(request, "uuid")
+        cluster = _param(request, "cluster")
+        if not uuid:
+            raise BadRequest("parameter 'uuid' is required")
+        found = queries.task(self.execute, self.db, cluster, uuid)
+        if not found:
+            return {"record": None, "uuid": uuid, "choices": []}
+        if len(found) > 1:
+            return {"record": None, "uuid": uuid, "choices": found}
+        record = found[0]
+        cluster = record["cluster"]
+        events = queries.task_events(self.execute, self.db, cluster, uuid, self.row_limit + 1)
+        events_cut = len(events) > self.row_limit
+        bodies = []
+        for row in events[: self.row_limit]:
+            try:
+                body = orjson.loads(row["body"])
+            except orjson.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                body = {}
+            body = {**body, "type": row["type"], "hostname": row["hostname"], "pid": row["pid"], "clock": row["clock"],
+                    "timestamp": row["timestamp"], "_received_at": row["received_at"]}  # fmt: skip
+            bodies.append(body)
+        groups = attempts_mod.group_attempts(bodies)
+        root = record.get("root_id") or uuid
+        nodes = queries.workflow(self.execute, self.db, self.columns("tasks"), cluster, root, self.row_limit + 1)
+        graph_cut = len(nodes) > self.row_limit
+        graph = workflow.layout(nodes[: self.row_limit], uuid) if len(nodes) > 1 else None
+        span = (min((e["timestamp"] for e in bodies), default=0.0), max((e["timestamp"] for e in bodies), default=0.0))
+        return {"record": record, "uuid": uuid, "cluster": cluster, "attempts": groups, "events_count": len(bodies),
+                "events_cut": events_cut, "graph": graph, "graph_cut": graph_cut, "span": span,
+                "live": record["state"] not in S.FINAL_STATES}  # fmt: skip
+
+    def task(self, request: Request) -> Response:
+        context = self._task(request)
+        status = 200 if context["record"] is not None or context["choices"] else 404
+        response = self.page(request, "task.html", **context)
+        response.status_code = status
+        return response
+
+    def task_live(self, request: Request) -> Response:
+        return self.render(request, "_task_body.html", **self._task(request))
+
+    # workers ------------------------------------------------------------------
+    def _workers(self, request: Request) -> dict:
+        cluster = _param(request, "cluster")
+        rows = queries.workers(self.execute, self.db, self.columns("workers"), cluster, self.row_limit + 1)
+        return {"workers": rows[: self.row_limit], "limit_hit": len(rows) > self.row_limit}
+
+    def workers(self, request: Request) -> Response:
+        context = self._workers(request)
+        context["live_url"] = "/workers/rows?" + query_string({"cluster": _param(request, "cluster")})
+        return self.page(request, "workers.html", **context)
+
+    def worker_rows(self, request: Request) -> Response:
+        return self.render(request, "_worker_rows.html", **self._workers(request))
+
+    # analytics ----------------------------------------------------------------
+    def _analytics_params(self, request: Request) -> dict:
+        window = _number(request, "window")
+        return {"cluster": _param(request, "cluster"), "name": _param(request, "name"), "since": time.time() - window if window else 0}
+
+    def analytics(self, request: Request) -> Response:
+        """The page and one placeholder per chart; each chart is its own request (/analytics/panel),
+        so the page shows at once and the charts' queries run side by side."""
+        params = self._analytics_params(request)
+        query = query_string({"cluster": params["cluster"], "name": params["name"], "window": request.query_params.get("window", "")})
+        panels = [{"id": chart_id, "heading": heading, "url": f"/analytics/panel?{query_string({'chart': chart_id})}&{query}"}
+                  for chart_id, heading, _ in charts.CHARTS.values()]  # fmt: skip
+        names = queries.task_names(self.execute, self.db, params["cluster"], self.row_limit)
+        return self.page(request, "analytics.html", panels=panels, names=names, name=params["name"],
+                         window=request.query_params.get("window", ""))  # fmt: skip
+
+    def analytics_panel(self, request: Request) -> Response:
+        chart_id = _param(request, "chart")
+        found = [(name, heading, build) for name, (cid, heading, build) in charts.CHARTS.items() if cid == chart_id]
+        if not found:
+            raise BadRequest(f"no chart {chart_id[:50]!r}; charts: {', '.join(c for c, _, _ in charts.CHARTS.values())}")
+        name, heading, build = found[0]
+        query = load_query(name, self.db)
+        columns, rows = self.execute(query.sql, self._analytics_params(request))
+        answer = Answer(query, columns, rows[: self.row_limit])
+        panel = {"id": chart_id, "heading": heading, "title": query.title, "spec": build(answer), "columns": columns,
+                 "rows": answer.rows, "cut": len(rows) > self.row_limit}  # fmt: skip
+        return self.render(request, "_panel.html", p=panel)
+
+
+def vendor(request: Request) -> Response:
+    path = VENDOR.get(request.path_params["name"])
+    if path is None or not (NODE_MODULES / path).is_file():
+        return PlainTextResponse("not found", status_code=404)
+    return FileResponse(NODE_MODULES / path, headers={"Cache-Control": "public, max-age=86400"})
+
+
+class Guard:
+    """ASGI middleware: optional HTTP Basic / bearer-token auth, security headers, Server-Timing.
+
+    With neither UI_BASIC_AUTH nor UI_TOKEN set every request passes (the server then refuses to
+    bind anything but loopback: ``server.check_bind``). ``Server-Timing: app;dur=<ms>`` is the
+    server's time for the request (make bench-ui reads it)."""
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.basic = settings.ui_basic_auth
+        self.token = settings.ui_token
+
+    def allowed(self, headers: dict[bytes, bytes]) -> bool:
+        if not self.basic and not self.token:
+            return True
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, value = auth.partition(" ")
+        if self.token and scheme.lower() == "bearer":
+            return hmac.compare_digest(value.strip().encode(), self.token.encode())
+        if self.basic and scheme.lower() == "basic":
+            try:
+                given = base64.b64decode(value.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            return hmac.compare_digest(given, self.basic.encode())
+        return False
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        if not self.allowed(headers):
+            challenge = [(b"www-authenticate", b'Basic realm="celery-monitor", charset="UTF-8"')] if self.basic else []
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), *challenge]})  # fmt: skip
+            await send({"type": "http.response.body", "body": b"authentication required (UI_BASIC_AUTH / UI_TOKEN)\n"})
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                extra = [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"server-timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()),
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings, execute=None) -> Guard:
+    """The ASGI app. ``execute(sql, params) -> (columns, rows)`` replaces the ClickHouse pool (tests)."""
+    ui = UI(settings, execute)
+
+    def handler(method):
+        def endpoint(request: Request) -> Response:  # sync: Starlette runs it in its thread pool
+            fragment = request.headers.get("hx-request") == "true"
+            try:
+                return method(request)
+            except BadRequest as exc:
+                return ui.render(request, "error.html", status=400, title="Bad request", message=str(exc), fragment=fragment)
+            except QueryTimeout as exc:
+                return ui.render(request, "error.html", status=504, title="Query timeout", message=str(exc), fragment=fragment)
+            except ClickHouseDown as exc:
+                return ui.render(request, "error.html", status=503, title="ClickHouse unavailable", message=str(exc), fragment=fragment)
+
+        return endpoint
+
+    routes = [
+        Route("/", lambda request: RedirectResponse("/tasks" + (f"?{request.url.query}" if request.url.query else ""))),
+        Route("/tasks", handler(ui.tasks)),
+        Route("/tasks/rows", handler(ui.task_rows)),
+        Route("/task", handler(ui.task)),
+        Route("/task/live", handler(ui.task_live)),
+        Route("/workers", handler(ui.workers)),
+        Route("/workers/rows", handler(ui.worker_rows)),
+        Route("/analytics", handler(ui.analytics)),
+        Route("/analytics/panel", handler(ui.analytics_panel)),
+        Route("/healthz", lambda request: PlainTextResponse("ok\n")),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
+        Route("/vendor/{name}", vendor),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        if ui.pool:
+            ui.pool.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ui = ui
+    return Guard(app, settings)

@@ -1,0 +1,100 @@
+"""`python -m streams ui`: checks the settings, binds the port itself, then serves with uvicorn.
+
+Binding before uvicorn starts lets a taken port fail with an error that names the setting to
+change (UI_PORT), as every server of the pipeline does, instead of uvicorn's bare errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+
+from streams.config import Settings
+
+log = logging.getLogger("streams.ui")
+
+OFF = "off"
+
+
+class UIConfigError(RuntimeError):
+    """A setting makes the UI unable or unsafe to start; the message names the setting."""
+
+
+def parse_port(settings: Settings) -> int | None:
+    """UI_PORT -> a port number, or None for 'off'."""
+    raw = str(settings.ui_port).strip().lower()
+    if raw == OFF:
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        raise UIConfigError(f"UI_PORT must be a port number or 'off', got {settings.ui_port!r}") from None
+    if not 0 < port < 65536:
+        raise UIConfigError(f"UI_PORT must be between 1 and 65535, got {port}")
+    return port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to serve beyond loopback without authentication, and a half-set basic auth."""
+    if settings.ui_basic_auth and ":" not in settings.ui_basic_auth:
+        raise UIConfigError("UI_BASIC_AUTH must be user:password")
+    if not is_loopback(settings.ui_host) and not (settings.ui_basic_auth or settings.ui_token):
+        raise UIConfigError(
+            f"UI_HOST={settings.ui_host} is not a loopback address: set UI_BASIC_AUTH=user:password or UI_TOKEN "
+            "(or keep UI_HOST=127.0.0.1 and put an authenticating proxy in front)"
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UIConfigError(
+                f"UI_PORT {port} on {host} is already in use: set UI_PORT (--ui-port) to a free port, or UI_PORT=off"
+            ) from None
+        raise UIConfigError(f"cannot bind the web UI to {host}:{port} (UI_HOST / UI_PORT): {exc.strerror}") from None
+    sock.listen(128)
+    return sock
+
+
+def url(settings: Settings, port: int | None = None) -> str:
+    host = settings.ui_host if ":" not in settings.ui_host else f"[{settings.ui_host}]"
+    return f"http://{host}:{port or parse_port(settings)}/"
+
+
+def serve(settings: Settings) -> None:
+    """Run the UI until SIGINT/SIGTERM. Raises UIConfigError before binding anything wrong."""
+    import uvicorn
+
+    from .app import create_app, missing_assets
+
+    port = parse_port(settings)
+    if port is None:
+        log.info("UI_PORT=off: the web UI is not started")
+        return
+    check_bind(settings)
+    missing = missing_assets()
+    if missing:
+        raise UIConfigError(f"the UI's browser libraries are not installed ({', '.join(missing)}): run `make setup` (npm ci in streams/ui)")
+    sock = bind(settings.ui_host, port)
+    app = create_app(settings)
+    log.info("web UI on %s (ClickHouse %s:%s, database %s)", url(settings, port), settings.clickhouse_host,
+             settings.clickhouse_port, settings.clickhouse_database)  # fmt: skip
+    config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False, server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])

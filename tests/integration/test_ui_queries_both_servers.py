@@ -1,0 +1,118 @@
+"""The UI's query layer on ClickHouse 18.16 (the server, through the UI's own pool) and 26.x (chdb):
+the same answers on the same rows; and the pool's limits hold on the old server."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+
+import pytest
+
+from streams.migrate import migrate
+from streams.sink.clickhouse import ClickHouseWriter, connect
+from streams.ui import queries
+from streams.ui.db import Pool
+from tests.sqlkit import Chdb, insert_sql
+from tests.ui_data import CLUSTER, HOSTILE, HOSTILE_UUID, OTHER, T0, VERSIONED_UUID, ui_dataset
+
+DB = "celery_uicheck"
+
+
+@pytest.fixture(scope="module")
+def both(stack, scenario_events, tmp_path_factory):
+    settings = dataclasses.replace(stack["settings"], clickhouse_database=DB, ui_row_limit=1000)
+    server = connect(settings, with_database=False)
+    server.execute(f"DROP DATABASE IF EXISTS {DB}")
+    migrate(server.execute, DB)
+    writer = ClickHouseWriter(settings, connect(settings))
+    modern = Chdb(str(tmp_path_factory.mktemp("chdb-ui")))
+    migrate(modern.execute, DB)
+    tables, _ = ui_dataset(scenario_events)
+    for table, (columns, rows) in tables.items():
+        writer.insert(table, columns, rows)
+        writer.insert(table, columns, rows)  # twice: duplicates change no answer
+        modern.execute(insert_sql(DB, table, columns, rows))
+    pool = Pool(settings)
+    yield pool, modern.query, settings
+    pool.close()
+    modern.close()
+    server.execute(f"DROP DATABASE IF EXISTS {DB}")
+
+
+def same(a, b) -> bool:
+    if isinstance(a, datetime.datetime) and isinstance(b, str):  # the driver's DateTime vs chdb's JSON text
+        return a.strftime("%Y-%m-%d %H:%M:%S") == b
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def assert_same(old: list[dict], new: list[dict]) -> None:
+    assert len(old) == len(new)
+    for a, b in zip(old, new):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert same(a[key], b[key]), (key, a[key], b[key])
+
+
+FILTERS = [
+    queries.TaskFilter(),
+    queries.TaskFilter(cluster=OTHER),
+    queries.TaskFilter(states=("RECOVERED", "CRITICAL")),
+    queries.TaskFilter(states=("STARTED",)),
+    queries.TaskFilter(name="feas.flaky"),
+    queries.TaskFilter(worker="w9@host"),
+    queries.TaskFilter(uuid="2"),
+    queries.TaskFilter(since=T0 + 4.5),
+    queries.TaskFilter(cluster=CLUSTER, name=HOSTILE),
+]
+
+
+@pytest.mark.parametrize("where", FILTERS, ids=lambda w: ",".join(f"{k}" for k, v in dataclasses.asdict(w).items() if v) or "all")
+def test_task_list_same_on_both(both, where):
+    pool, modern, _ = both
+    present = queries.table_columns(pool.execute, DB, "tasks")
+    assert present == queries.table_columns(modern, DB, "tasks")
+    old = queries.tasks(pool.execute, DB, present, where, 500)
+    assert_same(old, queries.tasks(modern, DB, present, where, 500))
+    if where.states == ("STARTED",):
+        assert VERSIONED_UUID not in {r["uuid"] for r in old}  # only its older version was STARTED
+    if where.name == HOSTILE:
+        assert [r["uuid"] for r in old] == [HOSTILE_UUID] and old[0]["name_chars"] == len(HOSTILE)
+    before = (old[1]["first_seen_at"], old[1]["uuid"]) if len(old) > 2 else None
+    if before:
+        assert_same(queries.tasks(pool.execute, DB, present, where, 3, before), queries.tasks(modern, DB, present, where, 3, before))
+
+
+def test_task_pages_same_on_both(both, scenario_ids):
+    pool, modern, _ = both
+    present = queries.table_columns(pool.execute, DB, "tasks")
+    for uuid in (scenario_ids["recovered_retry"][0], HOSTILE_UUID, scenario_ids["chain"][1]):
+        old = queries.task(pool.execute, DB, CLUSTER, uuid)
+        assert_same(old, queries.task(modern, DB, CLUSTER, uuid))
+        assert_same(queries.task(pool.execute, DB, "", uuid), old)
+        assert_same(queries.task_events(pool.execute, DB, CLUSTER, uuid, 500), queries.task_events(modern, DB, CLUSTER, uuid, 500))
+        root = old[0]["root_id"] or uuid
+        assert_same(queries.workflow(pool.execute, DB, present, CLUSTER, root, 500), queries.workflow(modern, DB, present, CLUSTER, root, 500))
+    assert queries.task(pool.execute, DB, CLUSTER, HOSTILE_UUID)[0]["args"] == HOSTILE
+
+
+def test_lists_same_on_both(both):
+    pool, modern, _ = both
+    present = queries.table_columns(pool.execute, DB, "workers")
+    assert_same(queries.workers(pool.execute, DB, present, "", 500), queries.workers(modern, DB, present, "", 500))
+    assert queries.clusters(pool.execute, DB, 100) == queries.clusters(modern, DB, 100) == [CLUSTER, OTHER]
+    assert queries.task_names(pool.execute, DB, "", 100) == queries.task_names(modern, DB, "", 100)
+    assert queries.worker_names(pool.execute, DB, CLUSTER, 100) == queries.worker_names(modern, DB, CLUSTER, 100)
+
+
+def test_the_pool_cannot_write_and_caps_rows(both):
+    pool, _, settings = both
+    with pytest.raises(Exception, match="readonly|Cannot execute query in readonly mode"):
+        pool.execute(f"INSERT INTO {DB}.tasks (cluster, uuid) SELECT 'x', 'y'", {})
+    with pytest.raises(Exception, match="Limit for result"):
+        pool.execute("SELECT number FROM system.numbers LIMIT %(n)s", {"n": settings.ui_row_limit + 5000})
+    assert pool.execute("SELECT 1", {})[1] == [(1,)]  # the pool still works after both

@@ -1,0 +1,96 @@
+"""The receiver's flush and tick paths with a fake broker message and a fake Kafka producer:
+packs go out before the broker ack, a refused send is retried without re-packing, ticks carry
+read_until."""
+
+import dataclasses
+
+import orjson
+
+from bridge.envelope import TASK, WORKER, Enveloper
+from bridge.producer import KafkaUnavailable
+from bridge.receiver import BrokerReceiver
+from streams.config import Settings
+from streams.packs import decode_pack
+
+
+class FakeMessage:
+    def __init__(self, body, routing_key, log):
+        self.body, self.headers, self.delivery_info, self.log = orjson.dumps(body), {}, {"routing_key": routing_key}, log
+
+    def ack(self, multiple=False):
+        self.log.append(("ack", multiple))
+
+
+class FakeProducer:
+    def __init__(self, log, fail=0):
+        self.log, self.fail, self.batches = log, fail, []
+
+    def partitions(self, kind):
+        return 4
+
+    def send_all(self, records, repack=None):
+        if self.fail:
+            self.fail -= 1
+            self.log.append(("refused", len(records)))
+            raise KafkaUnavailable("paused")
+        self.batches.append(records)
+        self.log.append(("kafka", len(records)))
+
+
+def receiver(log, fail=0, **overrides):
+    settings = dataclasses.replace(Settings.load(environ={}), cluster="prod", bridge_tick_seconds=1.0, **overrides)
+    producer = FakeProducer(log, fail)
+    return BrokerReceiver(settings, Enveloper("prod", "b"), producer), producer
+
+
+def events(n, host="w1@h"):
+    return [{"type": "task-started", "uuid": f"u{i}", "hostname": host, "timestamp": 1.0 + i, "clock": i} for i in range(n)]
+
+
+def test_flush_sends_packs_then_acks_the_broker():
+    log = []
+    r, producer = receiver(log)
+    r.pending = [(FakeMessage(events(20), "task.multi", log), 10.0), (FakeMessage({"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": 2.0}, "worker.heartbeat", log), 10.5)]
+    r.progress.connect(0.0)
+    r.progress.caught_up(9.0)
+    r._flush(acks=True)
+    assert [entry[0] for entry in log] == ["kafka", "ack"]  # Kafka first, then the broker ack
+    (records,) = producer.batches
+    packs = [decode_pack(rec.value) for rec in records]
+    assert sum(len(p.entries) for p in packs) == 21 and all(p.read_until == 9.0 for p in packs)
+    assert {rec.kind for rec in records} == {TASK, WORKER} and all(rec.partition is not None for rec in records)
+    assert len(records) <= 4 + 1  # at most one pack per partition: 4 task partitions, 1 worker's
+    assert r.pending == [] and r.counts["events"] == 21 and r.counts["packs"] == len(records)
+    worker_partition = next(rec.partition for rec in records if rec.kind == WORKER)
+    assert r.progress.last_pack[worker_partition] > 0
+
+
+def test_kafka_refusing_holds_the_ack_and_retries_the_same_packs():
+    log = []
+    r, producer = receiver(log, fail=1)
+    r.pending = [(FakeMessage(events(10), "task.multi", log), 10.0)]
+    r._flush(acks=True)
+    assert [entry[0] for entry in log] == ["refused", "kafka", "ack"]
+    assert log[0][1] == log[1][1]  # packed once: the retry sends the very same records
+
+
+def test_redis_flush_stamps_its_own_time_and_ticks_fill_quiet_partitions(monkeypatch):
+    log = []
+    r, producer = receiver(log)
+    clock = [1000.0]
+    monkeypatch.setattr("bridge.receiver.time.time", lambda: clock[0])
+    r.progress.connect(clock[0])
+    r.pending = [(FakeMessage({"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": 2.0}, "worker.heartbeat", log), 999.0)]
+    clock[0] = 1000.4
+    r._flush(acks=False)  # Redis: no ack, read_until = the flush time
+    (records,) = producer.batches
+    assert decode_pack(records[0].value).read_until == 1000.4 and "ack" not in [e[0] for e in log]
+    busy = records[0].partition
+    clock[0] = 1001.0
+    r._tick(acks=False)
+    ticks = producer.batches[-1]
+    assert sorted(t.partition for t in ticks) == sorted(set(range(4)) - {busy})
+    assert all(decode_pack(t.value).entries == () and decode_pack(t.value).read_until == 1001.0 for t in ticks)
+    clock[0] = 1001.5
+    r._tick(acks=False)
+    assert len(producer.batches) == 2  # nothing due between ticks
