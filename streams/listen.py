@@ -41,47 +41,54 @@ def setting_names(name: str) -> tuple[str, str]:
     return env, "--" + name.replace("_", "-")
 
 
-def _error(setting: str, value, why: str) -> SettingError:
+def _error(setting: str, value, why: str, host: str | None = None) -> SettingError:
     env, flag = setting_names(setting)
-    return SettingError(f"{env}={str(value)!r}: {why}; set {env} (or {flag}) to a free host:port, or 'off' for no endpoint")
+    where = f"{env}={str(value).strip()}" + (f" on {host}" if host is not None else "")
+    wanted = "port" if host is not None else "host:port"
+    return SettingError(f"{where}: {why}; set {env} (or {flag}) to a free {wanted}, or {env}=off for no endpoint")
 
 
-def parse_address(value, setting: str) -> tuple[str, int] | None:
-    """``host:port``, ``:port`` or ``port`` -> (host, port); ``off``/empty -> None.
+def parse_address(value, setting: str, host: str | None = None) -> tuple[str, int] | None:
+    """``host:port``, ``:port`` or ``port`` -> (host, port); ``off``/empty -> None. With ``host``
+    the setting is a port alone (UI_PORT, beside UI_HOST).
 
     Raises SettingError for anything else (the message names ``setting``)."""
     text = str(value).strip()
     if text.lower() in OFF:
         return None
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or DEFAULT_HOST
+    if host is None:
+        bound, _, port = text.rpartition(":")
+        bound = bound.strip("[]") or DEFAULT_HOST
+    else:
+        bound, port = host.strip("[]"), text
     try:
         number = int(port)
     except ValueError:
         number = -1
     if not 0 <= number <= 65535:
-        raise _error(setting, value, "not a host:port")
-    return host, number
+        raise _error(setting, value, "not a port" if host is not None else "not a host:port", host)
+    return bound, number
 
 
-def listen(value, setting: str, backlog: int = 64) -> socket.socket | None:
+def listen(value, setting: str, backlog: int = 64, host: str | None = None) -> socket.socket | None:
     """A listening TCP socket on the setting's address, or None when the setting is off.
 
+    ``host``: for a setting that is a port alone (the address comes from another setting).
     Raises SettingError when the address is taken or cannot be bound, naming the setting."""
-    address = parse_address(value, setting)
+    address = parse_address(value, setting, host)
     if address is None:
         return None
-    host, port = address
+    bound, port = address
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        family = socket.getaddrinfo(bound, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
-        raise _error(setting, value, f"cannot resolve {host!r} ({exc})") from exc
+        raise _error(setting, value, f"cannot resolve {bound!r} ({exc})", host) from exc
     try:
         # SO_REUSEADDR as http.server does: a restart may rebind while old connections sit in
         # TIME_WAIT; Linux still refuses a port another process listens on.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.bind((bound, port))
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
@@ -89,7 +96,7 @@ def listen(value, setting: str, backlog: int = 64) -> socket.socket | None:
             why = "the port is already in use (another process, e.g. a second instance on this host)"
         else:
             why = f"cannot listen there ({exc.strerror or exc})"
-        raise _error(setting, value, why) from exc
+        raise _error(setting, value, why, host) from exc
     return sock
 
 

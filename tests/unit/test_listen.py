@@ -33,7 +33,7 @@ def test_addresses():
 
 @pytest.mark.parametrize("value", ["localhost", "127.0.0.1:http", "127.0.0.1:70000"])
 def test_a_malformed_address_names_the_setting(value):
-    with pytest.raises(SettingError, match=r"STREAMS_METRICS_ADDR=.*--streams-metrics-addr.*'off'"):
+    with pytest.raises(SettingError, match=r"STREAMS_METRICS_ADDR=.*--streams-metrics-addr.*STREAMS_METRICS_ADDR=off"):
         parse_address(value, "streams_metrics_addr")
 
 
@@ -41,8 +41,8 @@ def test_a_taken_port_names_the_setting(taken):
     with pytest.raises(SettingError) as err:
         listen(taken, "bridge_metrics_addr")
     message = str(err.value)
-    assert message.startswith(f"BRIDGE_METRICS_ADDR='{taken}': the port is already in use")
-    assert "--bridge-metrics-addr" in message and "'off'" in message
+    assert message.startswith(f"BRIDGE_METRICS_ADDR={taken}: the port is already in use")
+    assert "--bridge-metrics-addr" in message and "BRIDGE_METRICS_ADDR=off" in message
 
 
 def test_both_metrics_endpoints_refuse_a_taken_port(taken):
@@ -64,3 +64,10 @@ def test_a_free_port_is_served():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_port_alone_beside_its_host_setting(taken):
+    host, port = taken.rsplit(":", 1)
+    assert parse_address(port, "ui_port", host=host) == (host, int(port))
+    with pytest.raises(SettingError, match=f"^UI_PORT={port} on {host}: the port is already in use.*a free port, or UI_PORT=off"):
+        listen(port, "ui_port", host=host)
