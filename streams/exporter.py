@@ -37,10 +37,10 @@ monotonic wherever its partition goes:
   series continues (from another ``instance`` after a move: ``sum(increase(...))`` over
   instances counts it once; the events between the old owner's last scrape and the new owner's
   first are then not in any ``increase``, the raw totals still are);
-* crash (kill -9): the table write and the event's commit are separate (at-least-once), so a
-  partition may reload up to one batch below what was exported — Prometheus reads that as a
-  counter reset (one spike in ``rate``/``increase`` over the window that holds it) — or re-count
-  events of the last batch whose table write was lost;
+* crash (kill -9): the task states and the counts are separate changelog writes, so the packs
+  in flight (at-least-once: re-read after the restart) may be counted twice or not at all, and
+  a partition may reload a little below what was exported — Prometheus reads that as a counter
+  reset (one spike in ``rate``/``increase`` over the window that holds it);
 * a task dropped from the engine's table after ``STREAMS_TASK_RETENTION`` that receives a very
   late duplicate is counted again (the engine no longer knows it).
 
