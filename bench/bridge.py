@@ -67,7 +67,9 @@ def main(argv=None) -> None:
     port = services.free_port()
     tansu, argv_, env = services.tansu(run_dir, port)
     tansu.start(argv_, env=env)
-    settings = Settings.load(kafka_bootstrap=f"127.0.0.1:{port}", broker_url=args.broker, cluster=f"bench-{os.getpid()}")
+    settings = Settings.load(
+        kafka_bootstrap=f"127.0.0.1:{port}", broker_url=args.broker, cluster=f"bench-{os.getpid()}", bridge_metrics_addr="off"
+    )  # metrics off: the default port may be taken, which is an error now
     pipeline = Pipeline(settings, run_dir / "logs")
     try:
         from streams.topics import ensure_topics
