@@ -158,12 +158,13 @@ def _eta_seconds(eta: str | None) -> float | None:
 class _Partition:
     """The counts of one source partition: what is persisted and exported under its label."""
 
-    __slots__ = ("counters", "histograms", "dirty")
+    __slots__ = ("counters", "histograms", "dirty", "zeroed")
 
     def __init__(self) -> None:
         self.counters: dict[_Key, float] = {}
         self.histograms: dict[_Key, list] = {}  # key -> [per-bucket counts (not cumulative), sum]
         self.dirty: set[tuple[str, str]] = set()  # (cluster, name) changed since take_dirty
+        self.zeroed: set[tuple] = set()  # (cluster, name, hostname, queue) whose worker-side series exist
 
     def group(self, cluster: str, name: str) -> dict:
         """The persisted value of one (cluster, task name): JSON-able."""
@@ -234,7 +235,9 @@ class CeleryExporter(Collector):
                 else:
                     key = (metric, cluster, name, worker, queue, "")
                 counters[key] = counters.get(key, 0) + count
-            if delta.keys() - {SENT}:
+            labels = (cluster, name, worker, queue)
+            if labels not in part.zeroed and delta.keys() - {SENT}:
+                part.zeroed.add(labels)
                 for metric in WORKER_SIDE:  # celery-exporter's inc(0): the series exist before their first event
                     counters.setdefault((metric, cluster, name, worker, queue, ""), 0)
             runtime = record.get("runtime")
