@@ -1,8 +1,8 @@
 """`make bench-sink`: rows/s from Kafka into ClickHouse, and report latency on >= 1M events.
 
 A private Tansu and ClickHouse (18.16) on free ports. The task-events topic is pre-loaded with
->= 1,000,000 recorded task events (the shared load fixture, uuids rewritten per copy, bridge
-envelopes) and the task-states topic with the engine's final record of each of their tasks.
+>= 1,000,000 recorded task events (the shared load fixture, uuids rewritten per copy, in the
+bridge's packs as it writes them under load: ~500 events per pack) and the task-states topic with the engine's final record of each of their tasks.
 Then the sink (the same class `streams worker` runs) drains both, insert-then-commit, timed
 from its first batch to the last row; then the same again with N `python -m streams sink`
 processes in one consumer group (--processes, into a second database); then every report

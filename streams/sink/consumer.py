@@ -105,7 +105,7 @@ class ClickHouseSink:
             "max.poll.interval.ms": 600_000,
             "fetch.wait.max.ms": 100,  # the sink's batches are time-bounded; don't add half a second per hop
         })  # fmt: skip
-        self.consumer.subscribe(list(self.routes))
+        self.consumer.subscribe(list(self.routes), on_assign=self._on_assign)
         if self.writer is None:
             self.writer = ClickHouseWriter(s)
 
@@ -176,6 +176,10 @@ class ClickHouseSink:
             # A rebalance took the partitions: their new owner re-reads and re-inserts the same
             # rows, which the ReplacingMergeTree keys make harmless.
             log.warning("sink: commit after insert failed (%s); rows will be re-read and deduplicated", exc)
+
+    @staticmethod
+    def _on_assign(_consumer, partitions) -> None:
+        log.info("sink: partitions assigned: %d", len(partitions))
 
     @staticmethod
     def _consumer_error(error: KafkaError) -> None:
