@@ -200,6 +200,8 @@ class TaskFolder:
             cls = item.__class__
             if cls is TaskEvent:
                 events += 1
+                if item.kind == "other" and self.metrics:  # a task-* type the rules do not know: kept, counted
+                    self.metrics.other_events.labels(_bounded_type(item.type)).inc()
                 key = f"{item.cluster or ''}/{item.uuid}"
                 state = states.get(key)
                 if state is None:
