@@ -137,7 +137,10 @@ def test_samples_reach_clickhouse_and_the_report(stack, names, tmp_path):
         pipeline._proc("sink", [sys.executable, "-m", "streams", "sink"])
         query = f"SELECT messages, role FROM {settings.clickhouse_database}.queue_lengths FINAL WHERE cluster = %(c)s ORDER BY queue"
         deadline = time.monotonic() + 60
-        while {role for _, role in (rows := client.execute(query, {"c": settings.cluster}))} != {"task", "bridge"}:  # keyed apart: two partitions
+        while True:  # a task-queue and a bridge-queue sample: keyed apart, they may arrive apart
+            rows = client.execute(query, {"c": settings.cluster})
+            if {role for _, role in rows} == {"task", "bridge"}:
+                break
             pipeline.check_alive()
             if time.monotonic() > deadline:
                 raise PipelineError(f"no queue-length rows in ClickHouse: {rows}")
