@@ -9,7 +9,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser faketime up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui chaos clean
+.PHONY: help setup browser faketime up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -96,10 +96,13 @@ bench-e2e: setup  ## the whole pipeline at increasing rates (live Celery worker 
 bench-ui: setup  ## the web UI's server time per page (p50/p95) on 1M events / 250k tasks
 	$(PY) -m bench.ui
 
+bench-ops: setup  ## queue-length sampling cost (RabbitMQ, Redis; depths read back exactly) and the celery-exporter metrics' cost per event
+	$(PY) -m bench.ops
+
 chaos: setup  ## faults under a real Celery workload (kill -9 bridge x3 and streams, ClickHouse down 30s, Kafka paused 20s): events lost, duplicates absorbed
 	$(PY) -m demo.chaos
 
-bench: bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui  ## every benchmark (per stage, then end to end)
+bench: bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops  ## every benchmark (per stage, then end to end)
 
 clean: down  ## stop our services and delete the run directory and venv
 	rm -rf $(RUN_DIR) $(VENV)

@@ -1,4 +1,8 @@
-"""python -m bridge --broker URL --cluster NAME [--kafka-bootstrap HOST:PORT ...]"""
+"""python -m bridge --broker URL --cluster NAME [--kafka-bootstrap HOST:PORT ...]
+
+Also: ``python -m bridge queues`` (this product's bridge queues: depth, consumers) and
+``python -m bridge forget --cluster NAME`` (delete a retired cluster's queue) — bridge/lifecycle.py.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,23 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 
 from streams.config import Settings, add_arguments
+from streams.listen import SettingError
 from streams.logs import setup_logging
 
 from .clusters import ClusterSpec, load_clusters
 from .envelope import Enveloper
 from .metrics import BridgeMetrics
 from .producer import KafkaEventProducer
+from .queues import QueueSampler
 from .receiver import BrokerReceiver
 from .redact import Redactor
 
 log = logging.getLogger("bridge")
+INSPECT_WAIT = 5.0  # a sampler in the middle of its inspect broadcasts finishes them
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,6 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             "bridge_tick_seconds",
             "bridge_kafka_timeout",
             "bridge_metrics_addr",
+            "bridge_queue_sample_seconds",
+            "bridge_queues",
+            "bridge_queue_discovery",
+            "topic_queue_lengths",
             "bridge_redact_fields",
             "bridge_redact_mode",
             "bridge_redact_max_chars",
@@ -63,6 +75,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("queues", "forget"):
+        from .lifecycle import main as lifecycle
+
+        sys.exit(lifecycle(argv))
     args = parse_args(argv)
     setup_logging(args.log_level)
     settings = Settings.load(args)
@@ -74,31 +91,44 @@ def main(argv=None) -> None:
     else:
         specs = [ClusterSpec(settings.cluster, settings.broker_url, settings.bridge_queue, settings.broker_ssl)]
     metrics = BridgeMetrics()
-    metrics.serve(settings.bridge_metrics_addr)
+    try:
+        metrics.serve(settings.bridge_metrics_addr)
+    except SettingError as exc:  # a setting to change, not a crash: one line, no traceback
+        log.error("%s", exc)
+        sys.exit(2)
     producer = KafkaEventProducer(settings)  # one producer (thread-safe) for every cluster
-    receivers = []
+    receivers, samplers = [], []
     for spec in specs:
         cluster_settings = dataclasses.replace(settings, cluster=spec.name, broker_url=spec.broker_url, bridge_queue=spec.queue)
+        if spec.queues is not None:
+            cluster_settings = dataclasses.replace(cluster_settings, bridge_queues=",".join(spec.queues))
         enveloper = Enveloper(spec.name, bridge_id, redactor)
         receivers.append(
             BrokerReceiver(cluster_settings, enveloper, producer, metrics, spec.transport_options, spec.ssl)
         )
+        if settings.bridge_queue_sample_seconds > 0:
+            samplers.append(QueueSampler(cluster_settings, bridge_id, producer.send_all, metrics, spec.transport_options, spec.ssl))
 
     def stop(signum, _frame):
         log.info("bridge stopping on signal %d: flushing the current batches", signum)
-        for receiver in receivers:
-            receiver.stop()
+        for worker in (*receivers, *samplers):
+            worker.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     threads = [threading.Thread(target=r.run, name=f"cluster-{r.settings.cluster}", daemon=True) for r in receivers]
+    sampling = [threading.Thread(target=s.run, name=f"queues-{s.settings.cluster}", daemon=True) for s in samplers]
     try:
-        for thread in threads:
+        for thread in (*threads, *sampling):
             thread.start()
         while any(thread.is_alive() for thread in threads):
             for thread in threads:
                 thread.join(timeout=0.5)  # short joins: the main thread must stay free for signals
     finally:
+        for sampler in samplers:
+            sampler.stop()
+        for thread in sampling:
+            thread.join(timeout=INSPECT_WAIT)
         producer.close()
         log.info("bridge stopped: %s", {r.settings.cluster: r.counts for r in receivers})
 

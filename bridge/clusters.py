@@ -5,6 +5,7 @@
     broker = "amqp://monitor:secret@rabbit-eu:5672//"
     queue = "celery-monitor.bridge.prod-eu"      # optional (AMQP); default celery-monitor.bridge.<name>
     ssl = true                                    # optional: broker TLS (true, or a table of ssl options)
+    queues = ["celery", "priority"]               # optional: task queues to sample (default BRIDGE_QUEUES)
 
     [clusters.batch]
     broker = "redis://redis-batch:6379/0"
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no '/', it separates cluster and hostname in keys
-KEYS = {"broker", "queue", "ssl", "transport_options"}
+KEYS = {"broker", "queue", "ssl", "transport_options", "queues"}
 
 
 class ClusterConfigError(ValueError):
@@ -37,6 +38,7 @@ class ClusterSpec:
     queue: str = ""
     ssl: bool | dict = False
     transport_options: dict = field(default_factory=dict)
+    queues: tuple[str, ...] | None = None  # task queues whose lengths are sampled; None: BRIDGE_QUEUES
 
 
 def parse_clusters(text: str, source: str = "<config>") -> list[ClusterSpec]:
@@ -64,7 +66,10 @@ def parse_clusters(text: str, source: str = "<config>") -> list[ClusterSpec]:
         options = table.get("transport_options", {})
         if not isinstance(ssl, (bool, dict)) or not isinstance(options, dict):
             raise ClusterConfigError(f"{where}: 'ssl' is true/false or a table; 'transport_options' is a table")
-        specs.append(ClusterSpec(name, broker, str(table.get("queue", "")), ssl, dict(options)))
+        queues = table.get("queues")
+        if queues is not None and (not isinstance(queues, list) or not all(isinstance(q, str) and q for q in queues)):
+            raise ClusterConfigError(f"{where}: 'queues' is a list of queue names, e.g. [\"celery\"]")
+        specs.append(ClusterSpec(name, broker, str(table.get("queue", "")), ssl, dict(options), tuple(queues) if queues is not None else None))
     return specs
 
 

@@ -23,6 +23,7 @@ from streams.records import dead_letter
 from .redact import Redactor
 
 TASK, WORKER, DEAD, STATUS = "task", "worker", "dead", "status"
+QUEUE = "queue"  # queue-length samples (bridge/queues.py)
 
 
 def topics_by_kind(settings) -> dict[str, str]:
@@ -32,6 +33,7 @@ def topics_by_kind(settings) -> dict[str, str]:
         WORKER: settings.topic_worker_events,
         DEAD: settings.topic_dead_letters,
         STATUS: settings.topic_bridge_status,
+        QUEUE: settings.topic_queue_lengths,
     }
 
 
@@ -46,9 +48,10 @@ class Entry(NamedTuple):
 class Routed(NamedTuple):
     """One Kafka record. Packs have ``partition`` set, key None, and keep their encoded entries
     (``parts``: (key, bytes) each) and signs of life (``seen``) so that a refused pack can be
-    packed again; dead letters and status records are keyed and partitioned by the producer."""
+    packed again; dead letters, status records and queue-length samples are keyed and
+    partitioned by the producer."""
 
-    kind: str  # TASK | WORKER | DEAD | STATUS
+    kind: str  # TASK | WORKER | DEAD | STATUS | QUEUE
     key: bytes | None
     value: bytes
     partition: int | None = None

@@ -3,19 +3,20 @@
 GET /metrics   the counters and gauges below
 GET /healthz   200 while the consume loop is alive (it ticks at least every batch interval),
                503 with the reason otherwise — for a liveness probe.
-Bound to BRIDGE_METRICS_ADDR (default 127.0.0.1:9464; empty = off).  A bind failure is logged
-and the bridge runs on without metrics rather than not at all.
+Bound to BRIDGE_METRICS_ADDR (default 127.0.0.1:9464; 'off' = none).  A taken port is an error
+naming the setting (streams/listen.py): a bridge silently without metrics is worse than none.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from streams.listen import serve_http
 
 log = logging.getLogger("bridge.metrics")
 STALE_AFTER = 120.0  # seconds without a loop tick (longer than a Kafka retry wait) -> unhealthy
@@ -36,6 +37,13 @@ class BridgeMetrics:
         self.broker_reconnects = Counter("bridge_broker_reconnects_total", "Broker connections lost and retried", ["cluster"], registry=r)
         self.gaps = Counter("bridge_gaps_total", "Loss detected (Redis): missed heartbeats, disconnects", ["cluster", "gap"], registry=r)
         self.in_flight = Gauge("bridge_in_flight_messages", "Broker messages received, not yet in Kafka", ["cluster"], registry=r)
+        self.own_queue_messages = Gauge(
+            "bridge_queue_messages", "Messages waiting in this bridge's own broker queue (AMQP; sampled with the task queues)", ["cluster"], registry=r
+        )
+        self.queue_sample_seconds = Gauge(
+            "bridge_queue_sample_seconds", "Time the last queue-length sample took, by step (discover: inspect broadcasts; measure: passive declares)",
+            ["cluster", "step"], registry=r,
+        )  # fmt: skip
         self.last_tick: dict[str, float] = {}  # cluster -> when its consume loop last went round
 
     def tick(self, cluster: str) -> None:
@@ -50,34 +58,16 @@ class BridgeMetrics:
         return 200, {"status": "ok", "seconds_since_loop": ages}
 
     def serve(self, address: str) -> ThreadingHTTPServer | None:
-        if not address or address == "off":
-            return None
-        host, _, port = address.rpartition(":")
-        metrics = self
+        """Serve /metrics and /healthz; None when BRIDGE_METRICS_ADDR is off.
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                if self.path.startswith("/metrics"):
-                    status, body, ctype = 200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST
-                elif self.path.startswith("/healthz"):
-                    status, payload = metrics.health()
-                    body, ctype = json.dumps(payload).encode(), "application/json"
-                else:
-                    status, body, ctype = 404, b"not found\n", "text/plain"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        Raises streams.listen.SettingError (naming BRIDGE_METRICS_ADDR) when the address is taken."""
 
-            def log_message(self, *args):  # scrapes are not news
-                pass
+        def health() -> tuple[int, bytes, str]:
+            status, payload = self.health()
+            return status, json.dumps(payload).encode(), "application/json"
 
-        try:
-            server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-        except OSError as exc:
-            log.warning("metrics endpoint %s not started (%s); the bridge runs without it", address, exc)
-            return None
-        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-        log.info("metrics on http://%s/metrics, health on /healthz", address)
+        routes = {"/metrics": lambda: (200, generate_latest(self.registry), CONTENT_TYPE_LATEST), "/healthz": health}
+        server = serve_http(address, "bridge_metrics_addr", routes, name="metrics")
+        if server is not None:
+            log.info("metrics on http://%s/metrics, health on /healthz", address)
         return server

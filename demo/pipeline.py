@@ -192,15 +192,33 @@ class Pipeline:
 
     def cleanup_broker(self) -> None:
         """Delete the demo's own queues (never anything else) from the Celery broker."""
-        from kombu import Connection, Queue
+        delete_queues(self.settings.broker_url, [self.task_queue, self.settings.bridge_queue_name])
 
-        with Connection(self.settings.broker_url, connect_timeout=5) as conn:
-            channel = conn.channel()
-            for name in (self.task_queue, self.settings.bridge_queue_name):
-                try:
-                    Queue(name, channel=channel).delete()
-                except Exception:  # noqa: BLE001 - already gone, or a transport without queues
-                    pass
+
+REDIS_PRIORITY_STEPS = (3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS without 0 (the list itself)
+REDIS_SEP = "\x06\x16"  # kombu.transport.redis.Channel.sep
+
+
+def delete_queues(broker_url: str, names: list[str]) -> None:
+    """Delete these queues (and nothing else) from a broker: AMQP queues, or on Redis the lists
+    (priority sub-queues included) and kombu's binding sets of the exchange named like the queue
+    (Celery's default for a task queue), which a delete through a new connection leaves behind."""
+    from kombu import Connection, Queue
+
+    with Connection(broker_url, connect_timeout=5) as conn:
+        channel = conn.channel()
+        for name in names:
+            try:
+                Queue(name, channel=channel).delete()
+            except Exception:  # noqa: BLE001 - already gone, or a transport without queues
+                channel = conn.channel()  # AMQP closes a channel on a failed delete
+        if conn.transport.driver_type == "redis":
+            client = channel.client
+            for name in names:
+                client.delete(
+                    name, *(f"{name}{REDIS_SEP}{p}" for p in REDIS_PRIORITY_STEPS),
+                    f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}",
+                )  # fmt: skip
 
 
 def wait_for_tasks(client, settings: Settings, uuids: list[str], pipeline: Pipeline | None = None, timeout: float = 120.0) -> dict[str, dict]:

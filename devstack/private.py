@@ -57,7 +57,12 @@ def private_stack(run_dir: Path, prefix: str = "celery-monitor-test", **override
             session_timeout=3.0,
             cluster=f"test-{run}",
             data_dir=str(run_dir / "faust"),
-            **overrides,
+            # Endpoints on free ports too: a taken port is an error (streams/listen.py), and the
+            # defaults may be held by `make up`/`make demo` or another stack on this machine.
+            # Tests running two bridges or two streams workers at once give the second its own.
+            **{"bridge_metrics_addr": f"127.0.0.1:{services.free_port()}",
+               "streams_metrics_addr": f"127.0.0.1:{services.free_port()}",
+               "ui_port": str(services.free_port()), **overrides},  # fmt: skip
         )
         stack = PrivateStack(settings, run_dir, tansu, clickhouse, ch_http)
         stack.start_clickhouse()

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from .config import Settings, add_arguments, settings_table
+from .listen import SettingError
 from .logs import setup_logging
 
 log = logging.getLogger("streams")
@@ -189,7 +190,11 @@ def main(argv=None) -> None:
     settings = Settings.load(args)
     if args.command in ("worker", "sink", "ui"):
         log.info("%s starting: settings=%s", args.command, settings.as_dict())
-    args.func(settings, args)
+    try:
+        args.func(settings, args)
+    except SettingError as exc:  # a setting to change, not a crash: one line, no traceback
+        log.error("%s", exc)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import orjson
 from .config import Settings
 from .records import decode
 from .engine.alerts import FailureBursts
+from .exporter import CeleryExporter
 from .folders import Outputs, PackContext, TaskFolder, Topics, WorkerFolder, burst_alert
 from .metrics import StreamsMetrics
 from .outbox import Outbox, OutboxTable, Receipt
@@ -94,6 +95,8 @@ def create_app(settings: Settings) -> faust.App:
         _forget_local_tables(app.conf.tabledir)
 
     metrics = StreamsMetrics()
+    exporter = CeleryExporter()  # celery-exporter's metrics (streams/exporter.py), on STREAMS_METRICS_ADDR
+    metrics.registry.register(exporter)
     outbox = Outbox(settings.librdkafka_options(), client_id=f"{settings.app_id}-streams")
     names = Topics(settings, settings.app_id)
     outputs = Outputs(outbox, names, metrics)
@@ -109,9 +112,10 @@ def create_app(settings: Settings) -> faust.App:
         return app.tables.add(created)
 
     tasks, workers, losses = table("tasks"), table("workers"), table("worker-losses")
-    tables = (tasks, workers, losses)
-    task_folder = TaskFolder(tasks, losses, outputs, metrics)
-    worker_folder = WorkerFolder(workers, outputs, settings.worker_expiry_factor, settings.worker_drift_threshold, metrics)
+    counts = table("celery-metrics")  # the exporter's counts per partition/cluster/task name
+    tables = (tasks, workers, losses, counts)
+    task_folder = TaskFolder(tasks, losses, outputs, metrics, exporter=exporter, counts=counts)
+    worker_folder = WorkerFolder(workers, outputs, settings.worker_expiry_factor, settings.worker_drift_threshold, metrics, exporter=exporter)
     bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)
     gaps = OffsetGaps()
     rebuilt: dict[str, int] = {}  # source topic -> generation whose assignment the folder indexed
@@ -150,7 +154,18 @@ def create_app(settings: Settings) -> faust.App:
         source = tasks if folder is task_folder else workers
         rows = list(source.items())
         kept = sum(folder.assigned(p, rows) for p in assigned)
+        export_assignment(reload=folder is task_folder)
         log.info("indexed %d rows of %d partitions of %s in %.2fs", kept, len(assigned), topic_name, time.perf_counter() - started)
+
+    def export_assignment(reload: bool = False) -> None:
+        """The exporter exports the partitions this worker owns: counts (re)loaded from their
+        table when a generation starts, workers and queue samples of revoked partitions dropped."""
+        assignment = app.consumer.assignment()
+        owned = {topic: {tp.partition for tp in assignment if tp.topic == topic} for topic in
+                 (settings.topic_task_events, settings.topic_worker_events, settings.topic_queue_lengths)}  # fmt: skip
+        exporter.assign_tasks(owned[settings.topic_task_events], counts.items(), reload=reload)
+        exporter.keep_workers(owned[settings.topic_worker_events])
+        exporter.drop_queue_partitions(owned[settings.topic_queue_lengths])
 
     def acker(source):
         if isinstance(source, _Refetched):
@@ -219,6 +234,15 @@ def create_app(settings: Settings) -> faust.App:
             index_assignment(settings.topic_worker_events, event.message.generation_id, worker_folder)
             await process(event, fold_workers)
 
+    @app.agent(topic(settings.topic_queue_lengths), name="export_queue_lengths")
+    async def export_queue_lengths(stream):
+        async for event in stream.events():
+            exporter.queue_sample(event.message.partition, orjson.loads(event.value))
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked_counts(_app, revoked, **kwargs):
+        exporter.drop_tasks({tp.partition for tp in revoked if tp.topic == settings.topic_task_events})
+
     @app.agent(topic(names.failures, internal=True), name="detect_failure_bursts")
     async def detect_failure_bursts(stream):
         async for event in stream.noack().events():
@@ -257,15 +281,16 @@ def create_app(settings: Settings) -> faust.App:
                     metrics.lag.labels(tp.topic, str(tp.partition)).set(max(highwater - committed, 0))
         for (partition, cluster), mark in list(worker_folder.watermarks.items()):
             metrics.watermark.labels(cluster or "", str(partition)).set(mark)
+        if not app.rebalancing:
+            export_assignment()  # partitions owned but quiet since the start are exported too
 
-    @app.task
-    async def serve_metrics():
-        metrics.serve(settings.streams_metrics_addr)
+    metrics.serve(settings.streams_metrics_addr)  # now, not in a Faust task: a taken port stops the start
 
     app.service(_outbox_service(app, outbox))
     if settings.sink == "inline":
         app.service(_sink_service(settings))
     app.monitor_metrics = metrics  # for tests and the benchmark
+    app.celery_exporter = exporter
     app.outbox = outbox
     return app
 

@@ -52,6 +52,9 @@ class Settings:
     topic_bridge_status: str = _setting(
         "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)"
     )
+    topic_queue_lengths: str = _setting(
+        "celery.queue-lengths.v1", "TOPIC_QUEUE_LENGTHS", "queue-length samples of the Celery task queues, key = cluster/queue"
+    )
     # Celery broker (bridge)
     broker_url: str = _setting(
         "amqp://guest:guest@127.0.0.1:5672//", "CELERY_BROKER_URL", "Celery broker to read events from (amqp:// or redis://)", secret=True
@@ -80,6 +83,15 @@ class Settings:
     )
     bridge_kafka_timeout: float = _setting(
         10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries"
+    )
+    bridge_queue_sample_seconds: float = _setting(
+        10.0, "BRIDGE_QUEUE_SAMPLE_SECONDS", "seconds between samples of the Celery task queues' lengths (own thread and broker connection; 0 = off)"
+    )
+    bridge_queues: str = _setting(
+        "", "BRIDGE_QUEUES", "comma list of Celery task queues to sample besides those the workers report (e.g. celery,priority)"
+    )
+    bridge_queue_discovery: bool = _setting(
+        True, "BRIDGE_QUEUE_DISCOVERY", "ask the workers for their queues and pool sizes at every sample (Celery inspect active_queues/stats, as celery-exporter)"
     )
     bridge_metrics_addr: str = _setting(
         "127.0.0.1:9464", "BRIDGE_METRICS_ADDR", "host:port of the bridge's /metrics and /healthz ('off' = none)"
@@ -219,6 +231,7 @@ class Settings:
             self.topic_dead_letters,
             self.topic_bridge_status,
             self.topic_alerts,
+            self.topic_queue_lengths,
         ]
 
     def as_dict(self) -> dict:

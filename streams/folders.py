@@ -40,6 +40,7 @@ from .engine import (
 )
 from .engine.alerts import FailureBursts, newly_failed, said, task_alerts, worker_alerts
 from .engine.states import FINAL_STATES, OFFLINE, ORPHANABLE_STATES
+from .exporter import contribution
 
 log = logging.getLogger("streams.folders")
 
@@ -149,11 +150,14 @@ class TaskFolder:
     rebuilt from the table when a partition is (re)assigned (:meth:`assigned`).
     """
 
-    def __init__(self, table, losses, outputs: Outputs, metrics=None, published_capacity: int = 1_000_000):
+    def __init__(self, table, losses, outputs: Outputs, metrics=None, published_capacity: int = 1_000_000,
+                 exporter=None, counts=None):  # fmt: skip
         self.table = table
         self.losses = losses  # worker key -> lost_at (JSON bytes), written per partition
         self.outputs = outputs
         self.metrics = metrics
+        self.exporter = exporter  # streams.exporter.CeleryExporter: counts what each pack added
+        self.counts = counts  # its table: key "partition/cluster/name" -> JSON bytes
         self.published = Published(published_capacity)
         self.holding: dict[int, dict[str, set[str]]] = {}  # partition -> worker key -> task keys
         self.finished: dict[int, deque] = {}  # partition -> (finished at, task key), oldest first
@@ -193,6 +197,7 @@ class TaskFolder:
         table = self.table
         published = self.published
         states: dict[str, dict] = {}
+        counted: dict[str, dict | None] = {}  # key -> what the task had contributed to the exporter
         events = 0
         for item in items:
             cls = item.__class__
@@ -204,6 +209,8 @@ class TaskFolder:
                 state = states.get(key)
                 if state is None:
                     state = loads(table.fetch(key))
+                    if key not in counted:
+                        counted[key] = contribution(state)
                 state, is_new = fold_task(state, item)
                 if is_new or published.get(key) != len(state["ev"]):
                     states[key] = state
@@ -216,9 +223,9 @@ class TaskFolder:
         if self.metrics:
             self.metrics.events_in.labels(ctx.topic).inc(events)
             self.metrics.events_merged.labels("tasks").inc(len(states))
-        return self._derive(states, ctx, now or time.time())
+        return self._derive(states, ctx, now or time.time(), counted)
 
-    def _derive(self, states: dict[str, dict], ctx: PackContext, now: float) -> Folded:
+    def _derive(self, states: dict[str, dict], ctx: PackContext, now: float, counted: dict | None = None) -> Folded:
         alerts = []
         derived = {}
         for key, state in states.items():
@@ -230,9 +237,9 @@ class TaskFolder:
             before = state.get("said")
             alerts.extend(task_alerts(before, record))
             derived[key] = record
-        return Folded(alerts, [], lambda: self._write(states, derived, ctx, now))
+        return Folded(alerts, [], lambda: self._write(states, derived, ctx, now, counted))
 
-    def _write(self, states: dict[str, dict], derived: dict[str, dict], ctx: PackContext, now: float) -> None:
+    def _write(self, states: dict[str, dict], derived: dict[str, dict], ctx: PackContext, now: float, counted: dict | None = None) -> None:
         receipt = ctx.receipt
         topics = self.outputs.topics
         out = self.outputs.out
@@ -252,6 +259,11 @@ class TaskFolder:
             self.table.put(key, dumps(state), ctx.partition, receipt)
             out.send(topics.task_states, records.encode(record), state["uuid"].encode(), receipt=receipt)
             self.published.record(key, record["events_count"])
+            if self.exporter is not None and counted is not None:  # events were folded (not a loss notice)
+                self.exporter.task_changed(ctx.partition, counted.get(key), state, record)
+        if self.exporter is not None and self.counts is not None:
+            for count_key, value in self.exporter.take_dirty():  # in this partition: the pack's
+                self.counts.put(count_key, dumps(value), ctx.partition, receipt)
         if self.metrics:
             self.metrics.records_out.labels(topics.task_states).inc(len(states))
 
@@ -292,12 +304,13 @@ class WorkerFolder:
     of killing every worker.
     """
 
-    def __init__(self, table, outputs: Outputs, expiry_factor: float, drift_threshold: float, metrics=None):
+    def __init__(self, table, outputs: Outputs, expiry_factor: float, drift_threshold: float, metrics=None, exporter=None):
         self.table = table
         self.outputs = outputs
         self.expiry = expiry_factor
         self.drift = drift_threshold
         self.metrics = metrics
+        self.exporter = exporter  # streams.exporter.CeleryExporter: worker up / active gauges
         self.watermarks: dict[tuple[int, Any], float] = {}  # (partition, cluster) -> read_until
         self.alive: dict[int, dict[str, tuple[Any, float]]] = {}  # partition -> key -> (cluster, expires_at)
         self.published: dict[str, tuple] = {}  # key -> what the last published record said
@@ -309,6 +322,8 @@ class WorkerFolder:
             if state is None or state.get("p") != partition:
                 continue
             record = derive_worker(state, None, self.expiry)
+            if self.exporter is not None:
+                self.exporter.worker(partition, record)  # exported from the (re)assignment on
             if record["state"] != OFFLINE and record["expires_at"] is not None:
                 alive[key] = (state["cluster"], record["expires_at"])
         return len(alive)
@@ -391,6 +406,8 @@ class WorkerFolder:
             state["p"] = ctx.partition
             self.table.put(key, dumps(state), ctx.partition, ctx.receipt)
             record = derived[key]
+            if self.exporter is not None:
+                self.exporter.worker(ctx.partition, record)
             said_now = (record["state"], record["offline_reason"], record["heartbeat_at"], record["skew"] is not None
                         and round(record["skew"]), record["active"], record["processed"])  # fmt: skip
             last = self.published.get(key)

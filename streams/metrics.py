@@ -1,7 +1,7 @@
 """Prometheus metrics of a streams worker (prometheus-client), on STREAMS_METRICS_ADDR.
 
 Counters give events/s as a rate; table sizes and lag are read when scraped. Bound to
-127.0.0.1 by default; a bind failure is logged and the worker runs on without metrics.
+127.0.0.1 by default; a taken port is an error naming STREAMS_METRICS_ADDR (streams/listen.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from .listen import serve_http
 
 log = logging.getLogger("streams.metrics")
 
@@ -44,11 +46,9 @@ class StreamsMetrics:
             self.table_size.labels(table).set_function(size)
 
     def serve(self, address: str) -> None:
-        if not address or address == "off":
-            return
-        host, _, port = address.rpartition(":")
-        try:
-            start_http_server(int(port), addr=host, registry=self.registry)
+        """Serve /metrics from a thread; nothing when STREAMS_METRICS_ADDR is off.
+
+        Raises listen.SettingError (naming STREAMS_METRICS_ADDR) when the address is taken."""
+        routes = {"/metrics": lambda: (200, generate_latest(self.registry), CONTENT_TYPE_LATEST)}
+        if serve_http(address, "streams_metrics_addr", routes, name="metrics") is not None:
             log.info("metrics on http://%s/metrics", address)
-        except OSError as exc:
-            log.error("metrics endpoint %s not started (%s); set STREAMS_METRICS_ADDR to a free host:port or 'off'", address, exc)

@@ -62,10 +62,26 @@ def failure_rate(answer: Answer, path: Path) -> Path:
     return _save(plt, fig, path)
 
 
+def queue_lengths(answer: Answer, path: Path) -> Path:
+    plt, fig, ax = _axes("Messages waiting per queue (peak per minute)")
+    series: dict[str, list] = defaultdict(list)
+    for minute, cluster, queue, role, messages_max, *_ in answer.rows:
+        series[f"{cluster}/{queue}" + (" (bridge)" if role == "bridge" else "")].append((minute, messages_max))
+    for label, points in sorted(series.items()):
+        xs, ys = zip(*sorted(points, key=lambda p: str(p[0])))
+        ax.plot(xs, ys, marker=".", label=label)
+    ax.set_ylabel("messages")
+    if series:
+        ax.legend(fontsize="small")
+    fig.autofmt_xdate()
+    return _save(plt, fig, path)
+
+
 CHARTS = {
     "throughput_per_minute": (throughput, "throughput.png"),
     "runtime_percentiles_by_name": (runtime_percentiles, "runtime_percentiles.png"),
     "failure_rate_by_name": (failure_rate, "failure_rate.png"),
+    "queue_lengths": (queue_lengths, "queue_lengths.png"),
 }
 
 

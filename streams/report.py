@@ -12,6 +12,7 @@ from typing import Callable
 from tabulate import tabulate
 
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
+FRAGMENTS_DIR = QUERIES_DIR.parent / "fragments"  # shared conditions: {name} in a query -> (its SQL)
 DEFAULT_QUERIES = (
     "tasks_by_state",
     "throughput_per_minute",
@@ -26,6 +27,7 @@ DEFAULT_QUERIES = (
     "top_exceptions",
     "worker_status",
     "clusters_compared",
+    "queue_lengths",
 )
 
 
@@ -42,8 +44,19 @@ def load_query(name: str, db: str) -> Query:
     for line in text.splitlines():
         if line.startswith("-- title:"):
             title = line.split(":", 1)[1].strip()
-    body = "\n".join(line for line in text.splitlines() if not line.startswith("--"))
-    return Query(name, title, body.replace("{db}", db).strip())
+    body = _without_comments(text).replace("{db}", db)
+    for fragment, condition in fragments().items():
+        body = body.replace("{" + fragment + "}", f"({condition})")
+    return Query(name, title, body.strip())
+
+
+def _without_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("--"))
+
+
+def fragments() -> dict[str, str]:
+    """Conditions several questions share, defined once in sql/fragments/<name>.sql."""
+    return {path.stem: _without_comments(path.read_text()).strip() for path in sorted(FRAGMENTS_DIR.glob("*.sql"))}
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """`python -m streams retention --keep-months N`: drop month partitions older than N months.
 
 ClickHouse 18.16 (the server here) has no table TTL (it came in 19.6), so retention is a
-partition drop, which both old and modern servers run: `events` and `events_per_minute` are
-partitioned by month (toYYYYMM). Run it from cron. `tasks`/`workers` keep one row per task or
+partition drop, which both old and modern servers run: `events`, `events_per_minute` and
+`queue_lengths` are partitioned by month (toYYYYMM). Run it from cron. `tasks`/`workers` keep one row per task or
 worker and are not partitioned; on a modern server add a TTL to them if wanted.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Callable
 
-PARTITIONED = ("events", "events_per_minute")
+PARTITIONED = ("events", "events_per_minute", "queue_lengths")
 
 
 def cutoff_month(today: dt.date, keep_months: int) -> int:

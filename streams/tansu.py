@@ -31,28 +31,42 @@ FETCH_MAX_WAIT_MS = 100
 
 
 def fetch_highwaters(bootstrap: list[str], partitions) -> dict:
-    """The high watermark of each partition, as a Fetch response reports it (blocking)."""
-    from kafka import KafkaConsumer, TopicPartition
+    """The high watermark of each partition, as a Fetch response reports it (blocking).
+
+    librdkafka's consumer, not kafka-python's: kafka-python 3.0's I/O loop, closed right after
+    a poll, cancels its own metadata refresh and reads from the socket it just closed, which
+    it logs as two ERRORs with a traceback ("Metadata refresh: failed Cancelled",
+    "'NoneType' object has no attribute 'recv'") on every clean worker start. librdkafka
+    keeps the high watermark of each Fetch response (``get_watermark_offsets(cached=True)``);
+    its uncached form asks ListOffsets, which is what Tansu answers wrongly.
+    """
+    from confluent_kafka import Consumer, TopicPartition
 
     partitions = list(partitions)
     if not partitions:
         return {}
-    probe = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-        max_partition_fetch_bytes=1,  # we want the watermark, not the data
-    )
+    probe = Consumer({
+        "bootstrap.servers": ",".join(bootstrap),
+        "group.id": "celery-monitor-highwater-probe",  # required by the client; assign() joins no group
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 10,
+        "fetch.message.max.bytes": 1,  # we want the watermark, not the data
+        "auto.offset.reset": "earliest",  # offset 0 gone (retention): fetch from the first one instead
+        "logger": log,
+    })  # fmt: skip
     try:
-        tps = {TopicPartition(tp.topic, tp.partition): tp for tp in partitions}
-        probe.assign(list(tps))
-        probe.seek_to_beginning(*tps)
+        tps = {(tp.topic, tp.partition): tp for tp in partitions}
+        # Offset 0, not OFFSET_BEGINNING: resolving that costs a ListOffsets round and ~0.5 s.
+        probe.assign([TopicPartition(topic, partition, 0) for topic, partition in tps])
+        marks: dict = {}
         deadline = time.monotonic() + PROBE_SECONDS
         while time.monotonic() < deadline:
-            probe.poll(timeout_ms=100)
-            marks = {original: probe.highwater(tp) for tp, original in tps.items()}
-            if all(mark is not None for mark in marks.values()):
+            probe.consume(num_messages=len(tps), timeout=0.05)
+            for (topic, partition), original in tps.items():
+                _, high = probe.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                if high >= 0:  # negative: no Fetch response for it yet
+                    marks[original] = high
+            if len(marks) == len(tps):
                 return marks
         raise TimeoutError(f"no Fetch high watermark for {partitions} within {PROBE_SECONDS}s")
     finally:

@@ -10,7 +10,7 @@ from kafka.errors import TopicAlreadyExistsError
 from .config import Settings
 
 log = logging.getLogger("streams.topics")
-TABLES = ("tasks", "workers", "worker-losses")
+TABLES = ("tasks", "workers", "worker-losses", "celery-metrics")
 INTERNAL = (
     "task-failures",  # re-keyed by task name for failure-burst alerts
     "worker-losses",  # a lost worker, broadcast to every partition: the tasks it leaves orphaned

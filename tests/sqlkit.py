@@ -7,7 +7,16 @@ import json
 import re
 
 from streams.engine import Tracker
-from streams.sink.rows import EVENT_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, event_row, task_row, worker_row
+from streams.sink.rows import (
+    EVENT_COLUMNS,
+    QUEUE_LENGTH_COLUMNS,
+    TASK_COLUMNS,
+    WORKER_COLUMNS,
+    event_row,
+    queue_length_row,
+    task_row,
+    worker_row,
+)
 
 
 def literal(value) -> str:
@@ -73,4 +82,27 @@ def dataset(scenario_events, cluster: str = "fx"):
     tasks = [task_row(r) for r in records]
     workers = [worker_row(r) for r in tracker.worker_records()]
     events = [event_row({"cluster": cluster, "bridge": "b", "seq": i, "received_at": 0.0, "event": e}) for i, e in enumerate(scenario_events)]
-    return {"tasks": (TASK_COLUMNS, tasks), "workers": (WORKER_COLUMNS, workers), "events": (EVENT_COLUMNS, events)}, records
+    queues = [queue_length_row(r) for r in queue_samples(cluster, min(e["timestamp"] for e in scenario_events))]
+    tables = {"tasks": (TASK_COLUMNS, tasks), "workers": (WORKER_COLUMNS, workers), "events": (EVENT_COLUMNS, events)}
+    tables["queue_lengths"] = (QUEUE_LENGTH_COLUMNS, queues)
+    return tables, records
+
+
+def queue_samples(cluster: str, start: float, minutes: int = 3, every: float = 10.0) -> list[dict]:
+    """Queue-length samples as the bridge writes them: a task queue filling up, a Redis-like one
+    without consumer counts, and the bridge's own queue (schemas/queue-length.v1.json)."""
+    samples = []
+    for i in range(int(minutes * 60 / every)):
+        at = start + i * every
+        for queue, role, messages, consumers, workers in (
+            ("celery", "task", 5 * i, 2, 2),
+            ("priority", "task", 100 - i, None, 1),
+            (f"celery-monitor.bridge.{cluster}", "bridge", i % 3, 1, None),
+        ):
+            samples.append({
+                "v": 1, "kind": "queue-length", "cluster": cluster, "queue": queue, "role": role,
+                "transport": "amqp" if consumers is not None else "redis", "present": True, "messages": messages,
+                "consumers": consumers, "workers": workers, "processes": None if workers is None else 4 * workers,
+                "sampled_at": at, "interval": every, "bridge": "b",
+            })  # fmt: skip
+    return samples

@@ -27,7 +27,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 from ..config import Settings
 from ..packs import PACK_VERSION
 from .clickhouse import ClickHouseUnavailable, ClickHouseWriter
-from .rows import EVENT_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, task_row, worker_row
+from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, queue_length_row, task_row, worker_row
 
 log = logging.getLogger("streams.sink")
 
@@ -69,7 +69,7 @@ class Batch:
 
 
 class ClickHouseSink:
-    TABLES = {"tasks": TASK_COLUMNS, "workers": WORKER_COLUMNS, "events": EVENT_COLUMNS}
+    TABLES = {"tasks": TASK_COLUMNS, "workers": WORKER_COLUMNS, "events": EVENT_COLUMNS, "queue_lengths": QUEUE_LENGTH_COLUMNS}
 
     def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None):
         self.settings = settings
@@ -79,6 +79,7 @@ class ClickHouseSink:
             settings.topic_worker_states: ("workers", worker_row),
             settings.topic_task_events: ("events", None),  # packs: EventColumns
             settings.topic_worker_events: ("events", None),
+            settings.topic_queue_lengths: ("queue_lengths", queue_length_row),
         }
         self._stop = threading.Event()
         self._last_insert = -1e9

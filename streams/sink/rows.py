@@ -24,6 +24,11 @@ EVENT_COLUMNS = (
     "name", "bridge", "seq", "received_at", "body",
 )  # fmt: skip
 
+QUEUE_LENGTH_COLUMNS = (
+    "cluster", "queue", "role", "transport", "present", "messages", "consumers", "workers", "processes",
+    "sampled_at", "sampled_time", "sampled_date", "bridge",
+)  # fmt: skip
+
 _NOT_NULL_STR = {"cluster", "uuid", "name", "state", "hostname"}
 
 
@@ -140,3 +145,24 @@ def event_row(envelope: dict) -> tuple | None:
     columns.add_pack({"cluster": envelope.get("cluster"), "bridge": envelope.get("bridge"), "events": [fields]})
     rows = columns.rows()
     return rows[0] if rows else None
+
+
+def queue_length_row(record: dict) -> tuple:
+    """A queue-length sample (schemas/queue-length.v1.json) -> a queue_lengths row."""
+    at = float(record["sampled_at"])
+    when = int(at)
+    return (
+        record["cluster"],
+        record["queue"],
+        record.get("role") or "task",
+        record.get("transport") or "",
+        1 if record.get("present", True) else 0,
+        int(record["messages"]),
+        record.get("consumers"),
+        record.get("workers"),
+        record.get("processes"),
+        at,
+        when,
+        _date(when // 86400),
+        record.get("bridge") or "",
+    )

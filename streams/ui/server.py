@@ -6,19 +6,19 @@ change (UI_PORT), as every server of the pipeline does, instead of uvicorn's bar
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import socket
 
 from streams.config import Settings
+from streams.listen import SettingError, listen
 
 log = logging.getLogger("streams.ui")
 
 OFF = "off"
 
 
-class UIConfigError(RuntimeError):
+class UIConfigError(SettingError):
     """A setting makes the UI unable or unsafe to start; the message names the setting."""
 
 
@@ -57,20 +57,11 @@ def check_bind(settings: Settings) -> None:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """The UI's listening socket, bound by the pipeline's one binding helper (streams/listen.py)."""
     try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise UIConfigError(
-                f"UI_PORT {port} on {host} is already in use: set UI_PORT (--ui-port) to a free port, or UI_PORT=off"
-            ) from None
-        raise UIConfigError(f"cannot bind the web UI to {host}:{port} (UI_HOST / UI_PORT): {exc.strerror}") from None
-    sock.listen(128)
-    return sock
+        return listen(port, "ui_port", backlog=128, host=host)
+    except SettingError as exc:
+        raise UIConfigError(str(exc)) from None
 
 
 def url(settings: Settings, port: int | None = None) -> str:

@@ -25,3 +25,18 @@ def test_fetch_high_watermark_counts_every_record(stack):
     # Documents the broker bug the correction exists for (fails once Tansu fixes it: then
     # KAFKA_FLAVOR=tansu can stop installing the correction).
     assert listed < 30
+
+
+def test_the_probe_logs_no_error(stack, caplog):
+    """kafka-python 3.0's consumer, closed right after a poll, logged ERRORs with a traceback on
+    most probes ("Metadata refresh: failed Cancelled", "'NoneType' object has no attribute
+    'recv'") — on every clean streams worker start. The probe is librdkafka's now."""
+    import logging
+
+    settings = stack["settings"]
+    tps = [TopicPartition(settings.topic_task_events, p) for p in range(settings.topic_partitions)]
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(10):
+            assert set(fetch_highwaters([settings.kafka_bootstrap], tps)) == set(tps)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]

@@ -62,3 +62,31 @@ def test_alerts():
             "offline_at": None, "expires_at": 5.0, "heartbeat_at": 1.0}  # fmt: skip
     for alert in worker_alerts({**lost, "state": "HEARTBEAT", "skew": 0.0}, {**lost, "skew": -40.0, "seen_at": 1.0}, 16):
         alerts.validate(alert)
+
+
+def test_queue_length_samples():
+    from types import SimpleNamespace
+
+    from bridge.queues import QueueSampler
+    from streams.config import Settings
+    from tests.sqlkit import queue_samples
+
+    schema = validator("queue-length.v1.json")
+    for record in queue_samples("c", 0.0, minutes=1):
+        schema.validate(record)
+
+    class Channel:  # what a passive queue_declare answers, without a broker
+        is_open = True
+
+        def queue_declare(self, queue, passive):
+            assert passive
+            return SimpleNamespace(message_count=7, consumer_count=1)
+
+    conn = SimpleNamespace(transport=SimpleNamespace(driver_type="amqp"), channel_errors=(), channel=Channel)
+    settings = Settings.load(environ={}, cluster="c", bridge_queues="celery,priority", bridge_queue_discovery=False)
+    records = QueueSampler(settings, "b", lambda records: None).sample(conn)
+    assert [(r["queue"], r["role"], r["messages"]) for r in records] == [
+        ("celery", "task", 7), ("priority", "task", 7), ("celery-monitor.bridge.c", "bridge", 7)
+    ]
+    for record in records:
+        schema.validate(record)

@@ -133,9 +133,14 @@ def test_retention_drops_only_months_older_than_kept(chdb_loaded):
         "('c', 'task-sent', 'old', '2026-01-15', '2026-01-15 10:00:00', 1768471200), "
         "('c', 'task-sent', 'new', '2026-11-20', '2026-11-20 10:00:00', 1795168800)"
     )
+    ch.execute(
+        f"INSERT INTO {db}.queue_lengths (cluster, queue, sampled_at, sampled_time, sampled_date) VALUES "
+        "('c', 'old', 1768471200, '2026-01-15 10:00:00', '2026-01-15'), ('c', 'new', 1795168800, '2026-11-20 10:00:00', '2026-11-20')"
+    )
     statements = drop_expired(ch.execute, db, keep_months=3, today=dt.date(2026, 11, 24))
-    assert statements == [f"ALTER TABLE {db}.events DROP PARTITION 202601", f"ALTER TABLE {db}.events_per_minute DROP PARTITION 202601"]
+    assert statements == [f"ALTER TABLE {db}.{table} DROP PARTITION 202601" for table in ("events", "events_per_minute", "queue_lengths")]
     assert [r[0] for r in ch.execute(f"SELECT uuid FROM {db}.events")] == ["new"]
+    assert [r[0] for r in ch.execute(f"SELECT queue FROM {db}.queue_lengths")] == ["new"]
     ch.execute(f"DROP DATABASE {db}")
 
 

@@ -42,13 +42,13 @@ def test_a_taken_port_names_the_setting():
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        with pytest.raises(UIConfigError, match=f"UI_PORT {port} on 127.0.0.1 is already in use: set UI_PORT"):
+        with pytest.raises(UIConfigError, match=f"UI_PORT={port} on 127.0.0.1: the port is already in use.*set UI_PORT"):
             bind("127.0.0.1", port)
         result = subprocess.run(
             [sys.executable, "-m", "streams", "ui", "--ui-port", str(port)], capture_output=True, text=True, timeout=60
         )
     assert result.returncode == 2
-    assert f"UI_PORT {port} on 127.0.0.1 is already in use" in result.stderr and "Traceback" not in result.stderr
+    assert f"UI_PORT={port} on 127.0.0.1: the port is already in use" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_off_starts_nothing():
