@@ -39,9 +39,11 @@ from .exporter import CeleryExporter
 from .folders import Outputs, PackContext, TaskFolder, Topics, WorkerFolder, burst_alert
 from .metrics import StreamsMetrics
 from .outbox import Outbox, OutboxTable, Receipt
-from .stalls import OffsetGaps, fetch_range, first_offset, install_commit_floor
+from .stalls import OffsetGaps, as_current_event, fetch_range, first_offset, install_commit_floor
 
 log = logging.getLogger("streams.app")
+STALL_CHECK_SECONDS = 2.0
+STALL_PATIENCE_SECONDS = 6.0  # nothing of a partition for this long while its high watermark is ahead
 
 
 def _forget_local_tables(tabledir: Path) -> None:
@@ -60,7 +62,7 @@ def _forget_local_tables(tabledir: Path) -> None:
 class _Refetched:
     """A record read back with fetch_range (faust#596), shaped like the Faust events the agents use."""
 
-    __slots__ = ("message", "value")
+    __slots__ = ("message", "value", "__weakref__")
 
     def __init__(self, tp, record):
         self.message = SimpleNamespace(tp=tp, topic=tp.topic, partition=tp.partition, offset=record.offset)
@@ -123,10 +125,14 @@ def create_app(settings: Settings) -> faust.App:
         metrics.watch_tables({"tasks": lambda: len(tasks), "workers": lambda: len(workers)})
 
     # -- the shared path of every source record ----------------------------------------------
+    locks: dict = {}  # source partition -> asyncio.Lock: one record at a time, agent or repair
+    quiet_since: dict = {}  # source partition -> monotonic time its last record reached us
+
     async def in_order(event) -> list:
         """The event, after any records Faust never delivered (faust#596), read back first."""
         msg = event.message
         tp, generation = msg.tp, msg.generation_id
+        quiet_since[tp] = time.monotonic()
         out = []
         if not gaps.knows(tp, generation):
             install_commit_floor(app.consumer, gaps.floors)
@@ -183,20 +189,25 @@ def create_app(settings: Settings) -> faust.App:
     async def process(event, fold) -> None:
         """Fold one source record (and any it revealed missing) and send what it caused."""
         await outbox.room()
-        for source in await in_order(event):
-            msg = source.message
-            ctx = PackContext(msg.topic, msg.partition, msg.offset, Receipt(acker(source)))
+        lock = locks.setdefault(event.message.tp, asyncio.Lock())
+        async with lock:
+            for source in await in_order(event):
+                await process_one(source, fold)
+
+    async def process_one(source, fold) -> None:
+        msg = source.message
+        ctx = PackContext(msg.topic, msg.partition, msg.offset, Receipt(acker(source)))
+        for t in tables:
+            t.receipt = ctx.receipt  # table writes count among the record's outputs
+        try:
+            folded = fold(source, ctx)
+            if folded.alerts or folded.notices:
+                await send_first(folded)
+            folded.write()
+        finally:
             for t in tables:
-                t.receipt = ctx.receipt  # table writes count among the record's outputs
-            try:
-                folded = fold(source, ctx)
-                if folded.alerts or folded.notices:
-                    await send_first(folded)
-                folded.write()
-            finally:
-                for t in tables:
-                    t.receipt = None
-            ctx.receipt.seal()
+                t.receipt = None
+        ctx.receipt.seal()
 
     async def send_first(folded) -> None:
         """Alerts (and lost-worker notices) before the state that records them as raised: a crash
@@ -269,6 +280,44 @@ def create_app(settings: Settings) -> faust.App:
             if retired:
                 metrics.retired.inc(retired)
                 log.info("retired %d finished tasks older than %.0fs from the table", retired, settings.task_retention)
+
+    folds = {settings.topic_task_events: fold_tasks, names.losses: fold_tasks, settings.topic_worker_events: fold_workers}
+
+    @app.timer(interval=STALL_CHECK_SECONDS, name="repair_stalls")
+    async def repair_stalls():
+        """Records Faust fetched and dropped with no later record to reveal them (faust#596)."""
+        if app.rebalancing or getattr(app, "in_recovery", False):
+            return
+        consumer, now = app.consumer, time.monotonic()
+        for tp in consumer.assignment():
+            if tp.topic not in folds or now - quiet_since.setdefault(tp, now) < STALL_PATIENCE_SECONDS:
+                continue
+            highwater = consumer.highwater(tp)
+            if highwater is None or highwater <= (gaps.next_offset(tp) or 0):
+                continue
+            start = gaps.next_offset(tp)
+            missing = gaps.stalled(tp, highwater, start if start is not None else await first_offset(consumer, tp),
+                                   now - quiet_since[tp], STALL_PATIENCE_SECONDS)  # fmt: skip
+            if not missing:
+                continue
+            log.warning(
+                "records %d..%d of %s:%d were fetched but never delivered to the agent (faust#596, after table "
+                "recovery); reading them directly", missing.start, missing.stop - 1, tp.topic, tp.partition,
+            )  # fmt: skip
+            install_commit_floor(consumer, gaps.floors)
+            gaps.floors.setdefault(tp, missing.start)
+            found = await asyncio.get_running_loop().run_in_executor(None, fetch_range, settings, tp.topic, tp.partition, missing)
+            metrics.offset_gaps_repaired.inc()
+            async with locks.setdefault(tp, asyncio.Lock()):
+                for record in found:
+                    if gaps.next_offset(tp) is not None and record.offset < gaps.next_offset(tp):
+                        continue  # the agent got it meanwhile
+                    refetched = _Refetched(tp, record)
+                    await outbox.room()
+                    with as_current_event(refetched):
+                        await process_one(refetched, folds[tp.topic])
+                    gaps.advance(tp, app.consumer_generation_id, record.offset)
+            quiet_since[tp] = time.monotonic()
 
     @app.timer(interval=5.0, name="measure_lag")
     async def measure_lag():

@@ -16,12 +16,23 @@ plain consumer outside the group) and folds them before the record that revealed
 consumer back does not work: records fetched before the seek raise Faust's read offset and it
 drops the re-read ones. Re-reading is safe either way: the engine ignores events it has
 already merged. Topics with legitimate offset gaps (compacted, transactional) are not sources.
+
+A gap is revealed by the record after it; when Faust dropped *every* record up to the end of a
+partition (a restart onto a backlog that is not growing: Faust fetched the whole backlog while
+its tables recovered, then its seek to the committed offsets made it drop what it fetched again)
+no later record ever comes. ``OffsetGaps.stalled`` finds those: a partition whose high watermark
+is past the next offset the agent expects while nothing of it arrived for a while; the app reads
+them back the same way, from a timer, holding the partition's lock as the agent does.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from faust.streams import _current_event
 
 log = logging.getLogger("streams.stalls")
 
@@ -50,6 +61,39 @@ class OffsetGaps:
 
     def filled(self, tp) -> None:
         self.floors.pop(tp, None)
+
+    def next_offset(self, tp) -> int | None:
+        entry = self.expected.get(tp)
+        return None if entry is None else entry[1]
+
+    def stalled(self, tp, highwater: int | None, committed: int | None, quiet_for: float, patience: float) -> range:
+        """Offsets of ``tp`` that Faust fetched but never delivered, with no later record to reveal
+        them: the high watermark is past the next expected offset (or the committed one, when the
+        agent has seen nothing of ``tp`` yet) and nothing of ``tp`` arrived for ``patience`` s."""
+        expected = self.next_offset(tp)
+        if expected is None:
+            expected = committed
+        if expected is None or highwater is None or highwater <= expected or quiet_for < patience:
+            return range(0)
+        return range(expected, highwater)
+
+    def advance(self, tp, generation: int, offset: int) -> None:
+        """Records up to ``offset`` were read back and folded: expect the next one."""
+        entry = self.expected.get(tp)
+        if entry is None or entry[1] <= offset:
+            self.expected[tp] = (generation if entry is None else entry[0], offset + 1)
+
+
+@contextmanager
+def as_current_event(record) -> Iterator[None]:
+    """Process a read-back record outside the agent's stream as if it were the current event:
+    Faust's RocksDB store takes the partition of a write from "the current event"
+    (``faust.streams._current_event``, a Faust internal; needed only here, for faust#596)."""
+    token = _current_event.set(weakref.ref(record))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def install_commit_floor(consumer, floors: dict) -> None:
