@@ -47,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             "bridge_prefetch",
             "bridge_batch_size",
             "bridge_batch_seconds",
+            "bridge_min_flush_interval",
             "bridge_pack_max_bytes",
             "bridge_tick_seconds",
             "bridge_kafka_timeout",

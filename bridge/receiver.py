@@ -6,8 +6,10 @@ acknowledged every pack holding their events, so a killed bridge loses nothing (
 duplicates, packed differently, are harmless downstream).
 Redis: ``celeryev`` is a PUB/SUB fanout; nothing can be acked or replayed there.
 
-Batching waits only under load, as Kafka's linger does: a batch is flushed as soon as no further
-message is immediately available, or at BRIDGE_BATCH_SIZE messages / BRIDGE_BATCH_SECONDS.
+Batching waits only under load: a batch is flushed as soon as no further message is immediately
+available — at once on a quiet broker — but no sooner than BRIDGE_MIN_FLUSH_INTERVAL after the
+previous flush (a busy broker: fewer, larger Kafka requests), and at the latest at
+BRIDGE_BATCH_SIZE messages / BRIDGE_BATCH_SECONDS.
 """
 
 from __future__ import annotations
@@ -127,17 +129,22 @@ class BrokerReceiver:
 
     def _loop(self, conn: Connection, queue: Queue, acks: bool) -> None:
         s, progress = self.settings, self.progress
-        batch_started = time.monotonic()
+        batch_started = last_flush = time.monotonic()
         while not self.stopping:
             self.metrics.tick(s.cluster)
             if self.pending:
-                if len(self.pending) < s.bridge_batch_size and time.monotonic() - batch_started < s.bridge_batch_seconds:
+                now = time.monotonic()
+                if len(self.pending) < s.bridge_batch_size and now - batch_started < s.bridge_batch_seconds:
+                    # Take what is immediately available; after a recent flush (a busy broker),
+                    # also wait out BRIDGE_MIN_FLUSH_INTERVAL for more.
+                    pace = min(last_flush + s.bridge_min_flush_interval, batch_started + s.bridge_batch_seconds) - now
                     try:
-                        conn.drain_events(timeout=LINGER_WAIT)
+                        conn.drain_events(timeout=max(LINGER_WAIT, pace))
                         continue
                     except socket.timeout:
-                        pass  # nothing more queued right now: flush at once
+                        pass  # nothing more queued: flush now
                 self._flush(acks)
+                last_flush = time.monotonic()
                 if acks and progress.sample_due(time.time()):
                     self._sample(conn, queue)
             else:

@@ -72,6 +72,9 @@ class Settings:
     bridge_batch_seconds: float = _setting(
         0.2, "BRIDGE_BATCH_SECONDS", "longest a batch grows while messages keep coming (an idle broker: flushed at once)"
     )
+    bridge_min_flush_interval: float = _setting(
+        0.05, "BRIDGE_MIN_FLUSH_INTERVAL", "least time between two Kafka flushes under load (a quiet broker's message is flushed at once)"
+    )
     bridge_pack_max_bytes: int = _setting(
         512 * 1024, "BRIDGE_PACK_MAX_BYTES", "a pack (one Kafka record: a flush's events for one partition) is split beyond this size"
     )
