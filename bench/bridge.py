@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import orjson
+import psutil
 from celery.events.event import get_exchange
 import urllib.request
 
@@ -118,6 +119,9 @@ def main(argv=None) -> None:
                     producer.publish(body, routing_key=routing_key, content_type="application/json", content_encoding="utf-8")
         print(f"bench-bridge: {len(events):,} events in {len(bodies):,} broker messages (task.multi of {args.batch}) queued")
 
+        others = {"tansu": tansu.pid(), "rabbitmq": next((p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"), None)}
+        others_cpu0 = {name: cpu_seconds(pid) for name, pid in others.items() if pid}
+        machine0 = psutil.cpu_times()
         t0 = time.monotonic()
         bridge = pipeline.start_bridge()
         topics = [settings.topic_task_events, settings.topic_worker_events]
@@ -131,6 +135,11 @@ def main(argv=None) -> None:
             time.sleep(0.1)
         elapsed = time.monotonic() - t0
         cpu = cpu_seconds(bridge.pid)
+        others_cpu = {name: (cpu_seconds(others[name]) - before) / elapsed for name, before in others_cpu0.items()}
+        machine = psutil.cpu_times()
+        busy = sum(getattr(machine, f) - getattr(machine0, f) for f in ("user", "system", "nice", "irq", "softirq"))
+        idle = machine.idle - machine0.idle
+        others_cpu["machine busy"] = busy / (busy + idle) * (os.cpu_count() or 1)
         packs, in_kafka, size = packs_in_kafka(settings, tps)
     finally:
         pipeline.stop()
@@ -148,12 +157,14 @@ def main(argv=None) -> None:
         "bridge_cpu_seconds": cpu,
         "bridge_cpu_share": cpu / elapsed,
         "bridge_rss_max_mb": rss_max,
+        "other_cpu_share": others_cpu,  # cores busy during the drain (RabbitMQ is the machine's: other users count too)
     }
     print(f"  throughput : {result['events_per_second']:,.0f} events/s ({produced:,} events in {elapsed:.1f}s, goal 80,000/s; "
           f"load average {os.getloadavg()[0]:.2f})")
     print(f"  packs      : {packs:,} records hold {in_kafka:,} events ({result['events_per_pack']:.0f} per pack, "
           f"{result['bytes_per_event']:.0f} bytes per event)")
     print(f"  bridge CPU : {cpu:.1f}s = {result['bridge_cpu_share']:.0%} of one core;  RSS max {rss_max:.0f} MB (goal <= 100 MB)")
+    print("  meanwhile  : " + ", ".join(f"{name} {share:.0%}" for name, share in others_cpu.items()) + f" of a core (of {os.cpu_count()})")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bridge.json").write_text(json.dumps(result, indent=2))
