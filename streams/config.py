@@ -106,7 +106,10 @@ class Settings:
     worker_drift_threshold: float = _setting(
         16.0, "WORKER_DRIFT_THRESHOLD", "clock-drift alert when a worker's clock differs from the monitor's by more than this (s; Celery warns at 16)"
     )
-    sink: str = _setting("inline", "STREAMS_SINK", "'inline': the ClickHouse sink runs inside `streams worker`; 'off': run `streams sink` alone")
+    sink: str = _setting(
+        "process", "STREAMS_SINK",
+        "'process': `streams worker` runs the ClickHouse sink as its own child process; 'inline': as a thread inside the worker (shares its GIL); 'off': run `streams sink` yourself",
+    )  # fmt: skip
     web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port (0 = no web server)")
     web_host: str = _setting("127.0.0.1", "STREAMS_WEB_HOST", "Faust web server bind address (only with STREAMS_WEB_PORT)")
     streams_metrics_addr: str = _setting(
@@ -223,6 +226,15 @@ class Settings:
             self.topic_bridge_status,
             self.topic_alerts,
         ]
+
+    def environ(self) -> dict[str, str]:
+        """This process's environment with every setting in it: what a child process (the sink
+        `streams worker` starts) needs to resolve the same settings, CLI flags included."""
+        env = dict(os.environ)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[f.metadata["env"]] = str(int(value) if isinstance(value, bool) else value)
+        return env
 
     def as_dict(self) -> dict:
         """For logs: secrets masked (a password inside a broker URL too)."""
