@@ -9,7 +9,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui chaos clean
+.PHONY: help setup browser faketime up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,13 @@ setup: $(VENV)/.installed /usr/sbin/clickhouse-server $(UI_ASSETS)  ## venv + Py
 
 browser: /usr/bin/chromedriver  ## Debian's chromium + chromium-driver (the UI's browser tests)
 
+# Debian's faketime: the clock-skew test runs a real Celery worker whose clock is behind.
+/usr/bin/faketime:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq faketime
+
+faketime: /usr/bin/faketime  ## Debian's faketime (the clock-skew integration test)
+
 up: setup  ## start Tansu, ClickHouse (and RabbitMQ/Redis if absent), create topics, apply schema
 	$(PY) -m devstack up
 
@@ -59,10 +66,10 @@ logs:  ## tail the logs of the services we run
 unit: setup  ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
 
-integration: setup browser  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
+integration: setup browser faketime  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
 	$(PY) -m pytest tests/integration -q
 
-test: setup browser  ## all tests: unit + integration (isolated stack on free ports)
+test: setup browser faketime  ## all tests: unit + integration (isolated stack on free ports)
 	$(PY) -m pytest tests -q
 
 demo: setup  ## the whole pipeline end to end with a real Celery worker and the web UI, then a report (KEEP=1: keep it running)

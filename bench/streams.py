@@ -1,12 +1,21 @@
-"""`make bench-streams`: events/s of one streams worker catching up on a backlog, vs a naive agent.
+"""`make bench-streams`: events/s of one streams worker catching up on a backlog, vs its baselines.
 
-The task-events topic of a private Tansu is pre-loaded with >= 200k recorded task events (the
-shared load fixture, uuids rewritten per copy, in the bridge's packs). Then one worker
-starts on it: first the naive per-event agent (bench/faust_baselines.py naive: table set +
-send per event, the baseline), then a Faust agent that only counts (faust_baselines.py
-ceiling: the most faust-streaming itself delivers), then `python -m streams worker` (batched), each with a fresh
-application id so each reads the whole backlog. The clock runs from the first event counted to the last (startup and
-rebalance are not in it), read from each worker's /metrics. Also: state records published,
+A private Tansu is pre-loaded with >= 200k recorded task events (the shared load fixture, uuids
+rewritten per copy) twice: in packs on the task-events topic, as the bridge writes them
+(bridge/packs.py), and one event per record (v1 envelopes) on a second topic, as the bridge wrote
+them before packs. Then one worker at a time starts on it, each with a fresh application id so
+each reads the whole backlog:
+
+  naive     bench/faust_baselines.py naive: table set + a send per event, per-event records
+  ceiling   a Faust agent that only counts take_events batches of per-event records: the most
+            faust-streaming itself delivers to an agent here
+  previous  the streams worker before packs (faust_baselines.py batched): take_events batches,
+            table writes and state records through Faust's producer
+  packs     `python -m streams worker` on the packs (this design)
+
+The clock runs from the first event counted to the last (startup and rebalance are not in it),
+read from each worker's /metrics; CPU seconds of the worker over the same window give events per
+CPU-second, which other load on the machine does not change. Also: state records published,
 peak RSS. Writes bench/results/streams.json.
 """
 
@@ -22,7 +31,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.engine import load_events
-from demo.backlog import produce_events
+from demo.backlog import produce_event_records, produce_events
 from demo.pipeline import Pipeline
 from devstack import services
 from streams.config import Settings
@@ -44,24 +53,33 @@ def counters(port: int) -> dict[str, float]:
     return out
 
 
-def run_worker(label: str, args: list[str], settings: Settings, run_dir: Path, total: int, timeout: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process so far (/proc/<pid>/stat, clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_worker(label: str, args: list[str], settings: Settings, run_dir: Path, total: int, timeout: float, topic: str) -> dict:
     port = services.free_port()
     worker_settings = Settings.load(
         kafka_bootstrap=settings.kafka_bootstrap, app_id=f"bench-{label}-{os.getpid()}", cluster=settings.cluster,
         data_dir=str(run_dir / f"faust-{label}"), sink="off", streams_metrics_addr=f"127.0.0.1:{port}",
+        topic_task_events=topic,
     )  # fmt: skip
     ensure_topics(worker_settings)  # its changelogs, pre-created (Tansu)
     pipeline = Pipeline(worker_settings, run_dir / "logs")
     proc = pipeline._proc(label, [sys.executable, "-m", *args], {"STREAMS_METRICS_ADDR": f"127.0.0.1:{port}", "STREAMS_SINK": "off"})
-    first_at, rss_max, seen = None, 0.0, {}
+    first_at, cpu_first, cpu_last, rss_max, seen = None, 0.0, 0.0, 0.0, {}
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.alive():
             seen = counters(port)
             done = seen.get("streams_events_in_total", 0)
             now = time.monotonic()
+            cpu_last = cpu_seconds(proc.pid)
             if done and first_at is None:
-                first_at = now
+                first_at, cpu_first = now, cpu_last
             rss_max = max(rss_max, services.rss_mb(proc.pid))
             if done >= total:
                 break
@@ -70,22 +88,29 @@ def run_worker(label: str, args: list[str], settings: Settings, run_dir: Path, t
     finally:
         pipeline.stop()
     events = seen.get("streams_events_in_total", 0)
+    cpu = cpu_last - cpu_first
     return {
         "events": events,
         "seconds": elapsed,
         "events_per_second": events / elapsed if elapsed else 0.0,
+        "cpu_seconds": cpu,
+        "events_per_cpu_second": events / cpu if cpu else 0.0,
         "records_out": seen.get("streams_records_out_total", 0),
         "rss_max_mb": rss_max,
         "caught_up": events >= total,
     }
 
 
+PER_EVENT_TOPIC = "bench.task-events.v1"  # one event per record, for the baselines
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="at least this many task events")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up on a worker after this long")
-    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--only", default="naive,ceiling,previous,packs", help="workers to run (comma list)")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     port = services.free_port()
@@ -94,26 +119,36 @@ def main(argv=None) -> None:
     try:
         settings = Settings.load(kafka_bootstrap=f"127.0.0.1:{port}", cluster="bench")
         ensure_topics(settings)
+        ensure_topics(Settings.load(kafka_bootstrap=settings.kafka_bootstrap, topic_task_events=PER_EVENT_TOPIC))
         events = [e for e in load_events(args.events * 10 // 7) if e["type"].startswith("task-")][: max(args.events, 1)]
         t0 = time.monotonic()
         total = produce_events(settings, events)
+        if only - {"packs"}:
+            produce_event_records(settings, events, PER_EVENT_TOPIC)
         print(f"bench-streams: {total:,} task events pre-loaded in {time.monotonic() - t0:.1f}s "
-              f"({len({e['uuid'] for e in events}):,} tasks, {settings.topic_partitions} partitions)")  # fmt: skip
+              f"({len({e['uuid'] for e in events}):,} tasks, {settings.topic_partitions} partitions), "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
         results = {"events": total, "partitions": settings.topic_partitions, "machine_cores": os.cpu_count()}
-        runs = [] if args.skip_naive else [("naive", ["bench.faust_baselines", "naive"]), ("ceiling", ["bench.faust_baselines", "ceiling"])]
-        runs.append(("batched", ["streams", "worker"]))
-        for label, worker_args in runs:
-            r = results[label] = run_worker(label, worker_args, settings, run_dir, total, args.timeout)
+        runs = [
+            ("naive", ["bench.faust_baselines", "naive"], PER_EVENT_TOPIC),
+            ("ceiling", ["bench.faust_baselines", "ceiling"], PER_EVENT_TOPIC),
+            ("previous", ["bench.faust_baselines", "batched"], PER_EVENT_TOPIC),
+            ("packs", ["streams", "worker"], settings.topic_task_events),
+        ]
+        for label, worker_args, topic in runs:
+            if label not in only:
+                continue
+            r = results[label] = run_worker(label, worker_args, settings, run_dir, total, args.timeout, topic)
             status = "" if r["caught_up"] else f"  (NOT caught up: {r['events']:,.0f} of {total:,})"
-            print(f"  {label:8}: {r['events_per_second']:>8,.0f} events/s  {r['records_out']:>9,.0f} state records "
-                  f"in {r['seconds']:.1f}s  RSS max {r['rss_max_mb']:.0f} MB{status}")  # fmt: skip
-        if "naive" in results and results["naive"]["events_per_second"]:
-            results["ratio"] = results["batched"]["events_per_second"] / results["naive"]["events_per_second"]
-            print(f"  ratio   : {results['ratio']:.1f}x the naive agent (goal: >= 20,000 events/s for the batched worker)")
-        if "ceiling" in results and results["ceiling"]["events_per_second"]:
-            share = results["batched"]["events_per_second"] / results["ceiling"]["events_per_second"]
-            results["share_of_ceiling"] = share
-            print(f"  ceiling : the batched worker runs at {share:.0%} of what Faust alone delivers to an agent here")
+            print(f"  {label:8}: {r['events_per_second']:>8,.0f} events/s  {r['events_per_cpu_second']:>8,.0f} per CPU-s  "
+                  f"{r['records_out']:>9,.0f} state records in {r['seconds']:.1f}s  RSS max {r['rss_max_mb']:.0f} MB{status}")  # fmt: skip
+        packs = results.get("packs", {}).get("events_per_second")
+        for base, goal in (("ceiling", 3), ("previous", 6), ("naive", None)):
+            if packs and results.get(base, {}).get("events_per_second"):
+                ratio = results[f"packs_over_{base}"] = packs / results[base]["events_per_second"]
+                print(f"  packs / {base:8}: {ratio:5.1f}x" + (f"  (goal >= {goal}x)" if goal else ""))
+        if packs:
+            print(f"  goal: >= 40,000 events/s for one worker: {'met' if packs >= 40_000 else 'NOT met'} ({packs:,.0f})")
     finally:
         tansu.stop()
     out = ROOT / "bench" / "results"

@@ -71,6 +71,24 @@ def produce_events(settings: Settings, events: list[dict], copies: int = 1, flus
     return sent
 
 
+def produce_event_records(settings: Settings, events: list[dict], topic: str) -> int:
+    """Every task event of ``events`` as its own Kafka record (a v1 envelope keyed by task uuid),
+    as the bridge wrote them before packs: the per-record baselines of bench-streams read these."""
+    producer = _producer(settings)
+    sent = 0
+    for seq, e in enumerate(events, 1):
+        if not e["type"].startswith("task-"):
+            continue
+        body = {k: v for k, v in e.items() if k != "local_received"}
+        envelope = {"v": 1, "cluster": settings.cluster, "bridge": "backlog", "seq": seq, "received_at": body["timestamp"],
+                    "routing_key": "task.multi", "event": body}  # fmt: skip
+        _produce(producer, topic, body["uuid"].encode(), orjson.dumps(envelope))
+        sent += 1
+    if producer.flush(60):
+        raise RuntimeError("Kafka did not take the backlog")
+    return sent
+
+
 def produce_task_records(settings: Settings, events: list[dict]) -> int:
     """The engine's final record of every task of ``events`` onto the task-states topic."""
     records = expected_task_records(settings, events)

@@ -136,13 +136,19 @@ class Pipeline:
     def start_streams(self, name: str = "streams", **env: str) -> Proc:
         return self._proc(name, [sys.executable, "-m", "streams", "worker"], env)
 
-    def start_celery_worker(self, timeout: float = 60.0, hostname: str | None = None) -> Proc:
+    def start_celery_worker(self, timeout: float = 60.0, hostname: str | None = None, clock_offset: float = 0.0) -> Proc:
+        """A real Celery worker (-E) on this run's queue; ``clock_offset`` seconds shifts its wall
+        clock (Debian's faketime; monotonic time left alone, as Celery's timers need it)."""
         hostname = hostname or self.worker_hostname
         argv = [
             sys.executable, "-m", "celery", "-A", "demo.tasks", "worker", "-E", "-c", "2",
             "-Q", self.task_queue, "-n", hostname, "--without-gossip", "--without-mingle", "-l", "warning",
         ]  # fmt: skip
-        proc = self._proc("celery-worker", argv, {"DEMO_QUEUE": self.task_queue})
+        env = {"DEMO_QUEUE": self.task_queue}
+        if clock_offset:
+            argv = ["faketime", "-f", f"{clock_offset:+g}s", *argv]
+            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+        proc = self._proc("celery-worker", argv, env)
         from .tasks import make_client
 
         self.client = make_client(self.settings.broker_url, self.task_queue)

@@ -27,7 +27,14 @@ APP = ["app_id", "store", "data_dir", "session_timeout", "worker_expiry_factor",
 
 def cmd_worker(settings: Settings, args) -> None:
     from .app import create_app
+    from .topics import ensure_topics
 
+    # The app's changelogs and internal topics (a new STREAMS_APP_ID has none yet) with the
+    # partition count of its sources: a broker that auto-creates them (Tansu: 4 partitions)
+    # would split what must be co-partitioned.
+    created = ensure_topics(settings)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
     app = create_app(settings)
     argv = ["streams", "worker", "-l", args.log_level or "info"]
     web = ["--web-host", settings.web_host, "--web-port", str(settings.web_port)]

@@ -105,6 +105,7 @@ def create_app(settings: Settings) -> faust.App:
         created = OutboxTable(app, name=name, default=None, partitions=partitions, key_type=str,
                               value_type=bytes, beacon=app.tables.beacon)  # fmt: skip
         created.outbox = outbox
+        created.persists_offsets = settings.store.startswith("rocksdb")
         return app.tables.add(created)
 
     tasks, workers, losses = table("tasks"), table("workers"), table("worker-losses")

@@ -1,9 +1,9 @@
 """One pack in, its state changes and records out: the work of the streams agents, without Faust.
 
 A pack (schemas/pack.v2.json) holds events of one partition, so every key it touches lives in
-that partition's table and changelog: the agents hand each pack to a folder with the table as
-a mapping (``get`` / ``[key] = value``, values are the engine states as JSON bytes) and an
-``Outbox``-like sender. Tests drive the folders with a dict and a list.
+that partition's table and changelog: the agents hand each pack to a folder with the table
+(``fetch(key)`` / ``put(key, value, partition, receipt)``; values are the engine states as JSON
+bytes) and an ``Outbox``-like sender. Tests drive the folders with a dict-backed table and a list.
 
 Table values are bytes, not Python objects: a million tracked tasks as objects are tens of
 millions of objects for Python's cyclic GC to walk (and three times the memory), while bytes
@@ -198,7 +198,7 @@ class TaskFolder:
                 key = f"{item.cluster or ''}/{item.uuid}"
                 state = states.get(key)
                 if state is None:
-                    state = loads(table.get(key))
+                    state = loads(table.fetch(key))
                 state, is_new = fold_task(state, item)
                 if is_new or published.get(key) != len(state["ev"]):
                     states[key] = state
@@ -219,7 +219,7 @@ class TaskFolder:
         for key, state in states.items():
             record = derive_task(state)
             if record["state"] in ORPHANABLE_STATES and record["worker"] and record["orphaned_at"] is None:
-                lost = self.losses.get(worker_key(record["cluster"], record["worker"]))
+                lost = self.losses.fetch(worker_key(record["cluster"], record["worker"]))
                 if lost is not None and mark_worker_lost(state, record["worker"], orjson.loads(lost)):
                     record = derive_task(state)  # a task received from a worker already lost
             before = state.get("said")
@@ -244,7 +244,7 @@ class TaskFolder:
             state["said"] = [*said(record), record["worker"]]
             state["folded_at"] = now  # retention counts from here too (engine.retirable)
             state["p"] = ctx.partition
-            self.table[key] = dumps(state)
+            self.table.put(key, dumps(state), ctx.partition, receipt)
             out.send(topics.task_states, records.encode(record), state["uuid"].encode(), receipt=receipt)
             self.published.record(key, record["events_count"])
         if self.metrics:
@@ -254,12 +254,12 @@ class TaskFolder:
         """A worker of this partition's tasks was lost: tag the tasks it held as orphaned."""
         cluster, hostname, lost_at = notice["cluster"], notice["hostname"], float(notice["lost_at"])
         wkey = worker_key(cluster, hostname)
-        previous = self.losses.get(wkey)
+        previous = self.losses.fetch(wkey)
         if previous is None or orjson.loads(previous) < lost_at:
-            self.losses[wkey] = orjson.dumps(lost_at)
+            self.losses.put(wkey, orjson.dumps(lost_at), ctx.partition, ctx.receipt)
         states = {}
         for key in list(self.holding.get(ctx.partition, {}).get(wkey, ())):
-            state = loads(self.table.get(key))
+            state = loads(self.table.fetch(key))
             if state is not None and mark_worker_lost(state, hostname, lost_at):
                 states[key] = state
         return self._derive(states, ctx, time.time())
@@ -270,7 +270,7 @@ class TaskFolder:
         done = []
         while queue and queue[0][0] < now - retention:
             _, key = queue.popleft()
-            state = loads(self.table.get(key))
+            state = loads(self.table.fetch(key))
             if state is not None and retirable(state, now, retention):
                 done.append(key)
                 self.published.pop(key, None)
@@ -320,7 +320,7 @@ class WorkerFolder:
         def touch(key: str, cluster) -> dict | None:
             state = states.get(key)
             if state is None and key not in before:
-                state = loads(self.table.get(key))
+                state = loads(self.table.fetch(key))
                 at = marks.get((partition, cluster))
                 before[key] = derive_worker(state, at, self.expiry) if state is not None else None
             return state
@@ -384,7 +384,7 @@ class WorkerFolder:
         written = 0
         for key, state in states.items():
             state["p"] = ctx.partition
-            self.table[key] = dumps(state)
+            self.table.put(key, dumps(state), ctx.partition, ctx.receipt)
             record = derived[key]
             said_now = (record["state"], record["offline_reason"], record["heartbeat_at"], record["skew"] is not None
                         and round(record["skew"]), record["active"], record["processed"])  # fmt: skip

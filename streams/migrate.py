@@ -96,6 +96,7 @@ SHARDING_KEYS = {
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)\s*(\(.*\))\s*ENGINE\s*=\s*(\w*MergeTree)\((.*?)\)(.*)$", re.S)
 _CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+) TO (\w+)\.(\w+)\s+AS (.*)$", re.S)
 _DROP_TABLE = re.compile(r"^DROP TABLE IF EXISTS (\w+)\.(\w+)$")
+_ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)\.(\w+) (.*)$", re.S)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,11 @@ class ClusterLayout:
             db, table = m.groups()
             drops = [f"DROP TABLE IF EXISTS {db}.{table}{self.clause}"]
             return drops + ([f"DROP TABLE IF EXISTS {db}.{table}_local{self.clause}"] if table in SHARDING_KEYS else [])
+        if m := _ALTER_TABLE.match(statement):
+            # Columns change on the shards and on the Distributed table that reads them.
+            db, table, change = m.groups()
+            local = [f"ALTER TABLE {db}.{table}_local{self.clause} {change}"] if table in SHARDING_KEYS else []
+            return local + [f"ALTER TABLE {db}.{table}{self.clause} {change}"]
         if statement.startswith("CREATE DATABASE IF NOT EXISTS "):
             return [statement + self.clause]
         raise ValueError(f"cluster mode cannot rewrite this statement yet; extend ClusterLayout.rewrite:\n{statement}")

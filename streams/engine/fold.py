@@ -387,7 +387,14 @@ def _analyse(state: TaskState) -> tuple:
     else:
         deciding = None
     if deciding is not None:
-        current = next((d for d in deliveries if any(e is deciding for e in d.entries)), None)
+        current = None
+        if len(deliveries) == 1:
+            current = deliveries[0] if deciding[KIND] in JOINS else None
+        else:
+            for d in deliveries:
+                if deciding in d.entries and any(e is deciding for e in d.entries):
+                    current = d
+                    break
     else:
         current = deliveries[0] if len(deliveries) == 1 else max(deliveries, key=Delivery.order, default=None)
         if current is None:

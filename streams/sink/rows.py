@@ -10,15 +10,16 @@ import msgspec
 import orjson
 
 TASK_COLUMNS = (
-    "cluster", "uuid", "name", "state", "retries", "revocation_reason", "signum", "rejection", "requeues",
+    "cluster", "uuid", "name", "state", "retries", "revocation_reason", "signum", "rejection", "requeues", "cancels",
     "exception", "exception_type", "traceback", "result", "runtime", "args", "kwargs", "eta", "expires",
-    "root_id", "parent_id", "queue", "exchange", "routing_key", "worker", "client",
+    "root_id", "parent_id", "queue", "exchange", "routing_key", "worker", "client", "orphaned_at",
     "queued_at", "received_at", "started_at", "succeeded_at", "failed_at", "retried_at", "rejected_at",
-    "revoked_at", "first_seen_at", "last_seen_at", "first_seen", "events_count", "version",
+    "revoked_at", "first_seen_at", "last_seen_at", "seen_at", "first_seen", "events_count", "version",
 )  # fmt: skip
 WORKER_COLUMNS = (
     "cluster", "hostname", "state", "offline_reason", "pid", "freq", "active", "processed", "loadavg",
-    "sw_ident", "sw_ver", "sw_sys", "online_at", "heartbeat_at", "offline_at", "expires_at", "updated_at", "version",
+    "sw_ident", "sw_ver", "sw_sys", "online_at", "heartbeat_at", "offline_at", "seen_at", "expires_at", "judged_at",
+    "skew", "updated_at", "version",
 )  # fmt: skip
 EVENT_COLUMNS = (
     "cluster", "type", "uuid", "hostname", "pid", "clock", "timestamp", "event_date", "event_time",
@@ -48,14 +49,20 @@ def task_row(record: dict) -> tuple:
         if values.get(col) is None:
             values[col] = ""
     values["first_seen"] = _datetime(record["first_seen_at"] or 0)
-    values["version"] = record["events_count"]
+    values["cancels"] = record.get("cancels") or 0
+    # A worker loss tags a task without a new event: the tagged record must replace the other.
+    values["version"] = 2 * record["events_count"] + (record.get("orphaned_at") is not None)
     return tuple(values.get(col) for col in TASK_COLUMNS)
 
 
 def worker_row(record: dict) -> tuple:
     values = dict(record)
-    facts = [t for t in (record.get("online_at"), record.get("heartbeat_at"), record.get("offline_at")) if t]
-    updated = max([*facts, record.get("evaluated_at") or 0])
+    # The monitor's clock only (receive times, the watermark): a worker whose own clock is behind
+    # must not make its newer records look older.
+    updated = max(record.get("seen_at") or 0.0, record.get("judged_at") or 0.0)
+    if not updated:  # a record from before receive times were kept: the worker's own times
+        facts = [t for t in (record.get("online_at"), record.get("heartbeat_at"), record.get("offline_at")) if t]
+        updated = max([*facts, record.get("evaluated_at") or 0])
     values["updated_at"] = updated
     values["version"] = int(updated * 1000)
     values["loadavg"] = [float(x) for x in (record.get("loadavg") or []) if isinstance(x, (int, float))]

@@ -26,8 +26,6 @@ EVENTS = int(os.environ.get("STREAMS_TEST_EVENTS", "10000"))
 @pytest.fixture(params=["memory://", "rocksdb://"])
 def backlog(stack, request):
     """Fresh app id and cluster; the backlog's events and the records they must give."""
-    if request.param == "rocksdb://":
-        pytest.importorskip("rocksdict", reason="RocksDB tables need the [rocksdb] extra")
     run = uuid.uuid4().hex[:6]
     settings = dataclasses.replace(
         stack["settings"], app_id=f"streams-test-{run}", cluster=f"streams-{run}", sink="off", store=request.param,

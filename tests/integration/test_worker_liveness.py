@@ -24,8 +24,6 @@ from streams.topics import ensure_topics
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_a_sigkilled_celery_worker_goes_offline_and_orphans_its_tasks_once(stack, store):
-    if store == "rocksdb://":
-        pytest.importorskip("rocksdict", reason="RocksDB tables need the [rocksdb] extra")
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
     settings = dataclasses.replace(

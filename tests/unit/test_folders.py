@@ -36,11 +36,25 @@ def pack(*entries, read_until=None, seen=(), cluster="c1"):
     return list(iter_events(value))
 
 
+class Table(dict):
+    """A table as the folders use it (streams.outbox.OutboxTable.fetch/put)."""
+
+    def __init__(self, sent=None):
+        super().__init__()
+        self.sent = sent
+
+    def fetch(self, key):
+        return self.get(key)
+
+    def put(self, key, value, partition, receipt):
+        self[key] = value
+
+
 @pytest.fixture
 def env():
     sent = Sent()
     outputs = Outputs(sent, Topics(SETTINGS, "app"))
-    tasks, losses, workers = {}, {}, {}
+    tasks, losses, workers = Table(), Table(), Table()
     return sent, TaskFolder(tasks, losses, outputs), WorkerFolder(workers, outputs, 2.0, 16.0), (tasks, workers)
 
 
@@ -66,7 +80,7 @@ def test_after_a_restart_a_duplicate_republishes_the_record(env):
     sent, tasks_f, _, (tasks, _) = env
     items = pack(ev("task-received", T0, uuid="a"))
     run(tasks_f.pack(items, PackContext("t", 0, 1, None)))
-    fresh = TaskFolder(tasks, {}, tasks_f.outputs)  # a new process: the table came back, the output may not have
+    fresh = TaskFolder(tasks, Table(), tasks_f.outputs)  # a new process: the table came back, the output may not have
     sent.clear()
     run(fresh.pack(items, PackContext("t", 0, 1, None)))
     assert [r["uuid"] for r in sent.on(SETTINGS.topic_task_states)] == ["a"]
@@ -155,7 +169,7 @@ def test_assignment_rebuilds_the_orphan_index_and_retention_queue(env):
     _, tasks_f, _, (tasks, _) = env
     run(tasks_f.pack(pack(ev("task-received", T0, uuid="run"), ev("task-received", T0, uuid="done"),
                           ev("task-succeeded", T0 + 1, uuid="done")), PackContext("t", 4, 0, None), now=100.0))  # fmt: skip
-    fresh = TaskFolder(tasks, {}, tasks_f.outputs)
+    fresh = TaskFolder(tasks, Table(), tasks_f.outputs)
     assert fresh.assigned(4, tasks.items()) == 2 and fresh.assigned(3, tasks.items()) == 0
     assert fresh.holding[4] == {"c1/w1@h": {"c1/run"}}
     assert fresh.retire(now=T0 + 10_000, retention=60.0, partition=4) == ["c1/done"]

@@ -1,10 +1,9 @@
-"""Every emit path of Celery 5.7 (docs/emit-paths.md): the record the target task-state rules give.
+"""Every emit path of Celery 5.7 (docs/state-rules.md, "Emit paths"): the record the engine gives.
 
 The inputs are tests/fixtures/celery-emit-paths/<path>.jsonl: raw broker messages from real
 prefork workers on RabbitMQ (capture.py), or, where index.json says ``"source": "generated"``,
-derived by hand from the Celery code (generate.py). Every expectation is the value of the target
-rules (the brief rules-target.md, summarised in docs/emit-paths.md), not of today's engine; where
-those values are not what a Celery user would expect, the entry names the finding (F1...) of
+derived by hand from the Celery code (generate.py). Every expectation is what a Celery user
+expects; where the events cannot support the truth, the entry names the finding (F1...) of
 docs/emit-paths.md. Each capture is replayed in file order, then as shuffled sets with duplicates,
 message by message and event by event.
 """
@@ -23,7 +22,7 @@ from streams.engine import Tracker
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "celery-emit-paths"
 INDEX = json.loads((FIXTURES / "index.json").read_text())["paths"]
 FIELDS = ("state", "retries", "worker", "revocation_reason", "signum", "rejection", "requeues", "exception_type")
-ANY = object()  # the rules do not say (docs/emit-paths.md, "Not asserted")
+ANY = object()  # not asserted: the rules do not say
 FIRST, SECOND = "first worker", "second worker"  # the path's workers, by start order
 
 
@@ -36,7 +35,7 @@ def rec(state, retries=0, *, worker=FIRST, revocation_reason=None, signum=None, 
 
 REVOKED = lambda reason, signum=None, **kw: rec("REVOKED", revocation_reason=reason, signum=signum, **kw)  # noqa: E731
 
-# (path, task label) -> the record's fields per the target rules.
+# (path, task label) -> the record's fields.
 EXPECTED = {
     ("success", "a"): rec("SUCCEEDED"),
     ("success", "b"): rec("SUCCEEDED"),

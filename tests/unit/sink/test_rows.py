@@ -12,17 +12,20 @@ def test_rows_have_every_column(scenario_events):
     for record in t.task_records():
         row = dict(zip(TASK_COLUMNS, task_row(record)))
         assert len(row) == len(TASK_COLUMNS)
-        assert row["version"] == record["events_count"] and row["cluster"] == "c"
+        assert row["version"] == 2 * record["events_count"] + (record["orphaned_at"] is not None) and row["cluster"] == "c"
     for record in t.worker_records():
         assert len(worker_row(record)) == len(WORKER_COLUMNS)
 
 
-def test_worker_version_follows_the_newest_fact():
-    base = {"online_at": 10.0, "heartbeat_at": 12.0, "offline_at": None, "loadavg": [0.1, "x"]}
+def test_worker_version_follows_the_monitor_clock_only():
+    # the worker's own clock is 45 s behind: its timestamps must not decide which row is newer
+    base = {"online_at": 10.0 - 45, "heartbeat_at": 12.0 - 45, "offline_at": None, "loadavg": [0.1, "x"], "seen_at": 12.0}
     row = dict(zip(WORKER_COLUMNS, worker_row(base)))
     assert (row["version"], row["loadavg"]) == (12000, [0.1])
-    row = dict(zip(WORKER_COLUMNS, worker_row({**base, "evaluated_at": 20.0})))
+    row = dict(zip(WORKER_COLUMNS, worker_row({**base, "judged_at": 20.0})))  # judged gone at watermark 20
     assert row["version"] == 20000
+    legacy = {"online_at": 10.0, "heartbeat_at": 12.0, "offline_at": None, "evaluated_at": 15.0}
+    assert dict(zip(WORKER_COLUMNS, worker_row(legacy)))["version"] == 15000
 
 
 def test_event_row_keeps_the_body_and_refuses_non_events():

@@ -1,0 +1,82 @@
+"""A real Celery worker whose clock runs 20 s behind, beside a normal one, through the live pipeline.
+
+Issue 12: liveness compares receive times with the stream's watermark, never a worker's clock
+with the monitor's. For a minute neither worker is ever published OFFLINE and no worker-lost alert
+is raised; both end HEARTBEAT in ClickHouse, the skewed one with its skew (and one clock-drift
+alert, the threshold being 16 s as Celery's own drift warning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+
+import orjson
+import pytest
+from kafka import KafkaConsumer
+
+from demo.pipeline import Pipeline, wait_for_worker
+from streams.topics import ensure_topics
+
+RUN_SECONDS = 60.0
+SKEW = -20.0
+
+
+def records(settings, topic: str, seconds: float = 10.0) -> list[dict]:
+    """What ``topic`` holds now (read for ``seconds`` at most: the topic keeps growing)."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=1000
+    )
+    deadline = time.monotonic() + seconds
+    out = []
+    try:
+        for message in consumer:
+            out.append(orjson.loads(message.value))
+            if time.monotonic() > deadline:
+                break
+        return out
+    finally:
+        consumer.close()
+
+
+def test_a_worker_whose_clock_is_behind_is_never_lost(stack, clickhouse_client):
+    assert shutil.which("faketime"), "Debian's faketime is needed: make faketime (make test installs it)"
+    base = stack["settings"]
+    pipeline = Pipeline(base, stack["run_dir"] / "logs")
+    settings = dataclasses.replace(
+        pipeline.settings, app_id=f"{base.app_id}-skew-{pipeline.run_id}", cluster=f"skew-{pipeline.run_id}",
+        streams_metrics_addr="off", sink_group=f"skew-sink-{pipeline.run_id}",
+    )  # fmt: skip
+    pipeline.settings = settings
+    ensure_topics(settings)
+    host = pipeline.worker_hostname.split("@")[1]
+    normal, skewed = f"normal-{pipeline.run_id}@{host}", f"skewed-{pipeline.run_id}@{host}"
+    try:
+        pipeline.start_bridge()
+        pipeline.start_streams()
+        pipeline.start_celery_worker(hostname=normal)
+        pipeline.start_celery_worker(hostname=skewed, clock_offset=SKEW)
+        deadline = time.monotonic() + RUN_SECONDS
+        while time.monotonic() < deadline:  # a little work for both, heartbeats all along
+            pipeline.client.send_task("demo.add", args=(1, 2))
+            pipeline.check_alive()
+            time.sleep(0.5)
+
+        published = [r for r in records(settings, settings.topic_worker_states) if r["cluster"] == settings.cluster]
+        for hostname in (normal, skewed):
+            mine = [r for r in published if r["hostname"] == hostname]
+            assert mine, f"no record of {hostname}"
+            assert not [r for r in mine if r["state"] == "OFFLINE"], f"{hostname} was published OFFLINE"
+        alerts = [a for a in records(settings, settings.topic_alerts) if a["cluster"] == settings.cluster]
+        assert not [a for a in alerts if a["alert"] == "worker-lost" and a["hostname"] in (normal, skewed)]
+        drift = [a for a in alerts if a["alert"] == "clock-drift" and a["hostname"] in (normal, skewed)]
+        assert [a["hostname"] for a in drift] == [skewed], drift
+
+        rows = {h: wait_for_worker(clickhouse_client, settings, h, "HEARTBEAT", 30) for h in (normal, skewed)}
+        assert rows[skewed]["skew"] == pytest.approx(SKEW, abs=2.0)
+        assert abs(rows[normal]["skew"]) < 2.0
+        assert rows[skewed]["heartbeat_at"] < rows[skewed]["seen_at"] - 15  # its own clock, 20 s behind ours
+    finally:
+        pipeline.stop()
+        pipeline.cleanup_broker()
