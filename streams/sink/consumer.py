@@ -169,9 +169,12 @@ class ClickHouseSink:
             # Records to ask for: a pack holds many rows, so aim at the rows left, not more.
             want = max(1, min(MAX_RECORDS_PER_CONSUME, (s.sink_batch_rows - size) * batch.records // max(size, 1) or MAX_RECORDS_PER_CONSUME))
             if batch.empty:
-                messages = consume(num_messages=want, timeout=min(left, IDLE_WAIT))
-                if messages:
-                    batch.started = time.monotonic()  # the bounds count from the first record
+                # poll() returns with the first record; consume() would wait for `want` of them
+                first = self.consumer.poll(min(left, IDLE_WAIT))
+                if first is None:
+                    continue
+                batch.started = time.monotonic()  # the bounds count from the first record
+                messages = [first, *consume(num_messages=want, timeout=0)]
             else:
                 messages = consume(num_messages=want, timeout=0)
                 if not messages:

@@ -44,6 +44,10 @@ class FakeConsumer:
         taken, self.messages = self.messages[:num_messages], self.messages[num_messages:]
         return taken
 
+    def poll(self, timeout=0.0):
+        taken = self.consume(1, timeout)
+        return taken[0] if taken else None
+
     def commit(self, offsets=None, asynchronous=True):
         self.log.append(("commit", [(tp.topic, tp.partition, tp.offset) for tp in offsets]))
 
