@@ -20,6 +20,7 @@ import time
 import urllib.request
 import uuid as uuidlib
 
+import psutil
 from kafka import KafkaConsumer
 
 from bridge.packs import partition_of
@@ -65,6 +66,18 @@ def packed_events(settings, uuids: set[str]) -> dict[tuple, list[tuple]]:
     return where
 
 
+def waiting_for_kafka(pid: int, deadline: float) -> None:
+    """Return once the process has stopped using CPU for a while (blocked on Kafka's acks)."""
+    proc = psutil.Process(pid)
+    last, still = sum(proc.cpu_times()[:2]), 0
+    while still < 5:
+        assert time.monotonic() < deadline, "the bridge never went idle"
+        time.sleep(0.2)
+        now = sum(proc.cpu_times()[:2])
+        still = still + 1 if now == last else 0
+        last = now
+
+
 def in_flight(metrics_addr: str) -> float:
     try:
         text = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=2).read().decode()
@@ -81,6 +94,7 @@ def test_restart_mid_stream_repacks_and_nothing_is_lost_or_doubled(stack, clickh
     settings = dataclasses.replace(
         pipeline.settings, cluster=f"{base.cluster}-repack-{pipeline.run_id}", app_id=f"{base.app_id}-repack",
         bridge_metrics_addr=metrics_addr, bridge_kafka_timeout=30.0,
+        bridge_tick_seconds=3600.0,  # no tick in flight when Kafka is paused: the flush is what waits for acks
     )  # fmt: skip
     pipeline.settings = settings
     host = f"repack-{pipeline.run_id}@h"
@@ -103,10 +117,10 @@ def test_restart_mid_stream_repacks_and_nothing_is_lost_or_doubled(stack, clickh
         try:
             bridge.signal(signal.SIGCONT)
             deadline = time.monotonic() + 20
-            while in_flight(metrics_addr) == 0:  # the bridge holds a flush, its packs sent, no ack
+            while in_flight(metrics_addr) == 0:  # the bridge holds a flush...
                 assert time.monotonic() < deadline, bridge.tail()
                 time.sleep(0.1)
-            time.sleep(1.0)
+            waiting_for_kafka(bridge.pid, deadline)  # ...packed and sent, now waiting for the acks
             bridge.signal(signal.SIGKILL)
             bridge.popen.wait(10)
         finally:
