@@ -22,7 +22,7 @@ import psutil
 from celery.events.event import get_exchange
 import urllib.request
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kombu import Connection, Queue
 
 from bench.engine import load_events
@@ -53,17 +53,25 @@ def events_out(metrics_addr: str) -> int:
 
 
 def packs_in_kafka(settings: Settings, tps: list) -> tuple[int, int, int]:
-    """(packs, events, bytes) on the event topics, read back."""
+    """(packs, events, bytes) on the event topics, read back (librdkafka's consumer)."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as Partition
+
     highwaters = fetch_highwaters([settings.kafka_bootstrap], tps)
-    consumer = KafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
-    consumer.assign(tps)
-    consumer.seek_to_beginning()
+    consumer = Consumer({**settings.librdkafka_options(), "group.id": "bench-bridge-readback", "enable.auto.commit": False})
+    consumer.assign([Partition(tp.topic, tp.partition, 0) for tp in tps])
+    left = {(tp.topic, tp.partition): highwaters[tp] for tp in tps if highwaters[tp]}
     packs = events = size = 0
+    deadline = time.monotonic() + 120
     try:
-        while sum(consumer.position(tp) for tp in tps) < sum(highwaters.values()):
-            for records in consumer.poll(timeout_ms=1000).values():
-                for record in records:
-                    packs, events, size = packs + 1, events + len(decode_pack(record.value).entries), size + len(record.value)
+        while left and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 1.0):
+                if message.error():
+                    continue
+                packs, events, size = packs + 1, events + len(decode_pack(message.value()).entries), size + len(message.value())
+                key = (message.topic(), message.partition())
+                if key in left and message.offset() + 1 >= left[key]:
+                    del left[key]
     finally:
         consumer.close()
     return packs, events, size

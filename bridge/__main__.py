@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             "bridge_queue_ttl_ms",
             "bridge_prefetch",
             "bridge_batch_size",
+            "bridge_batch_bytes",
             "bridge_batch_seconds",
             "bridge_min_flush_interval",
             "bridge_pack_max_bytes",

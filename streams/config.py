@@ -66,9 +66,12 @@ class Settings:
     )
     bridge_queue_ttl_ms: int = _setting(86_400_000, "BRIDGE_QUEUE_TTL_MS", "AMQP x-message-ttl of the bridge queue (ms)")
     bridge_prefetch: int = _setting(
-        100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (the bridge's memory bound; a task.multi message holds up to ~100 events)"
+        100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (a flush holds at most this many; BRIDGE_BATCH_BYTES bounds their memory)"
     )
-    bridge_batch_size: int = _setting(50, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush (acked together after it)")
+    bridge_batch_size: int = _setting(500, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush at most (acked together after it)")
+    bridge_batch_bytes: int = _setting(
+        2 * 1024 * 1024, "BRIDGE_BATCH_BYTES", "broker message bytes per Kafka flush at most (a task.multi body holds up to ~100 events)"
+    )
     bridge_batch_seconds: float = _setting(
         0.2, "BRIDGE_BATCH_SECONDS", "longest a batch grows while messages keep coming (an idle broker: flushed at once)"
     )
