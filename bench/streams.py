@@ -30,6 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
+
 from bench.engine import load_events
 from demo.backlog import produce_event_records, produce_events
 from demo.pipeline import Pipeline
@@ -104,12 +106,73 @@ def run_worker(label: str, args: list[str], settings: Settings, run_dir: Path, t
 PER_EVENT_TOPIC = "bench.task-events.v1"  # one event per record, for the baselines
 
 
+def produce_many_tasks(settings: Settings, tasks: int, flush: int = 4000) -> int:
+    """``tasks`` finished tasks (task-received + task-succeeded each, distinct uuids), packed as the
+    bridge packs them; generated on the fly so the benchmark itself stays small."""
+    from confluent_kafka import Producer
+
+    from bridge.envelope import Enveloper
+    from bridge.packs import Packer
+
+    enveloper, packer = Enveloper(settings.cluster, "rss"), Packer(settings.cluster, "rss")
+    producer = Producer({**settings.librdkafka_options(), "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
+    now, sent, entries = time.time(), 0, []
+    for i in range(tasks):
+        uuid, host = f"{i:08d}-0000-4000-8000-rss000000000", f"w{i % 50}@host"
+        for n, kind in enumerate(("task-received", "task-succeeded")):
+            body = {"type": kind, "uuid": uuid, "hostname": host, "pid": 1, "clock": 2 * i + n, "timestamp": now + i / 1e4,
+                    "name": "bench.rss", "args": "(1, 2)", "kwargs": "{}", "retries": 0, "result": "3", "runtime": 0.01}  # fmt: skip
+            entries.extend(enveloper.wrap(orjson.dumps(body), "task.multi", body["timestamp"]))
+        if len(entries) >= flush or i == tasks - 1:
+            packs, _ = packer.pack(entries, entries[-1].item["received_at"], lambda kind: settings.topic_partitions)
+            for pack in packs:
+                while True:
+                    try:
+                        producer.produce(settings.topic_task_events if pack.kind == "task" else settings.topic_worker_events,
+                                         value=pack.value, partition=pack.partition)  # fmt: skip
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+            sent += len(entries)
+            entries = []
+    if producer.flush(120):
+        raise RuntimeError("Kafka did not take the generated tasks")
+    return sent
+
+
+def rss_at(tasks: int, timeout: float) -> None:
+    """`python -m bench.streams --rss-tasks N`: one packs worker folds N finished tasks (memory
+    store, retention off so every task stays in the table); its RSS once they are all tracked."""
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-streams-rss-"))
+    port = services.free_port()
+    tansu, tansu_argv, env = services.tansu(run_dir, port)
+    tansu.start(tansu_argv, env=env)
+    try:
+        settings = Settings.load(kafka_bootstrap=f"127.0.0.1:{port}", cluster="rss")
+        ensure_topics(settings)
+        t0 = time.monotonic()
+        total = produce_many_tasks(settings, tasks)
+        print(f"bench-streams --rss-tasks: {tasks:,} tasks ({total:,} events) pre-loaded in {time.monotonic() - t0:.0f}s")
+        os.environ["STREAMS_TASK_RETENTION"] = "0"
+        r = run_worker("rss", ["streams", "worker"], settings, run_dir, total, timeout, settings.topic_task_events)
+        print(f"  {r['events']:,.0f} events in {r['seconds']:.0f}s ({r['events_per_second']:,.0f}/s): RSS max "
+              f"{r['rss_max_mb']:,.0f} MB with {tasks:,} tasks in the table ({r['rss_max_mb'] * 1e6 / tasks / 1e3:,.2f} kB per task)")  # fmt: skip
+        out = ROOT / "bench" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "streams-rss.json").write_text(json.dumps({"tasks": tasks, **r}, indent=2))
+    finally:
+        tansu.stop()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="at least this many task events")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up on a worker after this long")
     parser.add_argument("--only", default="naive,ceiling,previous,packs", help="workers to run (comma list)")
+    parser.add_argument("--rss-tasks", type=int, default=0, help="instead: RSS of one worker tracking this many tasks")
     args = parser.parse_args(argv)
+    if args.rss_tasks:
+        return rss_at(args.rss_tasks, max(args.timeout, 900.0))
     only = set(args.only.split(","))
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-streams-"))

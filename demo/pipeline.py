@@ -72,16 +72,27 @@ class Proc:
                 os.kill(self.pid, sig)
 
     def stop(self, timeout: float = 20.0, sig: int = signals.SIGTERM) -> int | None:
+        """Stop the process and everything it started (its own session: group id = its pid).
+
+        The group matters: a Celery worker's pool children, and a process started through a
+        wrapper that forks (faketime), would outlive a signal to the leader alone."""
         if self.popen is None:
             return None
         if self.alive():
-            os.kill(self.pid, sig)
+            self._signal_group(sig)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.kill(self.pid, signals.SIGKILL)
+                self._signal_group(signals.SIGKILL)
                 self.popen.wait(10)
+        self._signal_group(signals.SIGKILL)  # whatever of the group is left (none, normally)
         return self.popen.returncode
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def settings_env(settings: Settings) -> dict:

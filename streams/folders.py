@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Protocol
 import orjson
 
 from . import records
+from .engine.codec import exact
 from .engine import (
     Invalid,
     OtherEvent,
@@ -49,7 +50,9 @@ class Sender(Protocol):
 
 
 def dumps(state: dict) -> bytes:
-    return orjson.dumps(state)
+    # exact(): orjson's bytes keep its growth buffer (~4 kB each); a million kept states held
+    # 4.3 GB instead of ~0.7 GB (bench-streams --rss-tasks).
+    return exact(orjson.dumps(state))
 
 
 def loads(raw: bytes | None) -> dict | None:
@@ -195,6 +198,8 @@ class TaskFolder:
             cls = item.__class__
             if cls is TaskEvent:
                 events += 1
+                if item.kind == "other" and self.metrics:  # a task-* type the rules do not know: kept, counted
+                    self.metrics.other_events.labels(_bounded_type(item.type)).inc()
                 key = f"{item.cluster or ''}/{item.uuid}"
                 state = states.get(key)
                 if state is None:

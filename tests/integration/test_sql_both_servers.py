@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from streams.migrate import migrate
+from streams.migrate import load_migrations, migrate
 from streams.report import QUERIES_DIR, run_report
 from streams.sink.clickhouse import ClickHouseWriter, connect
 from tests.sqlkit import Chdb, dataset, insert_sql
@@ -21,7 +21,7 @@ def both(stack, scenario_events, tmp_path_factory):
     settings = dataclasses.replace(stack["settings"], clickhouse_database=DB)
     server = connect(settings, with_database=False)
     server.execute(f"DROP DATABASE IF EXISTS {DB}")
-    assert migrate(server.execute, DB) == ["0001", "0002", "0003", "0004"]
+    assert migrate(server.execute, DB) == [m.id for m in load_migrations(DB)]
     assert migrate(server.execute, DB) == []
     writer = ClickHouseWriter(settings, connect(settings))
     modern = Chdb(str(tmp_path_factory.mktemp("chdb")))
