@@ -68,7 +68,9 @@ class Settings:
     bridge_prefetch: int = _setting(
         100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (a flush holds at most this many; BRIDGE_BATCH_BYTES bounds their memory)"
     )
-    bridge_batch_size: int = _setting(500, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush at most (acked together after it)")
+    bridge_batch_size: int = _setting(
+        50, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush at most (acked together after it; half the prefetch: the broker sends the next ones meanwhile)"
+    )
     bridge_batch_bytes: int = _setting(
         2 * 1024 * 1024, "BRIDGE_BATCH_BYTES", "broker message bytes per Kafka flush at most (a task.multi body holds up to ~100 events)"
     )
