@@ -46,8 +46,8 @@ class Entry(NamedTuple):
 
 
 class Routed(NamedTuple):
-    """One Kafka record. Packs have ``partition`` set, key None, and keep their encoded entries
-    (``parts``: (key, bytes) each) and signs of life (``seen``) so that a refused pack can be
+    """One Kafka record. Packs have ``partition`` set, key None, and keep their entries
+    (``parts``: (key, entry dict) each) and signs of life (``seen``) so that a refused pack can be
     packed again; dead letters, status records and queue-length samples are keyed and
     partitioned by the producer."""
 

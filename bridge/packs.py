@@ -31,7 +31,7 @@ PACK_MAX_BYTES = 512 * 1024
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 _WORDS = struct.Struct("<I")
-_HASH_CACHE_MAX = 200_000  # key -> hash; a task's events span several flushes
+_HASH_CACHE_MAX = 20_000  # key -> hash: a task's events span several flushes (~3 MB at most)
 
 
 def murmur2(data: bytes) -> int:
@@ -92,15 +92,33 @@ class Packer:
         self.max_bytes = max_bytes
         self.max_message_bytes = max_message_bytes
         self._hashes: dict[bytes, int] = {}
+        self._workers: tuple[int, dict[str, int]] = (0, {})  # (worker partitions, hostname -> partition)
 
     # -- partitions ----------------------------------------------------------------------------
     def partition(self, key: bytes, partitions: int) -> int:
         h = self._hashes.get(key)
         if h is None:
-            if len(self._hashes) >= _HASH_CACHE_MAX:
-                self._hashes.clear()
-            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+            h = self._hash(key)
         return h % partitions
+
+    def _hash(self, key: bytes) -> int:
+        if len(self._hashes) >= _HASH_CACHE_MAX:
+            self._hashes.clear()
+        h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return h
+
+    def worker_partition(self, hostname: str, partitions: int) -> int:
+        """The worker-events partition of ``cluster/hostname``."""
+        count, cache = self._workers
+        if count != partitions:
+            cache = {}
+            self._workers = (partitions, cache)
+        p = cache.get(hostname)
+        if p is None:
+            if len(cache) >= _HASH_CACHE_MAX:
+                cache.clear()
+            p = cache[hostname] = partition_of(worker_key(self.cluster, hostname).encode(), partitions)
+        return p
 
     # -- packing -------------------------------------------------------------------------------
     def pack(self, entries: Iterable[Entry], read_until: float, partitions: Callable[[str], int]) -> tuple[list[Routed], list[Routed]]:
@@ -110,114 +128,148 @@ class Packer:
         order. An event that cannot be encoded or is too large for one Kafka record becomes a
         dead letter; the others are packed as usual (one bad event never costs its pack).
         """
-        counts = {TASK: partitions(TASK), WORKER: partitions(WORKER)}
-        groups: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
-        seen: dict[int, dict[str, list]] = defaultdict(dict)  # worker partition -> hostname -> [recv, ts, n]
-        dead: list[Routed] = []
-        dumps, partition = orjson.dumps, self.partition
-        workers = counts[WORKER]
-        for kind, key, item in entries:
-            try:
-                encoded = dumps(item)
-            except TypeError as exc:  # e.g. an integer beyond 64 bits
-                dead.append(dead_record(self.cluster, self.bridge_id, f"event cannot be re-encoded: {exc}", item["event"], item.get("routing_key")))
-                continue
-            group = groups.get((kind, p := partition(key, counts[kind])))
-            if group is None:
-                group = groups[(kind, p)] = []
-            group.append((key, encoded))
+        tasks, workers = partitions(TASK), partitions(WORKER)
+        # Hot loop (every event of the bridge): lookups inlined, one list per partition.
+        by_task: list[list | None] = [None] * tasks
+        by_worker: list[list | None] = [None] * workers
+        first_seen: list[tuple[str, int]] = []  # (kind, partition) in first-seen order
+        seen: dict[int, dict[str, list]] = {}  # worker partition -> hostname -> [received_at, timestamp, count]
+        hashes, hash_of = self._hashes, self._hash
+        worker_partition = self.worker_partition
+        last_host, last_mark = None, None  # a task.multi body comes from one worker
+        for entry in entries:
+            kind, key, item = entry
+            h = hashes.get(key)
+            if h is None:
+                h = hash_of(key)
             if kind == TASK:
+                p = h % tasks
+                group = by_task[p]
+                if group is None:
+                    group = by_task[p] = []
+                    first_seen.append((TASK, p))
                 event = item["event"]
                 hostname = event.get("hostname")
                 if hostname and hostname.__class__ is str and event.get("type") != "task-sent":
                     ts = event.get("timestamp")
-                    if ts.__class__ is float or (isinstance(ts, (int, float)) and ts.__class__ is not bool):
-                        wp = partition(worker_key(self.cluster, hostname).encode(), workers)
-                        mark = seen[wp].get(hostname)
+                    if ts.__class__ is float or ts.__class__ is int:
                         received = item["received_at"]
-                        if mark is None:
-                            seen[wp][hostname] = [received, ts, 1]
+                        if hostname == last_host:
+                            mark = last_mark
                         else:
-                            mark[0] = max(mark[0], received)
-                            mark[1] = max(mark[1], ts)
-                            mark[2] += 1
+                            wp = worker_partition(hostname, workers)
+                            marks = seen.get(wp)
+                            if marks is None:
+                                marks = seen[wp] = {}
+                            mark = marks.get(hostname)
+                            if mark is None:
+                                mark = marks[hostname] = [received, ts, 0]
+                            last_host, last_mark = hostname, mark
+                        if received > mark[0]:
+                            mark[0] = received
+                        if ts > mark[1]:
+                            mark[1] = ts
+                        mark[2] += 1
+            else:
+                p = h % workers
+                group = by_worker[p]
+                if group is None:
+                    group = by_worker[p] = []
+                    first_seen.append((WORKER, p))
+            group.append((key, item))
         for wp in seen:
-            groups.setdefault((WORKER, wp), [])
+            if by_worker[wp] is None:
+                by_worker[wp] = []
+                first_seen.append((WORKER, wp))
         packs: list[Routed] = []
-        for (kind, p), group in groups.items():
-            marks = seen.get(p) if kind is WORKER else None
-            signs = [Seen(h, m[0], float(m[1]), m[2]) for h, m in marks.items()] if marks else []
-            out, too_big = self._split(kind, p, group, signs, read_until)
-            packs.extend(out)
-            dead.extend(too_big)
+        dead: list[Routed] = []
+        for kind, p in first_seen:
+            if kind == TASK:
+                self._split(TASK, p, by_task[p], [], read_until, self.max_bytes, packs, dead)
+            else:
+                marks = seen.get(p)
+                signs = [Seen(h, m[0], float(m[1]), m[2]) for h, m in marks.items()] if marks else []
+                self._split(WORKER, p, by_worker[p], signs, read_until, self.max_bytes, packs, dead)
         return packs, dead
 
     def empty(self, partition: int, read_until: float) -> Routed:
         """A tick: an empty worker-events pack that only moves ``read_until`` on its partition."""
-        return self._record(WORKER, partition, [], [], read_until)
+        return self._record(WORKER, partition, [], (), (), read_until)
 
     def repack(self, failed: Iterable[Routed], read_until: float, partitions: Callable[[str], int], max_bytes: int | None = None) -> tuple[list[Routed], list[Routed]]:
         """The events (and signs of life) of packs Kafka refused, packed again: for a partition
         count that changed, or (``max_bytes``) smaller, for a broker whose size limit is lower than
         ours. A single event a broker refuses for its size becomes a dead letter."""
         counts = {TASK: partitions(TASK), WORKER: partitions(WORKER)}
-        limit = max_bytes or self.max_bytes
-        groups: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        groups: dict[tuple[str, int], list[tuple[bytes, dict]]] = {}
         signs: dict[int, list[Seen]] = defaultdict(list)
+        packs: list[Routed] = []
         dead: list[Routed] = []
         for pack in failed:
             if max_bytes is not None and len(pack.parts) == 1 and not pack.seen:
                 dead.append(self._too_big(pack.parts[0][1], len(pack.value), "Kafka refused it for its size"))
                 continue
-            for key, encoded in pack.parts:
-                groups.setdefault((pack.kind, self.partition(key, counts[pack.kind])), []).append((key, encoded))
+            for key, item in pack.parts:
+                groups.setdefault((pack.kind, self.partition(key, counts[pack.kind])), []).append((key, item))
             for sign in pack.seen:
-                wp = self.partition(worker_key(self.cluster, sign.hostname).encode(), counts[WORKER])
+                wp = self.worker_partition(sign.hostname, counts[WORKER])
                 signs[wp].append(sign)
                 groups.setdefault((WORKER, wp), [])
-        packs: list[Routed] = []
         for (kind, p), group in groups.items():
-            out, too_big = self._split(kind, p, group, signs.get(p, []) if kind == WORKER else [], read_until, limit)
-            packs.extend(out)
-            dead.extend(too_big)
+            self._split(kind, p, group, signs.get(p, []) if kind == WORKER else [], read_until, max_bytes or self.max_bytes, packs, dead)
         return packs, dead
 
-    def _split(self, kind: str, partition: int, group: list, signs: list[Seen], read_until: float, limit: int | None = None) -> tuple[list[Routed], list[Routed]]:
-        limit = limit or self.max_bytes
-        packs: list[Routed] = []
-        dead: list[Routed] = []
+    def _split(self, kind: str, partition: int, group: list, signs: list[Seen], read_until: float, limit: int, packs: list, dead: list) -> None:
+        """Encode one partition's entries into packs of at most ``limit`` bytes (appended to
+        ``packs``); an entry that cannot go into any pack goes to ``dead``. Encoded bytes live only
+        until their pack is joined (orjson's buffers are larger than their bytes)."""
+        dumps = orjson.dumps
         overhead = len(self._head(read_until)) + 16  # '"events":[' ... ']}' and the commas' slack
-        seen_bytes = len(orjson.dumps([s.as_json() for s in signs])) + 10 if signs else 0
-        current: list[tuple[bytes, bytes]] = []
-        size = overhead + seen_bytes
-        for part in group:
-            n = len(part[1]) + 1
-            if current and size + n > limit:
-                packs.append(self._record(kind, partition, current, signs, read_until))
-                signs, current, size = [], [], overhead
+        sign_bytes = len(orjson.dumps([s.as_json() for s in signs])) + 10 if signs else 0
+        if group:
+            # The common case in one C call: the whole partition's entries fit in one pack.
+            try:
+                array = dumps([item for _, item in group])
+            except TypeError:
+                array = None  # some entry cannot be encoded: find it below
+            if array is not None and overhead + sign_bytes + len(array) <= limit:
+                packs.append(self._record(kind, partition, None, group, signs, read_until, array))
+                return
+        parts, encoded, size = [], [], overhead + sign_bytes
+        for key, item in group:
+            try:
+                data = dumps(item)
+            except TypeError as exc:  # e.g. an integer beyond 64 bits
+                reason = f"event cannot be re-encoded: {exc}"
+                dead.append(dead_record(self.cluster, self.bridge_id, reason, item["event"], item.get("routing_key")))
+                continue
+            n = len(data) + 1
+            if parts and size + n > limit:
+                packs.append(self._record(kind, partition, encoded, parts, signs, read_until))
+                signs, parts, encoded, size = (), [], [], overhead
             if overhead + n > limit:  # larger than a pack: alone, if Kafka takes it at all
                 if overhead + n > self.max_message_bytes:
-                    dead.append(self._too_big(part[1], overhead + n, f"more than the {self.max_message_bytes} bytes of one Kafka record"))
-                    continue
-                packs.append(self._record(kind, partition, [part], [], read_until))
+                    dead.append(self._too_big(item, overhead + n, f"more than the {self.max_message_bytes} bytes of one Kafka record"))
+                else:
+                    packs.append(self._record(kind, partition, [data], [(key, item)], (), read_until))
                 continue
-            current.append(part)
+            parts.append((key, item))
+            encoded.append(data)
             size += n
-        if current or signs or not group:
-            packs.append(self._record(kind, partition, current, signs, read_until))
-        return packs, dead
+        if parts or signs or not group:
+            packs.append(self._record(kind, partition, encoded, parts, signs, read_until))
 
     def _head(self, read_until: float) -> bytes:
         return orjson.dumps({"v": PACK_VERSION, "cluster": self.cluster, "bridge": self.bridge_id, "read_until": read_until})
 
-    def _record(self, kind: str, partition: int, parts: list, signs: list[Seen], read_until: float) -> Routed:
+    def _record(self, kind: str, partition: int, encoded: list[bytes] | None, parts: list, signs, read_until: float, array: bytes = b"") -> Routed:
+        """One pack; its events either ``encoded`` one by one or already as a JSON ``array``."""
         value = b"".join((
-            self._head(read_until)[:-1], b',"events":[', b",".join(encoded for _, encoded in parts), b"]",
+            self._head(read_until)[:-1], b',"events":', array or b"[" + b",".join(encoded or ()) + b"]",
             (b',"seen":' + orjson.dumps([s.as_json() for s in signs])) if signs else b"", b"}",
         ))  # fmt: skip
         return Routed(kind, None, value, partition, tuple(parts), tuple(signs))
 
-    def _too_big(self, encoded: bytes, size: int, why: str) -> Routed:
-        item = orjson.loads(encoded)
+    def _too_big(self, item: dict, size: int, why: str) -> Routed:
         reason = f"event of {size} bytes is too large: {why}"
         return dead_record(self.cluster, self.bridge_id, reason, item.get("event"), item.get("routing_key"))

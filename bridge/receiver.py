@@ -6,8 +6,10 @@ acknowledged every pack holding their events, so a killed bridge loses nothing (
 duplicates, packed differently, are harmless downstream).
 Redis: ``celeryev`` is a PUB/SUB fanout; nothing can be acked or replayed there.
 
-Batching waits only under load, as Kafka's linger does: a batch is flushed as soon as no further
-message is immediately available, or at BRIDGE_BATCH_SIZE messages / BRIDGE_BATCH_SECONDS.
+Batching waits only under load: a batch is flushed as soon as no further message is immediately
+available — at once on a quiet broker — but no sooner than BRIDGE_MIN_FLUSH_INTERVAL after the
+previous flush (a busy broker: fewer, larger Kafka requests), and at the latest at
+BRIDGE_BATCH_SIZE messages / BRIDGE_BATCH_BYTES / BRIDGE_BATCH_SECONDS.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class BrokerReceiver:
         self.last_message_at: float | None = None
         self.lost: tuple[float | None, str] | None = None  # (last message before, why) of a lost connection
         self.pending: list = []  # (message, received_at) not yet in Kafka
+        self.pending_bytes = 0  # their bodies' size
         self.stopping = False
         self.counts = {"messages": 0, "events": 0, "packs": 0, "batches": 0}
 
@@ -104,7 +107,7 @@ class BrokerReceiver:
             conn.ensure_connection(max_retries=1)
             queue, acks = self._queue(conn)
             log.info("consuming Celery events: broker=%s queue=%s acks=%s cluster=%s", mask_url(url), queue.name, acks, self.settings.cluster)
-            self.pending = []  # unacked messages of a lost connection come back by redelivery
+            self.pending, self.pending_bytes = [], 0  # unacked messages of a lost connection come back by redelivery
             if not acks:
                 # Redis pub/sub: what was published while we were away is gone; say so.
                 if self.enveloper.gaps is None:
@@ -127,17 +130,22 @@ class BrokerReceiver:
 
     def _loop(self, conn: Connection, queue: Queue, acks: bool) -> None:
         s, progress = self.settings, self.progress
-        batch_started = time.monotonic()
+        batch_started = last_flush = time.monotonic()
         while not self.stopping:
             self.metrics.tick(s.cluster)
             if self.pending:
-                if len(self.pending) < s.bridge_batch_size and time.monotonic() - batch_started < s.bridge_batch_seconds:
+                now = time.monotonic()
+                if len(self.pending) < s.bridge_batch_size and self.pending_bytes < s.bridge_batch_bytes and now - batch_started < s.bridge_batch_seconds:
+                    # Take what is immediately available; after a recent flush (a busy broker),
+                    # also wait out BRIDGE_MIN_FLUSH_INTERVAL for more.
+                    pace = min(last_flush + s.bridge_min_flush_interval, batch_started + s.bridge_batch_seconds) - now
                     try:
-                        conn.drain_events(timeout=LINGER_WAIT)
+                        conn.drain_events(timeout=max(LINGER_WAIT, pace))
                         continue
                     except socket.timeout:
-                        pass  # nothing more queued right now: flush at once
+                        pass  # nothing more queued: flush now
                 self._flush(acks)
+                last_flush = time.monotonic()
                 if acks and progress.sample_due(time.time()):
                     self._sample(conn, queue)
             else:
@@ -163,6 +171,7 @@ class BrokerReceiver:
     def _on_message(self, message) -> None:
         self.last_message_at = time.time()
         self.pending.append((message, self.last_message_at))
+        self.pending_bytes += len(message.body)
         self.metrics.in_flight.labels(self.settings.cluster).set(len(self.pending))
 
     def _flush(self, acks: bool) -> None:
@@ -201,7 +210,7 @@ class BrokerReceiver:
         self.counts["events"] += len(entries)
         self.counts["packs"] += out.get(TASK, 0) + out.get(WORKER, 0)
         self.counts["batches"] += 1
-        self.pending = []
+        self.pending, self.pending_bytes = [], 0
 
     def _send_entries(self, entries: list, side: list[Routed]) -> list[Routed]:
         """Pack and send one flush; returns the records Kafka acknowledged."""

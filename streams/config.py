@@ -69,11 +69,19 @@ class Settings:
     )
     bridge_queue_ttl_ms: int = _setting(86_400_000, "BRIDGE_QUEUE_TTL_MS", "AMQP x-message-ttl of the bridge queue (ms)")
     bridge_prefetch: int = _setting(
-        100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (the bridge's memory bound; a task.multi message holds up to ~100 events)"
+        100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (a flush holds at most this many; BRIDGE_BATCH_BYTES bounds their memory)"
     )
-    bridge_batch_size: int = _setting(50, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush (acked together after it)")
+    bridge_batch_size: int = _setting(
+        50, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush at most (acked together after it; half the prefetch: the broker sends the next ones meanwhile)"
+    )
+    bridge_batch_bytes: int = _setting(
+        2 * 1024 * 1024, "BRIDGE_BATCH_BYTES", "broker message bytes per Kafka flush at most (a task.multi body holds up to ~100 events)"
+    )
     bridge_batch_seconds: float = _setting(
         0.2, "BRIDGE_BATCH_SECONDS", "longest a batch grows while messages keep coming (an idle broker: flushed at once)"
+    )
+    bridge_min_flush_interval: float = _setting(
+        0.05, "BRIDGE_MIN_FLUSH_INTERVAL", "least time between two Kafka flushes under load (a quiet broker's message is flushed at once)"
     )
     bridge_pack_max_bytes: int = _setting(
         512 * 1024, "BRIDGE_PACK_MAX_BYTES", "a pack (one Kafka record: a flush's events for one partition) is split beyond this size"
@@ -115,7 +123,10 @@ class Settings:
     worker_drift_threshold: float = _setting(
         16.0, "WORKER_DRIFT_THRESHOLD", "clock-drift alert when a worker's clock differs from the monitor's by more than this (s; Celery warns at 16)"
     )
-    sink: str = _setting("inline", "STREAMS_SINK", "'inline': the ClickHouse sink runs inside `streams worker`; 'off': run `streams sink` alone")
+    sink: str = _setting(
+        "process", "STREAMS_SINK",
+        "'process': `streams worker` runs the ClickHouse sink as its own child process; 'inline': as a thread inside the worker (shares its GIL); 'off': run `streams sink` yourself",
+    )  # fmt: skip
     web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port (0 = no web server)")
     web_host: str = _setting("127.0.0.1", "STREAMS_WEB_HOST", "Faust web server bind address (only with STREAMS_WEB_PORT)")
     streams_metrics_addr: str = _setting(
@@ -233,6 +244,15 @@ class Settings:
             self.topic_alerts,
             self.topic_queue_lengths,
         ]
+
+    def environ(self) -> dict[str, str]:
+        """This process's environment with every setting in it: what a child process (the sink
+        `streams worker` starts) needs to resolve the same settings, CLI flags included."""
+        env = dict(os.environ)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[f.metadata["env"]] = str(int(value) if isinstance(value, bool) else value)
+        return env
 
     def as_dict(self) -> dict:
         """For logs: secrets masked (a password inside a broker URL too)."""

@@ -5,8 +5,9 @@ Why its own consumer group and not a Faust agent: the sink's contract is
 (>= 1k rows, ~1 insert/s per table), and while ClickHouse is down the partitions are paused
 but the consumer keeps its group membership.  A Faust agent acks events on its own schedule,
 so the commit-after-write order would be implicit; here it is the loop itself (as in
-Sentry's arroyo/snuba).  It still runs inside ``python -m streams worker`` by default (a
-thread), or alone as ``python -m streams sink``.
+Sentry's arroyo/snuba).  ``python -m streams worker`` starts it as its own child process by
+default (``streams/sink/child.py``; as a thread it shared the worker's GIL), or it runs alone
+as ``python -m streams sink``.
 
 The consumer is librdkafka's (confluent-kafka), like the bridge's producer: kafka-python's
 pure-Python fetch and decode took 28 % of the sink's time (make bench-sink), and librdkafka
@@ -19,13 +20,13 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ..config import Settings
-from ..packs import PACK_VERSION
 from .clickhouse import ClickHouseUnavailable, ClickHouseWriter
 from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, queue_length_row, task_row, worker_row
 
@@ -44,6 +45,7 @@ class Batch:
         self.started = time.monotonic()
         self.records = 0  # Kafka records consumed into it (packs count once)
         self.skipped = 0
+        self.offsets: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset, committed after the insert
 
     @property
     def size(self) -> int:
@@ -60,12 +62,10 @@ class Batch:
             return
         self.rows[table].append(row)
 
-    def add_pack(self, pack: dict | None) -> None:
+    def add_pack(self, value: bytes) -> None:
+        """Raises ValueError when ``value`` is not a pack."""
         self.records += 1
-        if pack is None:
-            self.skipped += 1
-            return
-        self.events.add_pack(pack)
+        self.events.add_pack(value)
 
 
 class ClickHouseSink:
@@ -98,7 +98,7 @@ class ClickHouseSink:
             "group.id": s.sink_group,
             "client.id": f"{s.sink_group}-{id(self):x}",
             "enable.auto.commit": False,  # commit after write, and only then
-            "enable.auto.offset.store": True,  # what consume() returned is what commit() commits
+            "enable.auto.offset.store": False,  # commits name their offsets: those of the inserted batch
             "auto.offset.reset": "earliest",
             "session.timeout.ms": session_ms,
             "heartbeat.interval.ms": max(300, session_ms // 6),
@@ -110,22 +110,56 @@ class ClickHouseSink:
             self.writer = ClickHouseWriter(s)
 
     def run(self) -> None:
+        """Until stopped: collect a batch while the previous one is being inserted (in a thread:
+        the driver waits for ClickHouse without the GIL), then finish that insert and commit its
+        offsets, then start inserting the new batch. At most two batches are held; offsets only
+        ever move past rows that are in ClickHouse."""
         self._connect()
         log.info("sink started: topics=%s group=%s", list(self.routes), self.settings.sink_group)
+        writing: tuple[Batch, Future] | None = None
         try:
-            while not self._stop.is_set():
-                self.run_once()
+            with ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert") as inserts:
+                while not self._stop.is_set():
+                    batch = self._collect()
+                    if writing is not None:
+                        self._finish(*writing, late=batch)
+                        writing = None
+                    if not batch.empty:
+                        self._last_insert = time.monotonic()
+                        writing = (batch, inserts.submit(self._write, batch))
+                if writing is not None:
+                    self._finish(*writing, late=None)
         finally:
             self.consumer.close()  # leaves the group; commits nothing (auto commit is off)
             log.info("sink stopped: inserted=%s", dict(self.inserted))
 
+    def _finish(self, batch: Batch, write: Future, late: Batch | None) -> None:
+        """Wait for an insert started in the background; retry it here while ClickHouse is
+        unavailable (records that still arrive join ``late``, the newer batch); then commit."""
+        try:
+            write.result()
+        except ClickHouseUnavailable:
+            self._insert(batch, late=late)
+        self._commit(batch)
+
     # -- one batch: poll while records keep coming (up to full or old enough), insert, commit -----
     def run_once(self) -> int:
-        """One batch. Waits up to SINK_BATCH_SECONDS for a first record; then takes only what is
-        immediately available (Kafka's linger: a quiet pipeline inserts at once, a busy one fills
-        batches by itself while the previous insert runs), up to SINK_BATCH_ROWS or
-        SINK_BATCH_SECONDS, and no sooner than SINK_MIN_INSERT_INTERVAL after the previous insert
-        (ClickHouse makes a part per insert and wants few of them)."""
+        """One batch, start to end: collect, insert, commit (run() overlaps them)."""
+        batch = self._collect()
+        if batch.empty:
+            return 0
+        size = batch.size
+        self._insert(batch)
+        self._last_insert = time.monotonic()
+        self._commit(batch)
+        return size
+
+    def _collect(self) -> Batch:
+        """One batch. Waits up to IDLE_WAIT for a first record; then takes only what is
+        immediately available (a quiet pipeline inserts at once, a busy one fills batches by
+        itself while the previous insert runs), up to SINK_BATCH_ROWS or SINK_BATCH_SECONDS, and
+        no sooner than SINK_MIN_INSERT_INTERVAL after the previous insert (ClickHouse makes a part
+        per insert and wants few of them)."""
         s = self.settings
         batch = Batch()
         consume = self.consumer.consume
@@ -136,9 +170,12 @@ class ClickHouseSink:
             # Records to ask for: a pack holds many rows, so aim at the rows left, not more.
             want = max(1, min(MAX_RECORDS_PER_CONSUME, (s.sink_batch_rows - size) * batch.records // max(size, 1) or MAX_RECORDS_PER_CONSUME))
             if batch.empty:
-                messages = consume(num_messages=want, timeout=min(left, IDLE_WAIT))
-                if messages:
-                    batch.started = time.monotonic()  # the bounds count from the first record
+                # poll() returns with the first record; consume() would wait for `want` of them
+                first = self.consumer.poll(min(left, IDLE_WAIT))
+                if first is None:
+                    continue
+                batch.started = time.monotonic()  # the bounds count from the first record
+                messages = [first, *consume(num_messages=want, timeout=0)]
             else:
                 messages = consume(num_messages=want, timeout=0)
                 if not messages:
@@ -147,32 +184,36 @@ class ClickHouseSink:
                         break  # nothing more right now: insert at once
                     messages = consume(num_messages=want, timeout=min(pace, left))
             self._add(batch, messages)
-        if batch.empty:
-            return 0
-        size = batch.size
-        self._insert(batch)
-        self._last_insert = time.monotonic()
-        self._commit()
-        return size
+        return batch
 
     def _add(self, batch: Batch, messages) -> None:
-        routes = self.routes
+        routes, offsets = self.routes, batch.offsets
         for message in messages:
             if message.error():
                 self._consumer_error(message.error())
                 continue
-            table, to_row = routes[message.topic()]
+            topic = message.topic()
+            offsets[(topic, message.partition())] = message.offset() + 1
+            table, to_row = routes[topic]
             if to_row is None:
-                batch.add_pack(self._decode(message))
+                try:
+                    batch.add_pack(message.value())
+                except ValueError as exc:
+                    # Only the bridge writes these topics; a bad record is a bug upstream.
+                    batch.skipped += 1
+                    log.error("sink: %s[%d]@%d skipped: %s", message.topic(), message.partition(), message.offset(), exc)
             else:
                 batch.add(table, self._row(to_row, message))
 
-    def _commit(self) -> None:
+    def _commit(self, batch: Batch) -> None:
+        """Commit the offsets after the batch's records (they are in ClickHouse), and no others:
+        the next batch may already be consumed, not yet inserted."""
+        if not batch.offsets:
+            return
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in batch.offsets.items()]
         try:
-            self.consumer.commit(asynchronous=False)  # everything consumed is now in ClickHouse
+            self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            if exc.args[0].code() == KafkaError._NO_OFFSET:
-                return  # the batch held only skipped records already committed
             # A rebalance took the partitions: their new owner re-reads and re-inserts the same
             # rows, which the ReplacingMergeTree keys make harmless.
             log.warning("sink: commit after insert failed (%s); rows will be re-read and deduplicated", exc)
@@ -197,20 +238,20 @@ class ClickHouseSink:
             log.error("sink: unusable record %s[%d]@%d skipped: %s", message.topic(), message.partition(), message.offset(), exc)
             return None
 
-    @staticmethod
-    def _decode(message) -> dict | None:
-        """One orjson decode per pack; EventColumns reads the entries from it."""
-        try:
-            pack = orjson.loads(message.value())
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            pack = exc
-        if pack.__class__ is not dict or pack.get("v") != PACK_VERSION:
-            log.error("sink: %s[%d]@%d is not a v%d pack, skipped", message.topic(), message.partition(), message.offset(), PACK_VERSION)
-            return None
-        return pack
+    def _write(self, batch: Batch) -> None:
+        """Insert every table of the batch once (raises ClickHouseUnavailable); a table that is
+        in leaves the batch, so a retry inserts only the rest."""
+        for table in list(batch.rows):
+            self.inserted[table] += self.writer.insert(table, self.TABLES[table], batch.rows[table])
+            del batch.rows[table]
+        if batch.events.size:
+            self.inserted["events"] += self.writer.insert_columns("events", EVENT_COLUMNS, batch.events.columns)
+            batch.events = EventColumns()
 
-    def _insert(self, batch: Batch) -> None:
+    def _insert(self, batch: Batch, late: Batch | None = None) -> None:
+        """Insert the batch, retrying with backoff while ClickHouse is unavailable."""
         paused = False
+        size = batch.size
 
         def keep_membership_while_waiting(seconds: float) -> None:
             # Back-pressure: no new records are fetched (partitions paused) but polling keeps
@@ -222,8 +263,9 @@ class ClickHouseSink:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and not self._stop.is_set():
                 # Paused partitions return nothing; should a message fetched before the pause
-                # still come, it is consumed (its offset will be committed), so it joins the batch.
-                self._add(batch, self.consumer.consume(num_messages=100, timeout=0.2))
+                # still come, it is consumed (its offset will be committed), so it joins the
+                # newest batch (committed last).
+                self._add(late or batch, self.consumer.consume(num_messages=100, timeout=0.2))
 
         retrying = Retrying(
             wait=wait_exponential(multiplier=0.5, max=15),
@@ -232,7 +274,7 @@ class ClickHouseSink:
             before_sleep=lambda st: log.warning(
                 "sink: ClickHouse unavailable (%s); holding %d rows, retry %d in %.1fs. "
                 "Check that ClickHouse runs at %s:%s (make status).",
-                st.outcome.exception(), batch.size, st.attempt_number, st.next_action.sleep,
+                st.outcome.exception(), size, st.attempt_number, st.next_action.sleep,
                 self.settings.clickhouse_host, self.settings.clickhouse_port,
             ),
             reraise=True,
@@ -241,12 +283,7 @@ class ClickHouseSink:
             with attempt:
                 if self._stop.is_set() and attempt.retry_state.attempt_number > 1:
                     raise SystemExit("sink stopping with an unwritten batch; offsets not committed, it will be re-read")
-                for table, rows in batch.rows.items():
-                    self.inserted[table] += self.writer.insert(table, self.TABLES[table], rows)
-                batch.rows.clear()  # inserted: a retry of a later table must not insert them again
-                if batch.events.size:
-                    self.inserted["events"] += self.writer.insert_columns("events", EVENT_COLUMNS, batch.events.columns)
-                    batch.events = EventColumns()
+                self._write(batch)
         if paused:
             self.consumer.resume(self.consumer.assignment())
-            log.info("sink: ClickHouse is back; batch of %d rows written", batch.size)
+            log.info("sink: ClickHouse is back; batch of %d rows written", size)

@@ -46,7 +46,7 @@ def test_crash_between_insert_and_commit_changes_no_answer(stack, clickhouse_cli
     first = ClickHouseSink(settings)
     first._connect()
 
-    def crash():
+    def crash(_batch):
         raise Crash("killed between INSERT and commit")
 
     first._commit = crash

@@ -1,0 +1,151 @@
+"""The sink loop with a fake Kafka consumer and a fake ClickHouse writer: offsets are committed
+only for batches that are in ClickHouse, while the next batch is collected during an insert."""
+
+import dataclasses
+import threading
+
+import orjson
+
+from streams.config import Settings
+from streams.sink.clickhouse import ClickHouseUnavailable
+from streams.sink.consumer import ClickHouseSink
+
+SETTINGS = dataclasses.replace(Settings.load(environ={}), sink_batch_rows=3, sink_batch_seconds=0.05, sink_min_insert_interval=0.0)
+TOPIC = SETTINGS.topic_task_events
+
+
+class Message:
+    def __init__(self, offset: int, uuid: str):
+        self._offset = offset
+        event = {"type": "task-started", "uuid": uuid, "hostname": "w@h", "timestamp": 1.0 + offset}
+        self._value = orjson.dumps({"v": 2, "cluster": "c", "bridge": "b", "read_until": 0, "events": [{"seq": offset + 1, "received_at": 1.0, "event": event}]})
+
+    def error(self):
+        return None
+
+    def topic(self):
+        return TOPIC
+
+    def partition(self):
+        return 0
+
+    def offset(self):
+        return self._offset
+
+    def value(self):
+        return self._value
+
+
+class FakeConsumer:
+    def __init__(self, messages, log):
+        self.messages, self.log = list(messages), log
+
+    def consume(self, num_messages=1, timeout=0.0):
+        taken, self.messages = self.messages[:num_messages], self.messages[num_messages:]
+        return taken
+
+    def poll(self, timeout=0.0):
+        taken = self.consume(1, timeout)
+        return taken[0] if taken else None
+
+    def commit(self, offsets=None, asynchronous=True):
+        self.log.append(("commit", [(tp.topic, tp.partition, tp.offset) for tp in offsets]))
+
+    def assignment(self):
+        return []
+
+    def pause(self, partitions):
+        self.log.append(("pause",))
+
+    def resume(self, partitions):
+        self.log.append(("resume",))
+
+    def close(self):
+        self.log.append(("close",))
+
+
+class FakeWriter:
+    def __init__(self, log, fail_first=0, gate=None):
+        self.log, self.fail_first, self.gate, self.rows = log, fail_first, gate, []
+
+    def insert_columns(self, table, columns, values):
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.fail_first:
+            self.fail_first -= 1
+            self.log.append(("refused",))
+            raise ClickHouseUnavailable("down")
+        uuids = list(values[columns.index("uuid")])
+        self.rows += uuids
+        self.log.append(("insert", uuids))
+        return len(uuids)
+
+    def insert(self, table, columns, rows):
+        return len(rows)
+
+
+def run_sink(sink, stop_when):
+    def stopper():
+        while not stop_when():
+            threading.Event().wait(0.01)
+        sink.stop()
+
+    threading.Thread(target=stopper, daemon=True).start()
+    sink.run()
+
+
+def sink_with(messages, writer, log):
+    sink = ClickHouseSink(SETTINGS, writer)
+    sink._connect = lambda: setattr(sink, "consumer", FakeConsumer(messages, log))
+    return sink
+
+
+def test_offsets_are_committed_after_their_insert_and_only_theirs():
+    log = []
+    writer = FakeWriter(log)
+    sink = sink_with([Message(i, f"u{i}") for i in range(7)], writer, log)
+    run_sink(sink, lambda: len(writer.rows) == 7)
+    assert writer.rows == [f"u{i}" for i in range(7)]
+    inserted = 0
+    for entry in log:
+        if entry[0] == "insert":
+            inserted += len(entry[1])
+        if entry[0] == "commit":
+            ((_, _, offset),) = entry[1]
+            assert offset <= inserted, log  # never past a row that is not in ClickHouse
+    assert [e for e in log if e[0] == "commit"][-1] == ("commit", [(TOPIC, 0, 7)])
+    assert log[-1] == ("close",)
+
+
+def test_the_next_batch_is_collected_while_an_insert_runs():
+    log = []
+    gate = threading.Event()
+    writer = FakeWriter(log, gate=gate)
+    sink = sink_with([Message(i, f"u{i}") for i in range(6)], writer, log)
+    consumed = []
+    consume = FakeConsumer.consume
+
+    def watching(self, num_messages=1, timeout=0.0):
+        taken = consume(self, num_messages, timeout)
+        consumed.extend(taken)
+        if len(consumed) == 6:
+            gate.set()  # all six read while the first insert was still waiting
+        return taken
+
+    FakeConsumer.consume = watching
+    try:
+        run_sink(sink, lambda: len(writer.rows) == 6)
+    finally:
+        FakeConsumer.consume = consume
+    assert writer.rows == [f"u{i}" for i in range(6)]
+
+
+def test_clickhouse_down_retries_the_batch_then_commits():
+    log = []
+    writer = FakeWriter(log, fail_first=2)  # the background insert and the first retry fail
+    sink = sink_with([Message(i, f"u{i}") for i in range(3)], writer, log)
+    run_sink(sink, lambda: len(writer.rows) == 3)
+    kinds = [e[0] for e in log]
+    assert kinds.index("commit") > kinds.index("insert") > kinds.index("refused")
+    assert kinds.index("pause") < kinds.index("insert") < kinds.index("resume")  # no fetching while ClickHouse is down
+    assert writer.rows == ["u0", "u1", "u2"]
