@@ -179,7 +179,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = sub.add_parser("replay", help="fold recorded events with the engine and print the records")
     p.add_argument("files", nargs="+", help="JSON-lines files ('-' = stdin, .gz read as gzip)")
-    p.add_argument("--at", type=float, default=None, help="judge worker liveness at this epoch time (default: latest event)")
+    p.add_argument(
+        "--at", type=float, default=None,
+        help="judge worker liveness at this epoch time on the monitor's clock (the receive times: local_received, "
+        "recv_time, a pack's received_at; default: the newest receive time read, per cluster)",
+    )  # fmt: skip
     add_arguments(p, ["worker_expiry_factor"])
     p.set_defaults(func=cmd_replay)
 

@@ -39,7 +39,7 @@ def replay(
 ) -> int:
     out = out or sys.stdout.buffer
     err = err or sys.stderr
-    tracker = Tracker()
+    tracker = Tracker(expiry_factor)
     status = 0
     for path in paths:
         try:
