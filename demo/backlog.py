@@ -150,21 +150,56 @@ class TaskStateReader:
         self.consumer.close()
 
 
-def wait_for_record(settings: Settings, topic: str, match, timeout: float, alive=lambda: None) -> tuple[dict, float]:
-    """The first record of ``topic`` (from the start) that ``match``es, and when it was read."""
-    from kafka import KafkaConsumer, TopicPartition
+def read_topic(settings: Settings, topic: str, timeout: float = 60.0) -> list[dict]:
+    """Every record ``topic`` holds now (up to each partition's high watermark), decoded.
 
-    consumer = KafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False)
+    librdkafka's consumer: kafka-python's skipped records of large batches on Tansu."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.tansu import fetch_highwaters
+
+    tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+    left = {tp.partition: end for tp, end in fetch_highwaters(settings.kafka_bootstrap.split(","), tps).items() if end}
+    consumer = Consumer({**settings.librdkafka_options(), "group.id": "read-topic", "enable.auto.commit": False})
+    out: list[dict] = []
     try:
-        consumer.assign([TopicPartition(topic, p) for p in range(settings.topic_partitions)])
-        consumer.seek_to_beginning()
+        consumer.assign([TopicPartition(topic, p, 0) for p in left])
+        deadline = time.monotonic() + timeout
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(left)} not read to their end within {timeout}s")
+            for message in consumer.consume(5000, 0.5):
+                if message.error() or message.partition() not in left:
+                    continue
+                out.append(orjson.loads(message.value()))
+                if message.offset() + 1 >= left[message.partition()]:
+                    del left[message.partition()]
+        return out
+    finally:
+        consumer.close()
+
+
+def wait_for_record(settings: Settings, topic: str, match, timeout: float, alive=lambda: None) -> tuple[dict, float]:
+    """The first record of ``topic`` (from the start) that ``match``es, and when it was read.
+
+    librdkafka's consumer: a shared test stack's state topics hold hundreds of thousands of
+    records, which kafka-python reads too slowly for a wait of a few heartbeats."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({
+        **settings.librdkafka_options(), "group.id": "wait-for-record", "enable.auto.commit": False,
+        "fetch.wait.max.ms": 100,
+    })  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topic_partitions)])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for messages in consumer.poll(timeout_ms=200).values():
-                for message in messages:
-                    record = orjson.loads(message.value)
-                    if match(record):
-                        return record, time.time()
+            for message in consumer.consume(5000, 0.2):
+                if message.error():
+                    continue
+                record = orjson.loads(message.value())
+                if match(record):
+                    return record, time.time()
             alive()
         raise TimeoutError(f"no matching record on {topic} within {timeout}s")
     finally:

@@ -39,7 +39,7 @@ from .exporter import CeleryExporter
 from .folders import Outputs, PackContext, TaskFolder, Topics, WorkerFolder, burst_alert
 from .metrics import StreamsMetrics
 from .outbox import Outbox, OutboxTable, Receipt
-from .stalls import OffsetGaps, as_current_event, fetch_range, first_offset, install_commit_floor
+from .stalls import OffsetGaps, ack_read_back, as_current_event, committed_offset, fetch_range, first_offset, install_commit_floor
 
 log = logging.getLogger("streams.app")
 STALL_CHECK_SECONDS = 2.0
@@ -180,11 +180,7 @@ def create_app(settings: Settings) -> faust.App:
 
     def _ack_refetched(record: _Refetched) -> None:
         """A read-back offset counts as processed once its records were acknowledged."""
-        consumer, tp, offset = app.consumer, record.message.tp, record.message.offset
-        committed = consumer._committed_offset.get(tp) or 0
-        if offset >= committed and offset not in consumer._acked_index[tp]:
-            consumer._acked[tp].append(offset)  # the commit floor lifts once the hole is acked
-            consumer._acked_index[tp].add(offset)
+        ack_read_back(app.consumer, record.message.tp, record.message.offset)
 
     async def process(event, fold) -> None:
         """Fold one source record (and any it revealed missing) and send what it caused."""
@@ -325,7 +321,7 @@ def create_app(settings: Settings) -> faust.App:
         for tp in consumer.assignment():
             if tp.topic in settings.event_topics:
                 highwater = consumer.highwater(tp)
-                committed = consumer._committed_offset.get(tp) or 0
+                committed = committed_offset(consumer, tp) or 0
                 if highwater is not None:
                     metrics.lag.labels(tp.topic, str(tp.partition)).set(max(highwater - committed, 0))
         for (partition, cluster), mark in list(worker_folder.watermarks.items()):

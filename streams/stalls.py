@@ -28,8 +28,10 @@ them back the same way, from a timer, holding the partition's lock as the agent 
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 from faust.streams import _current_event
@@ -117,30 +119,54 @@ def install_commit_floor(consumer, floors: dict) -> None:
     cls._celery_monitor_floor = True
 
 
+def committed_offset(consumer, tp) -> int | None:
+    """Faust's record of the group's committed offset of a partition (None: nothing committed)."""
+    return consumer._committed_offset.get(tp)
+
+
+def ack_read_back(consumer, tp, offset: int) -> None:
+    """Count a read-back record's offset as acked, as Faust counts its own records' acks: the
+    commit floor of ``install_commit_floor`` lifts once the hole is acked."""
+    committed = consumer._committed_offset.get(tp) or 0
+    if offset >= committed and offset not in consumer._acked_index[tp]:
+        consumer._acked[tp].append(offset)
+        consumer._acked_index[tp].add(offset)
+
+
 async def first_offset(consumer, tp) -> int:
     """Where a partition resumes: its committed offset, else its first available offset."""
-    committed = consumer._committed_offset.get(tp)  # Faust's record of the group's commit
+    committed = committed_offset(consumer, tp)
     if committed is not None:
         return committed
     earliest = await consumer.earliest_offsets(tp)
     return earliest.get(tp) or 0
 
 
-def fetch_range(settings, topic: str, partition: int, offsets: range) -> list:
-    """The records at ``offsets`` of one partition, read outside the consumer group (blocking)."""
-    from kafka import KafkaConsumer, TopicPartition
+def fetch_range(settings, topic: str, partition: int, offsets: range) -> list[SimpleNamespace]:
+    """The records at ``offsets`` of one partition, read outside the consumer group (blocking):
+    each as ``.offset`` and ``.value`` (bytes), every offset of the range, in order.
 
-    tp = TopicPartition(topic, partition)
-    consumer = KafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False)
+    Raises RuntimeError when a record of the range cannot be read within 10 s, or is not where
+    it should be (a gap would otherwise lose it silently). librdkafka's consumer: kafka-python's
+    skipped records of large batches on Tansu."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.librdkafka_options(), "group.id": "celery-monitor-read-back", "enable.auto.commit": False})
+    found: list[SimpleNamespace] = []
     try:
-        consumer.assign([tp])
-        consumer.seek(tp, offsets.start)
-        found: list = []
-        while not found or found[-1].offset < offsets.stop - 1:
-            batch = consumer.poll(timeout_ms=10_000).get(tp)
-            if not batch:
+        consumer.assign([TopicPartition(topic, partition, offsets.start)])
+        deadline = time.monotonic() + 10.0
+        while len(found) < len(offsets):
+            if time.monotonic() > deadline:
                 raise RuntimeError(f"{topic}:{partition} offsets {offsets.start}..{offsets.stop - 1} could not be read")
-            found.extend(r for r in batch if r.offset < offsets.stop)
+            for message in consumer.consume(len(offsets) - len(found), 0.5):
+                if message.error() or message.offset() >= offsets.stop:
+                    continue
+                expected = offsets.start + len(found)
+                if message.offset() != expected:
+                    raise RuntimeError(f"{topic}:{partition} read offset {message.offset()} where {expected} was expected")
+                found.append(SimpleNamespace(offset=message.offset(), value=message.value()))
+                deadline = time.monotonic() + 10.0
         return found
     finally:
         consumer.close()

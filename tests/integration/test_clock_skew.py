@@ -12,32 +12,14 @@ import dataclasses
 import shutil
 import time
 
-import orjson
 import pytest
-from kafka import KafkaConsumer
 
+from demo.backlog import read_topic
 from demo.pipeline import Pipeline, wait_for_worker
 from streams.topics import ensure_topics
 
 RUN_SECONDS = 60.0
 SKEW = -20.0
-
-
-def records(settings, topic: str, seconds: float = 10.0) -> list[dict]:
-    """What ``topic`` holds now (read for ``seconds`` at most: the topic keeps growing)."""
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=1000
-    )
-    deadline = time.monotonic() + seconds
-    out = []
-    try:
-        for message in consumer:
-            out.append(orjson.loads(message.value))
-            if time.monotonic() > deadline:
-                break
-        return out
-    finally:
-        consumer.close()
 
 
 def test_a_worker_whose_clock_is_behind_is_never_lost(stack, clickhouse_client):
@@ -63,12 +45,12 @@ def test_a_worker_whose_clock_is_behind_is_never_lost(stack, clickhouse_client):
             pipeline.check_alive()
             time.sleep(0.5)
 
-        published = [r for r in records(settings, settings.topic_worker_states) if r["cluster"] == settings.cluster]
+        published = [r for r in read_topic(settings, settings.topic_worker_states) if r["cluster"] == settings.cluster]
         for hostname in (normal, skewed):
             mine = [r for r in published if r["hostname"] == hostname]
             assert mine, f"no record of {hostname}"
             assert not [r for r in mine if r["state"] == "OFFLINE"], f"{hostname} was published OFFLINE"
-        alerts = [a for a in records(settings, settings.topic_alerts) if a["cluster"] == settings.cluster]
+        alerts = [a for a in read_topic(settings, settings.topic_alerts) if a["cluster"] == settings.cluster]
         assert not [a for a in alerts if a["alert"] == "worker-lost" and a["hostname"] in (normal, skewed)]
         drift = [a for a in alerts if a["alert"] == "clock-drift" and a["hostname"] in (normal, skewed)]
         assert [a["hostname"] for a in drift] == [skewed], drift

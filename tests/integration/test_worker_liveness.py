@@ -13,11 +13,9 @@ import dataclasses
 import signal
 import time
 
-import orjson
 import pytest
-from kafka import KafkaConsumer
 
-from demo.backlog import wait_for_record
+from demo.backlog import read_topic, wait_for_record
 from demo.pipeline import Pipeline
 from streams.topics import ensure_topics
 
@@ -85,15 +83,7 @@ def test_a_sigkilled_celery_worker_goes_offline_and_orphans_its_tasks_once(stack
 
 def alerts(settings, kind: str, subject: str) -> int:
     """How many ``kind`` alerts of this test's cluster name ``subject`` (a hostname or a task uuid)."""
-    consumer = KafkaConsumer(
-        settings.topic_alerts, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-        auto_offset_reset="earliest", consumer_timeout_ms=2000,
+    return sum(
+        1 for a in read_topic(settings, settings.topic_alerts)
+        if a["alert"] == kind and a["cluster"] == settings.cluster and subject in (a.get("hostname"), a["key"])
     )  # fmt: skip
-    try:
-        return sum(
-            1 for m in consumer
-            if (a := orjson.loads(m.value))["alert"] == kind and a["cluster"] == settings.cluster
-            and subject in (a.get("hostname"), a["key"])
-        )  # fmt: skip
-    finally:
-        consumer.close()
