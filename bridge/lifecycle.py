@@ -204,11 +204,29 @@ def cmd_queues(args, settings: Settings) -> int:
     return 0
 
 
+def is_bridge_queue(queue: str, args, settings: Settings) -> bool:
+    """Whether ``queue`` is one this product's bridges declare: named by the prefix, configured as
+    a bridge queue (BRIDGE_QUEUE, the cluster file), or sampled as one (ClickHouse history).
+    ``forget`` deletes only those: any other queue may hold a Celery cluster's tasks."""
+    if queue.startswith(PREFIX) or queue in {c.queue for c in configured(args, settings)}:
+        return True
+    history, _ = from_history(settings)
+    return queue in {c.queue for c in history}
+
+
 def cmd_forget(args, settings: Settings) -> int:
     cluster = args.forget_cluster
     spec = next((s for s in (load_clusters(args.config) if args.config else []) if s.name == cluster), None)
     queue = args.queue_name or queue_of(cluster, spec.queue if spec else "")
     broker = spec.broker_url if spec else settings.broker_url
+    if not is_bridge_queue(queue, args, settings):
+        print(
+            f"refused: {queue} is not a bridge queue of this product (not {PREFIX}<cluster>, not configured as a "
+            "bridge queue, never sampled as one): it may be a Celery task queue. Delete it with the broker's own tools "
+            "if you mean to.",
+            file=sys.stderr,
+        )
+        return 1
     with Connection(broker, connect_timeout=10) as conn:
         conn.ensure_connection(max_retries=1)
         if conn.transport.driver_type != "amqp":

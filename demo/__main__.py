@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     setup_logging("WARNING")
     logging.getLogger("celery.app.base").setLevel(logging.ERROR)  # the expired task is on purpose
     run_id = uuid.uuid4().hex[:8]
-    # A cluster name per run: the report shows this run only, and the bridge queue is the run's own.
+    # A cluster name per run: the bridge queue is the run's own and the report shows what it read (other
+    # Celery workers sending events on the same vhost are part of it too: a cluster is a vhost).
     settings = Settings.load(cluster=f"{os.environ.get('CLUSTER') or 'demo'}-{run_id}")
     started = up(settings)
     pipeline = Pipeline(settings, run_dir() / "logs", run_id)

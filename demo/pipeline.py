@@ -200,9 +200,10 @@ REDIS_SEP = "\x06\x16"  # kombu.transport.redis.Channel.sep
 
 
 def delete_queues(broker_url: str, names: list[str]) -> None:
-    """Delete these queues (and nothing else) from a broker: AMQP queues, or on Redis the lists
-    (priority sub-queues included) and kombu's binding sets of the exchange named like the queue
-    (Celery's default for a task queue), which a delete through a new connection leaves behind."""
+    """Delete these queues (and nothing else) from a broker, with the exchange named like each
+    queue (Celery's default for a task queue) where nothing else is bound to it: AMQP queues and
+    exchanges, or on Redis the lists (priority sub-queues included) and kombu's binding sets,
+    which a delete through a new connection leaves behind."""
     from kombu import Connection, Queue
 
     with Connection(broker_url, connect_timeout=5) as conn:
@@ -212,6 +213,12 @@ def delete_queues(broker_url: str, names: list[str]) -> None:
                 Queue(name, channel=channel).delete()
             except Exception:  # noqa: BLE001 - already gone, or a transport without queues
                 channel = conn.channel()  # AMQP closes a channel on a failed delete
+        if conn.transport.driver_type == "amqp":
+            for name in names:
+                try:  # if_unused: an exchange another queue is still bound to stays
+                    channel.exchange_delete(exchange=name, if_unused=True)
+                except Exception:  # noqa: BLE001 - in use, or never declared
+                    channel = conn.channel()
         if conn.transport.driver_type == "redis":
             client = channel.client
             for name in names:

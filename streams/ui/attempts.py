@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streams.engine import TaskEvent, fold_task, parse_event, task_deliveries
+from streams.engine import TaskEvent, exception_type, fold_task, parse_event, task_deliveries
 
 RECEIVED = "task-received"
 STARTED = "task-started"
 SENT = "task-sent"
 ENDINGS = frozenset({"task-succeeded", "task-failed", "task-retried", "task-rejected", "task-revoked", "task-cancelled"})
+REJECTED = "task-rejected"
+REJECT_EXCEPTION = "Reject"  # the task's own Reject: REJECTED, not FAILED (docs/state-rules.md, rule 4)
 
 
 @dataclass
@@ -39,6 +41,23 @@ class Attempt:
         return next((e for e in self.events if e.get("type") in ENDINGS), None)
 
     @property
+    def outcome(self) -> tuple[str, str] | None:
+        """How this delivery ended, as the page labels it: (label, event type for its colour).
+
+        Celery sends task-failed before task-rejected when a task raises Reject; that failure is the
+        task's own rejection, so the delivery shows the rejection, as the task's state does."""
+        ending = self.ending
+        if ending is None:
+            return None
+        etype = ending.get("type")
+        if etype == "task-failed" and exception_type(_text(ending.get("exception")), _text(ending.get("traceback"))) == REJECT_EXCEPTION:
+            ending = self.first(REJECTED) or {"type": REJECTED, "requeue": False}
+            etype = REJECTED
+        if etype == REJECTED:
+            return f"rejected ({'requeued' if ending.get('requeue') else 'dropped'})", REJECTED
+        return etype[5:], etype
+
+    @property
     def broker_wait(self) -> float | None:
         """Seconds from task-sent to task-received (time in the broker's queue; two hosts' clocks)."""
         return _diff(self.first(SENT), self.first(RECEIVED))
@@ -60,6 +79,10 @@ class Attempt:
     def span(self) -> tuple[float, float]:
         times = [e["timestamp"] for e in self.events]
         return (min(times), max(times)) if times else (0.0, 0.0)
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _diff(a: dict | None, b: dict | None) -> float | None:

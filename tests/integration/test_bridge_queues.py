@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 
-from kombu import Connection
+import pytest
+from kombu import Connection, Exchange, Queue
 
 from bridge.lifecycle import inspect_queue
 from demo.pipeline import Pipeline, delete_queues, settings_env
@@ -38,6 +39,7 @@ def test_list_and_forget_a_retired_clusters_queue(stack, tmp_path):
     live = Pipeline(dataclasses.replace(base, cluster=f"{base.cluster}-live"), tmp_path / "logs")
     retired = Pipeline(dataclasses.replace(base, cluster=f"{base.cluster}-retired-{live.run_id}"), tmp_path / "logs")
     live_queue, retired_queue = live.settings.bridge_queue_name, retired.settings.bridge_queue_name
+    task_queue = f"celery-tasks-{live.run_id}"
     try:
         retired_bridge = retired.start_bridge()  # declares its durable queue, as in production
         retired_bridge.stop()
@@ -75,8 +77,20 @@ def test_list_and_forget_a_retired_clusters_queue(stack, tmp_path):
         assert depth(retired_queue) == (False, 0, 0)
         again = cli(live.settings, "forget", "--cluster", retired.settings.cluster)
         assert again.returncode == 0 and "nothing to forget" in again.stdout
+
+        # A queue that is not a bridge queue (a Celery task queue whose workers are down) is refused.
+        with Connection(RABBIT) as conn:  # as Celery declares a task queue: an exchange named like it
+            Queue(task_queue, Exchange(task_queue, "direct"), routing_key=task_queue, channel=conn.default_channel).declare()
+            with conn.Producer() as producer:
+                producer.publish({"task": "x"}, exchange=task_queue, routing_key=task_queue, serializer="json")
+        not_ours = cli(live.settings, "forget", "--cluster", "whatever", "--queue", task_queue)
+        assert not_ours.returncode == 1 and "not a bridge queue" in not_ours.stderr, not_ours
+        assert depth(task_queue)[0]
     finally:
         live.stop()
         retired.stop()
-        delete_queues(RABBIT, [live_queue, retired_queue])
-    assert not depth(live_queue)[0] and not depth(retired_queue)[0]
+        delete_queues(RABBIT, [live_queue, retired_queue, task_queue])
+    assert not depth(live_queue)[0] and not depth(retired_queue)[0] and not depth(task_queue)[0]
+    with Connection(RABBIT) as conn:  # the task queue's exchange went with it
+        with pytest.raises(conn.channel_errors):
+            conn.default_channel.exchange_declare(exchange=task_queue, type="direct", passive=True)

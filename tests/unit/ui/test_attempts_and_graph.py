@@ -79,3 +79,19 @@ def test_workflow_survives_parent_loops_and_long_chains():
     chain = [{"uuid": f"t{i}", "parent_id": f"t{i - 1}" if i else None, "root_id": "t0", "first_seen_at": i} for i in range(5000)]
     graph = layout(chain, "t0")
     assert len(graph.nodes) == 5000 and max(n.depth for n in graph.nodes) == 4999
+
+
+def test_a_tasks_own_reject_ends_its_delivery_as_a_rejection_not_a_failure():
+    """Celery sends task-failed{Reject} then task-rejected(requeue=false) (acks_late), or the failure
+    alone: the state is REJECTED(ignored), and so is the delivery's outcome on the page."""
+    def ev(t, etype, **kw):
+        return {"type": etype, "hostname": "a@h", "timestamp": t, "clock": int(t * 10), **kw}
+
+    base = [ev(1.0, "task-received", retries=0), ev(1.1, "task-started")]
+    failed = ev(1.2, "task-failed", exception="Reject(reason='bad input', requeue=False)")
+    with_event = group_attempts(base + [failed, ev(1.3, "task-rejected", requeue=False)])
+    alone = group_attempts(base + [failed])
+    assert with_event[-1].outcome == ("rejected (dropped)", "task-rejected")
+    assert alone[-1].outcome == ("rejected (dropped)", "task-rejected")
+    ordinary = group_attempts(base + [ev(1.2, "task-failed", exception="ValueError('x')"), ev(1.3, "task-rejected", requeue=False)])
+    assert ordinary[-1].outcome == ("failed", "task-failed")  # the dead-letter setup: FAILED, tagged ignored
