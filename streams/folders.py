@@ -36,6 +36,8 @@ from .engine import (
     judge_worker,
     mark_worker_lost,
     retirable,
+    task_seen_at,
+    task_status,
     worker_key,
 )
 from .engine.alerts import FailureBursts, newly_failed, said, task_alerts, worker_alerts
@@ -288,9 +290,13 @@ class TaskFolder:
         while queue and queue[0][0] < now - retention:
             _, key = queue.popleft()
             state = loads(self.table.fetch(key))
-            if state is not None and retirable(state, now, retention):
+            if state is None:
+                continue
+            if retirable(state, now, retention):
                 done.append(key)
                 self.published.pop(key, None)
+            elif task_status(state) in FINAL_STATES:  # written again since (a late event, a re-read pack)
+                queue.append((max(task_seen_at(state) or now, state.get("folded_at") or now), key))
         return done
 
 
@@ -337,10 +343,14 @@ class WorkerFolder:
         events = 0
         marks = dict(self.watermarks)  # as judged before this pack: what alerts compare with
 
+        loaded: dict[str, dict | None] = {}  # key -> the stored state, read once per pack
+
         def touch(key: str, cluster) -> dict | None:
             state = states.get(key)
-            if state is None and key not in before:
-                state = loads(self.table.fetch(key))
+            if state is None:
+                if key in loaded:
+                    return loaded[key]  # read already, unchanged so far by this pack
+                state = loaded[key] = loads(self.table.fetch(key))
                 at = marks.get((partition, cluster))
                 before[key] = derive_worker(state, at, self.expiry) if state is not None else None
             return state

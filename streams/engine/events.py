@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from .states import (
     FIELDS_READ_BY_TYPE,
+    MAX_TIMESTAMP,
     NUMBER,
     OTHER_K,
     REJECTED_KIND,
@@ -217,6 +218,8 @@ def parse_event(
         if timestamp.__class__ is bool or not isinstance(timestamp, NUMBER):
             return Invalid("field 'timestamp' is missing or not a number", body)
         timestamp = float(timestamp)
+    if not 0.0 <= timestamp < MAX_TIMESTAMP:
+        return Invalid("field 'timestamp' is out of range (epoch seconds from 1970 to 2106; milliseconds?)", body)
     if received is None:
         local = body.get("local_received")
         if local is not None:

@@ -66,6 +66,9 @@ CLIENT_KINDS = frozenset({SENT})
 # Field types the engine relies on; anything else makes the event invalid (rule 7).
 # `None` is allowed for every optional field (Celery sends nulls).
 NUMBER = (int, float)
+# Event timestamps are epoch seconds that ClickHouse's DateTime can hold (1970 - 2106): a value
+# outside (a millisecond timestamp, a negative one) is malformed input, not an event.
+MAX_TIMESTAMP = 4_294_967_296.0
 TASK_FIELD_TYPES = {
     "retries": int,
     "runtime": NUMBER,

@@ -287,3 +287,6 @@ class ClickHouseSink:
         if paused:
             self.consumer.resume(self.consumer.assignment())
             log.info("sink: ClickHouse is back; batch of %d rows written", size)
+        if batch.events.skipped:
+            log.warning("sink: %d events not stored: not an object with a timestamp in DateTime's range "
+                        "(the streams worker dead-letters them with the reason)", batch.events.skipped)

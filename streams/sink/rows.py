@@ -9,6 +9,8 @@ from typing import Annotated
 import msgspec
 import orjson
 
+from streams.engine.states import MAX_TIMESTAMP
+
 TASK_COLUMNS = (
     "cluster", "uuid", "name", "state", "retries", "revocation_reason", "signum", "rejection", "requeues", "cancels",
     "exception", "exception_type", "traceback", "result", "runtime", "args", "kwargs", "eta", "expires",
@@ -168,7 +170,8 @@ class EventColumns:
         """Every usable event of one pack (schemas/pack.v2.json); returns the rows added.
 
         Raises ValueError when ``value`` is not a v2 pack. Entries whose event is not an object
-        with a numeric timestamp are skipped (counted in ``skipped``)."""
+        with a numeric timestamp that a DateTime holds (epoch seconds, 1970 - 2106) are skipped
+        (counted in ``skipped``; the engine dead-letters them with the reason)."""
         try:
             pack = _PACK.decode(value)
         except _ERRORS as exc:
@@ -192,6 +195,14 @@ class EventColumns:
             return 0
         (c_cluster, c_type, c_uuid, c_hostname, c_pid, c_clock, c_timestamp, c_date, c_time, c_name,
          c_bridge, c_seq, c_received, c_body) = self.columns  # fmt: skip
+        timestamps = [f[0] for f in fields]
+        if min(timestamps) < 0.0 or max(timestamps) >= MAX_TIMESTAMP:  # the DateTime columns' range
+            kept = [(f, e) for f, e in zip(fields, entries) if 0.0 <= f[0] < MAX_TIMESTAMP]
+            self.skipped += n - len(kept)
+            if not kept:
+                return 0
+            fields, entries = [f for f, _ in kept], [e for _, e in kept]
+            n = len(fields)
         timestamps, types, uuids, hostnames, pids, clocks, names = zip(*fields)
         times = [int(ts) for ts in timestamps]
         c_cluster += [pack.cluster] * n

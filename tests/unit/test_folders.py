@@ -173,3 +173,28 @@ def test_assignment_rebuilds_the_orphan_index_and_retention_queue(env):
     assert fresh.assigned(4, tasks.items()) == 2 and fresh.assigned(3, tasks.items()) == 0
     assert fresh.holding[4] == {"c1/w1@h": {"c1/run"}}
     assert fresh.retire(now=T0 + 10_000, retention=60.0, partition=4) == ["c1/done"]
+
+
+def test_a_re_read_pack_leaves_the_worker_as_it_was(env):
+    """A pack read again (a restart or rebalance before its commit) holds only duplicates: the
+    stored state is read once and kept for every item of the pack, never replaced by a new one."""
+    sent, _, workers_f, (_, workers) = env
+    once = pack(ev("worker-online", T0, freq=2.0), heartbeat(T0 + 1),
+                seen=[{"hostname": "w1@h", "received_at": T0 + 1, "timestamp": T0 + 1, "events": 1}], read_until=T0 + 1)
+    run(workers_f.pack(once, PackContext("w", 0, 0, None)))
+    stored = dict(workers)
+    record = sent.on(SETTINGS.topic_worker_states)[-1]
+    assert record["online_at"] == T0
+    run(workers_f.pack(once, PackContext("w", 0, 0, None)))
+    assert dict(workers) == stored
+    assert sent.on(SETTINGS.topic_worker_states)[-1]["online_at"] == T0
+
+
+def test_a_finished_task_written_again_is_retired_later_not_kept(env):
+    _, tasks_f, _, (tasks, _) = env
+    done = pack(ev("task-received", T0, uuid="done"), ev("task-succeeded", T0 + 1, uuid="done"))
+    run(tasks_f.pack(done, PackContext("t", 4, 0, None), now=T0 + 2))
+    tasks_f.published.clear()  # a restart: the re-read pack is written again, later
+    run(tasks_f.pack(done, PackContext("t", 4, 0, None), now=T0 + 50))
+    assert tasks_f.retire(now=T0 + 70, retention=60.0, partition=4) == []  # touched at T0+50: not yet
+    assert tasks_f.retire(now=T0 + 120, retention=60.0, partition=4) == ["c1/done"]

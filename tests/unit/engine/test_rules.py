@@ -144,6 +144,9 @@ def test_exception_type_parsing():
         ({"type": "task-sent", "uuid": "", "timestamp": 1}, "uuid"),
         ({"type": "task-sent", "uuid": U}, "timestamp"),
         ({"type": "task-sent", "uuid": U, "timestamp": "x"}, "timestamp"),
+        ({"type": "task-sent", "uuid": U, "timestamp": 1.7e12}, "out of range"),  # milliseconds
+        ({"type": "task-sent", "uuid": U, "timestamp": -5}, "out of range"),
+        ({"type": "worker-heartbeat", "hostname": "w", "timestamp": 2**32}, "out of range"),
         ({"type": "task-sent", "uuid": U, "timestamp": 1, "retries": "2"}, "retries"),
         ({"type": "task-sent", "uuid": U, "timestamp": 1, "retries": True}, "retries"),
         ({"type": "task-succeeded", "uuid": U, "timestamp": 1, "runtime": "fast"}, "runtime"),

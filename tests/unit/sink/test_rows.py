@@ -56,6 +56,19 @@ def test_event_columns_from_a_pack_skip_what_is_not_an_event():
     assert all(len(column) == 2 for column in columns.columns)
 
 
+@pytest.mark.parametrize("timestamp", [1.7e12, -1.0, 4294967296, 1e300])
+def test_an_event_whose_timestamp_a_datetime_cannot_hold_is_skipped_not_a_crash(timestamp):
+    """A millisecond timestamp (or a negative one) once raised OverflowError in the sink, which
+    stopped the streams worker with it, again at every restart (the batch is never committed)."""
+    pack = {"v": 2, "cluster": "c", "bridge": "b", "read_until": 0, "events": [
+        {"seq": 1, "received_at": 2.0, "event": {"type": "task-sent", "uuid": "u", "timestamp": timestamp}},
+        {"seq": 2, "received_at": 2.0, "event": {"type": "task-received", "uuid": "u", "timestamp": 10.0}},
+    ]}  # fmt: skip
+    columns = EventColumns()
+    assert columns.add_pack(orjson.dumps(pack)) == 1 and (columns.size, columns.skipped) == (1, 1)
+    assert [dict(zip(EVENT_COLUMNS, row))["seq"] for row in columns.rows()] == [2]
+
+
 def test_events_not_typed_as_the_columns_get_the_column_defaults():
     odd = [
         {"type": "task-sent", "uuid": "u1", "timestamp": 1.5, "name": None, "pid": "12", "clock": 2**70},
