@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import hmac
 import math
+import re
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -35,7 +36,7 @@ from streams.report import Answer, load_query
 
 from . import attempts as attempts_mod
 from . import badges, charts, queries, workflow
-from .db import ClickHouseDown, Pool, QueryTimeout
+from .db import ClickHouseDown, Pool, QueryTimeout, TooManyRows
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -55,6 +56,16 @@ CSP = (
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 MAX_PARAM_CHARS = 100_000  # a filter value longer than this is refused (400), not sent to ClickHouse
+
+
+TIME_SERIES = re.compile(r"ORDER BY minute\b")  # questions by minute: a chart shows the newest minutes
+
+
+def _capped(sql: str, limit: int) -> str:
+    """A question's SQL with at most ``limit`` rows (the UI's row cap: past it ClickHouse would
+    refuse the whole answer): the first rows of its order, or the newest minutes of a time series."""
+    order = " ORDER BY minute DESC" if TIME_SERIES.search(sql) else ""
+    return f"SELECT * FROM ({sql}){order} LIMIT {int(limit)}"
 
 
 class BadRequest(ValueError):
@@ -321,10 +332,14 @@ class UI:
             raise BadRequest(f"no chart {chart_id[:50]!r}; charts: {', '.join(c for c, _, _ in charts.CHARTS.values())}")
         name, heading, build = found[0]
         query = load_query(name, self.db)
-        columns, rows = self.execute(query.sql, self._analytics_params(request))
-        answer = Answer(query, columns, rows[: self.row_limit])
+        columns, rows = self.execute(_capped(query.sql, self.row_limit + 1), self._analytics_params(request))
+        cut, newest = len(rows) > self.row_limit, bool(TIME_SERIES.search(query.sql))
+        rows = rows[: self.row_limit]
+        if newest:
+            rows.reverse()  # the newest minutes were taken; a chart reads them oldest first
+        answer = Answer(query, columns, rows)
         panel = {"id": chart_id, "heading": heading, "title": query.title, "spec": build(answer), "columns": columns,
-                 "rows": answer.rows, "cut": len(rows) > self.row_limit}  # fmt: skip
+                 "rows": answer.rows, "cut": cut, "newest": newest}  # fmt: skip
         return self.render(request, "_panel.html", p=panel)
 
 
@@ -403,6 +418,8 @@ def create_app(settings: Settings, execute=None) -> Guard:
                 return ui.render(request, "error.html", status=504, title="Query timeout", message=str(exc), fragment=fragment)
             except ClickHouseDown as exc:
                 return ui.render(request, "error.html", status=503, title="ClickHouse unavailable", message=str(exc), fragment=fragment)
+            except TooManyRows as exc:
+                return ui.render(request, "error.html", status=422, title="Too many rows", message=str(exc), fragment=fragment)
 
         return endpoint
 

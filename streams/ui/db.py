@@ -32,6 +32,13 @@ class ClickHouseDown(RuntimeError):
     """ClickHouse could not be reached (the page says so, 503)."""
 
 
+class TooManyRows(RuntimeError):
+    """An answer passed the row cap (UI_ROW_LIMIT + a margin): ClickHouse refused it (the page says so, 422)."""
+
+
+TOO_MANY_ROWS = (158, 396)  # ClickHouse's TOO_MANY_ROWS, TOO_MANY_ROWS_OR_BYTES (max_result_rows)
+
+
 class Pool:
     """``execute(sql, params) -> (columns, rows)`` over a few reusable clickhouse-driver clients."""
 
@@ -69,6 +76,10 @@ class Pool:
             if timed_out(exc):
                 raise QueryTimeout(
                     f"ClickHouse did not answer within {self.timeout:g} s (UI_QUERY_TIMEOUT); narrow the filters or raise the setting"
+                ) from exc
+            if getattr(exc, "code", None) in TOO_MANY_ROWS:
+                raise TooManyRows(
+                    f"the answer has more than {self.settings.ui_row_limit:,} rows (UI_ROW_LIMIT); narrow the filters or the window"
                 ) from exc
             if isinstance(exc, UNAVAILABLE):
                 raise ClickHouseDown(

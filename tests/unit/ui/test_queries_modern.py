@@ -229,3 +229,22 @@ def test_no_route_writes():
     app = create_app(Settings.load(environ={}), execute=lambda sql, params: ([], [])).app
     methods = Counter(m for route in app.routes for m in (getattr(route, "methods", None) or ()))
     assert set(methods) <= {"GET", "HEAD"}
+
+
+def test_a_chart_past_the_row_cap_shows_the_newest_minutes_not_an_error(loaded):
+    """Past UI_ROW_LIMIT + a margin ClickHouse refuses the whole answer: every chart's query is
+    capped, a time series keeps its newest minutes (oldest first, as a chart reads them)."""
+    from starlette.testclient import TestClient
+
+    from streams.report import load_query
+    from streams.ui.app import create_app
+
+    ch, _ = loaded
+    _, every = ch.query(load_query("throughput_per_minute", DB).sql, {"cluster": "", "name": "", "since": 0})
+    assert len(every) > 3
+    tiny = TestClient(create_app(Settings.load(environ={}, ui_row_limit=3, ui_page_size=3), execute=ch.query))
+    response = tiny.get("/analytics/panel?chart=events")
+    assert response.status_code == 200 and "(newest 3: UI_ROW_LIMIT)" in response.text, response.text[:500]
+    minutes = sorted({str(r[0]) for r in every})
+    assert len(minutes) > 1 and minutes[-1] in response.text and minutes[0] not in response.text
+    assert tiny.get("/analytics/panel?chart=exceptions").status_code == 200
