@@ -135,7 +135,7 @@ class Settings:
     task_retention: float = _setting(
         3600.0, "STREAMS_TASK_RETENTION", "seconds a finished task stays in the table after its last event (0 = forever; ClickHouse keeps history)"
     )
-    alert_failure_window: float = _setting(60.0, "ALERT_FAILURE_WINDOW", "failure-burst alert: window in seconds of event time")
+    alert_failure_window: float = _setting(60.0, "ALERT_FAILURE_WINDOW", "failure-burst alert: window in seconds of receive time (the monitor's clock)")
     alert_failure_threshold: int = _setting(
         20, "ALERT_FAILURE_THRESHOLD", "failure-burst alert: failures of one task name within the window"
     )

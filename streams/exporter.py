@@ -377,7 +377,7 @@ class CeleryExporter(Collector):
         by_host: dict[tuple[str, str], list[int]] = {}
         for record in workers:  # several nodes on one host share celery-exporter's hostname label
             alive = record["state"] != OFFLINE
-            gone_at = record.get("offline_at") or record.get("expires_at") or record.get("seen_at") or now
+            gone_at = record.get("seen_at") or now  # the monitor's clock (offline_at is the worker's)
             if not alive and now - gone_at > WORKER_PURGE_SECONDS:
                 continue  # long gone: no longer exported (celery-exporter purges too)
             entry = by_host.setdefault((hostname_of(record["hostname"]), record.get("cluster") or ""), [0, 0])

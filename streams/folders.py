@@ -250,7 +250,8 @@ class TaskFolder:
             before = state.get("said")
             if newly_failed(before[0] if before else None, record) and record.get("name"):
                 failure = {"cluster": record["cluster"], "name": record["name"],
-                           "at": record.get("failed_at") or record["last_seen_at"], "uuid": record["uuid"]}  # fmt: skip
+                           "at": record.get("seen_at") or record.get("failed_at") or record["last_seen_at"],  # monitor clock
+                           "uuid": record["uuid"]}  # fmt: skip
                 out.send(topics.failures, orjson.dumps(failure), f"{record['cluster']}/{record['name']}".encode(), receipt=receipt)
             self._hold(ctx.partition, key, record, before)
             if record["state"] in FINAL_STATES and (before is None or before[0] not in FINAL_STATES):

@@ -76,6 +76,7 @@ def replay(
             if handle is not sys.stdin.buffer:
                 handle.close()
     write = out.write
+    tracker.judge(at, expiry_factor)  # first: the workers found gone orphan their tasks' records
     for record in tracker.task_records():
         write(orjson.dumps(record) + b"\n")
     for record in tracker.worker_records(at, expiry_factor):

@@ -206,8 +206,11 @@ def test_workers_up_and_active():
     records = [
         {"cluster": "c", "hostname": "w1@host-a", "state": "HEARTBEAT", "active": 3},
         {"cluster": "c", "hostname": "w2@host-a", "state": "ONLINE", "active": 1},
-        {"cluster": "c", "hostname": "w3@host-b", "state": "OFFLINE", "offline_reason": "heartbeat-expired", "expires_at": 9_900.0, "active": 5},
-        {"cluster": "c", "hostname": "w4@host-c", "state": "OFFLINE", "offline_reason": "left", "offline_at": 1_000.0, "active": 0},
+        {"cluster": "c", "hostname": "w3@host-b", "state": "OFFLINE", "offline_reason": "heartbeat-expired", "seen_at": 9_896.0,
+         "expires_at": 9_900.0, "active": 5},
+        # left 10+ minutes ago by the monitor's clock; its own clock runs 2.5 h ahead (offline_at)
+        {"cluster": "c", "hostname": "w4@host-c", "state": "OFFLINE", "offline_reason": "left", "offline_at": 9_800.0,
+         "seen_at": 1_000.0, "active": 0},
     ]
     for partition, record in enumerate(records):
         exporter.worker(partition % 2, record)

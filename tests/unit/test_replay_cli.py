@@ -37,3 +37,20 @@ def test_replay_worker_liveness_at():
 
 def test_unreadable_file_exits_nonzero():
     assert run("/nonexistent.jsonl").returncode == 2
+
+
+def test_replay_at_orphans_the_tasks_of_a_worker_found_gone(tmp_path):
+    """The liveness judgement at --at comes before the task records are printed: a task STARTED
+    on a worker that went silent carries orphaned_at = when the worker counted as gone."""
+    t0 = 1_800_000_000.0
+    events = [
+        {"type": "worker-online", "hostname": "w@h", "timestamp": t0, "freq": 2.0, "local_received": t0},
+        {"type": "task-received", "uuid": "u1", "hostname": "w@h", "timestamp": t0 + 0.5, "local_received": t0 + 0.5},
+        {"type": "task-started", "uuid": "u1", "hostname": "w@h", "timestamp": t0 + 0.6, "local_received": t0 + 0.6},
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    proc = run(str(path), "--at", str(t0 + 60))
+    assert proc.returncode == 0, proc.stderr
+    task = next(json.loads(line) for line in proc.stdout.splitlines() if '"kind":"task"' in line)
+    assert (task["state"], task["orphaned_at"]) == ("STARTED", t0 + 4.6)
