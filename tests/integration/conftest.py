@@ -32,3 +32,16 @@ def clickhouse_client(stack):
     client = connect(stack["settings"])
     yield client
     client.disconnect()
+
+
+TOPIC_FIELDS = ("topic_task_events", "topic_worker_events", "topic_task_states", "topic_worker_states",
+                "topic_dead_letters", "topic_bridge_status", "topic_alerts", "topic_queue_lengths")  # fmt: skip
+
+
+def own_topics(settings, suffix: str):
+    """``settings`` with topics of its own: a new streams app on the suite's shared topics reads
+    every earlier test's events first (a backlog that grows with the suite), which a test timing
+    liveness in heartbeats must not wait for."""
+    import dataclasses
+
+    return dataclasses.replace(settings, **{f: f"{getattr(settings, f)}-{suffix}" for f in TOPIC_FIELDS})

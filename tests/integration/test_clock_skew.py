@@ -17,6 +17,7 @@ import pytest
 from demo.backlog import read_topic
 from demo.pipeline import Pipeline, wait_for_worker
 from streams.topics import ensure_topics
+from tests.integration.conftest import own_topics
 
 RUN_SECONDS = 60.0
 SKEW = -20.0
@@ -30,6 +31,7 @@ def test_a_worker_whose_clock_is_behind_is_never_lost(stack, clickhouse_client):
         pipeline.settings, app_id=f"{base.app_id}-skew-{pipeline.run_id}", cluster=f"skew-{pipeline.run_id}",
         streams_metrics_addr="off", sink_group=f"skew-sink-{pipeline.run_id}",
     )  # fmt: skip
+    settings = own_topics(settings, pipeline.run_id)
     pipeline.settings = settings
     ensure_topics(settings)
     host = pipeline.worker_hostname.split("@")[1]

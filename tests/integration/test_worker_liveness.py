@@ -18,6 +18,7 @@ import pytest
 from demo.backlog import read_topic, wait_for_record
 from demo.pipeline import Pipeline
 from streams.topics import ensure_topics
+from tests.integration.conftest import own_topics
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -28,6 +29,7 @@ def test_a_sigkilled_celery_worker_goes_offline_and_orphans_its_tasks_once(stack
         pipeline.settings, app_id=f"{base.app_id}-liveness-{pipeline.run_id}", cluster=f"liveness-{pipeline.run_id}",
         sink="off", streams_metrics_addr="off", store=store, data_dir=str(stack["run_dir"] / f"faust-liveness-{pipeline.run_id}"),
     )  # fmt: skip
+    settings = own_topics(settings, pipeline.run_id)
     pipeline.settings = settings
     ensure_topics(settings)
     host = pipeline.worker_hostname
