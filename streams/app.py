@@ -36,7 +36,7 @@ from .config import Settings
 from .records import decode
 from .engine.alerts import FailureBursts
 from .exporter import CeleryExporter
-from .folders import Outputs, PackContext, TaskFolder, Topics, WorkerFolder, burst_alert
+from .folders import Outputs, PackContext, TaskFolder, Topics, WorkerFolder, burst_alert, index_partitions
 from .metrics import StreamsMetrics
 from .outbox import Outbox, OutboxTable, Receipt
 from .stalls import OffsetGaps, ack_read_back, as_current_event, committed_offset, fetch_range, first_offset, install_commit_floor
@@ -158,8 +158,7 @@ def create_app(settings: Settings) -> faust.App:
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic_name}
         started = time.perf_counter()
         source = tasks if folder is task_folder else workers
-        rows = list(source.items())
-        kept = sum(folder.assigned(p, rows) for p in assigned)
+        kept = index_partitions(folder, assigned, source.items())
         export_assignment(reload=folder is task_folder)
         log.info("indexed %d rows of %d partitions of %s in %.2fs", kept, len(assigned), topic_name, time.perf_counter() - started)
 

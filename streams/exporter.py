@@ -304,10 +304,6 @@ class CeleryExporter(Collector):
             for partition in partitions:
                 self._partitions.pop(partition, None)
 
-    def owned(self) -> set[int]:
-        with self._lock:
-            return set(self._partitions)
-
     # -- workers and queues ------------------------------------------------------------------------
     def worker(self, partition: int, record: dict) -> None:
         """The latest record of a Celery worker (a worker-events partition's key)."""

@@ -176,14 +176,13 @@ class TaskFolder:
 
     def assigned(self, partition: int, items: Iterable[tuple[str, bytes]]) -> int:
         """Rebuild the orphan index and retention queue of a partition from its table rows."""
+        return self.assigned_states(partition, _states_of(partition, items))
+
+    def assigned_states(self, partition: int, states: Iterable[tuple[str, dict]]) -> int:
+        """The same from the partition's decoded states (``index_partitions`` decodes once)."""
         holding = self.holding[partition] = {}
         finished = []
-        for key, raw in items:
-            if raw is None:
-                continue
-            state = loads(raw)
-            if state.get("p") != partition:
-                continue
+        for key, state in states:
             status, _, worker = state.get("said") or (None, None, None)
             if status in ORPHANABLE_STATES and worker:
                 holding.setdefault(worker_key(state["cluster"], worker), set()).add(key)
@@ -301,6 +300,28 @@ class TaskFolder:
         return done
 
 
+def _states_of(partition: int, items: Iterable[tuple[str, bytes | None]]) -> list[tuple[str, dict]]:
+    out = []
+    for key, raw in items:
+        state = loads(raw) if raw is not None else None
+        if state is not None and state.get("p") == partition:
+            out.append((key, state))
+    return out
+
+
+def index_partitions(folder, partitions: Iterable[int], items: Iterable[tuple[str, bytes | None]]) -> int:
+    """Rebuild a folder's indexes of every owned partition, decoding each table row once (not
+    once per partition: a table of 1M tasks over 8 partitions was 8M decodes per rebalance)."""
+    groups: dict[int, list[tuple[str, dict]]] = {p: [] for p in partitions}
+    for key, raw in items:
+        state = loads(raw) if raw is not None else None
+        if state is not None:
+            group = groups.get(state.get("p"))
+            if group is not None:
+                group.append((key, state))
+    return sum(folder.assigned_states(p, states) for p, states in groups.items())
+
+
 # -- workers ----------------------------------------------------------------------------------
 class WorkerFolder:
     """Worker packs of the partitions this worker owns: events, signs of life and ticks.
@@ -323,11 +344,12 @@ class WorkerFolder:
         self.published: dict[str, tuple] = {}  # key -> what the last published record said
 
     def assigned(self, partition: int, items: Iterable[tuple[str, bytes]]) -> int:
+        """Rebuild the liveness index of a partition from its table rows."""
+        return self.assigned_states(partition, _states_of(partition, items))
+
+    def assigned_states(self, partition: int, states: Iterable[tuple[str, dict]]) -> int:
         alive = self.alive[partition] = {}
-        for key, raw in items:
-            state = loads(raw)
-            if state is None or state.get("p") != partition:
-                continue
+        for key, state in states:
             record = derive_worker(state, None, self.expiry)
             if self.exporter is not None:
                 self.exporter.worker(partition, record)  # exported from the (re)assignment on

@@ -30,7 +30,6 @@ class StreamsMetrics:
         self.offset_gaps_repaired = Counter(
             "streams_offset_gaps_repaired_total", "Offset gaps (records Faust never delivered) re-read", registry=r
         )
-        self.batch_seconds = Gauge("streams_last_batch_seconds", "Time to fold and publish the last batch", ["table"], registry=r)
         self.table_size = Gauge("streams_table_keys", "Keys held in a table on this worker", ["table"], registry=r)
         self.other_events = Counter(
             "streams_other_events_total", "Well-formed events no rule reads (kept in ClickHouse, no state)", ["type"], registry=r

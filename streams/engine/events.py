@@ -34,7 +34,6 @@ from .states import (
 )
 
 PACK_VERSION = 2
-_NO_FIELDS: dict = {}
 
 
 class Invalid:

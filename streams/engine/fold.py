@@ -607,25 +607,6 @@ def fold_sighting(state: WorkerState | None, seen: Sighting) -> tuple[WorkerStat
     return state, changed
 
 
-def sightings_of(events) -> dict[tuple, Sighting]:
-    """What a bridge puts in a pack's ``seen``, computed from task events: per (cluster,
-    hostname), the latest receive time, greatest timestamp and count of its worker-side events."""
-    out: dict[tuple, Sighting] = {}
-    for ev in events:
-        if ev.__class__ is not TaskEvent or ev.kind == SENT or not ev.hostname:
-            continue
-        received = _when(ev.received, ev.timestamp)
-        key = (ev.cluster, ev.hostname)
-        s = out.get(key)
-        if s is None:
-            out[key] = Sighting(ev.cluster, ev.hostname, received, ev.timestamp, 1)
-        else:
-            s.received = max(s.received, received)
-            s.timestamp = max(s.timestamp, ev.timestamp)
-            s.events += 1
-    return out
-
-
 def _freq(state: WorkerState) -> float:
     return (state["latest"][1].get("freq") if state["latest"] else None) or DEFAULT_FREQ
 

@@ -57,11 +57,7 @@ TASK_EVENT_KINDS = {
 }
 REJECTED_KIND = {True: REQUEUED_K, False: IGNORED_K}
 TASK_PREFIX = "task-"
-WORKER_PREFIX = "worker-"  # any worker-* event is a sign of life (Celery's State); these three also set state:
-WORKER_EVENT_TYPES = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
-# Task events that come from the worker running the task: each is a sign of life of its
-# `hostname` (Celery's State: every task event but task-sent, which the client sends).
-CLIENT_KINDS = frozenset({SENT})
+WORKER_PREFIX = "worker-"  # any worker-* event is a sign of life (Celery's State)
 
 # Field types the engine relies on; anything else makes the event invalid (rule 7).
 # `None` is allowed for every optional field (Celery sends nulls).
@@ -164,7 +160,6 @@ RETRIES_KINDS = frozenset({SENT, RECEIVED_K})
 #   else it opens a delivery of its own (its task-received never reached us): after a delivery
 #   ended by ENDS[kind] its attempt is that one's + the increment, else the host's last attempt
 #   (or 0, a lower bound, when the host has none).
-OPENS_DELIVERY = RECEIVED_K
 JOINS = {
     STARTED_K: "waiting",
     SUCCEEDED_K: "running",

@@ -93,7 +93,7 @@ def test_redis_depth_includes_the_priority_sub_queues(names):
         assert (got[plain]["messages"], got[prioritised]["messages"]) == (321, 500)
         assert got[plain]["consumers"] is None  # Redis cannot tell
         assert (got[missing]["present"], got[missing]["messages"]) == (False, 0)
-        assert f"celery-monitor.bridge.ql" not in got  # no bridge queue on Redis (pub/sub)
+        assert "celery-monitor.bridge.ql" not in got  # no bridge queue on Redis (pub/sub)
     finally:
         delete(REDIS, plain, prioritised)
 

@@ -198,3 +198,16 @@ def test_a_finished_task_written_again_is_retired_later_not_kept(env):
     run(tasks_f.pack(done, PackContext("t", 4, 0, None), now=T0 + 50))
     assert tasks_f.retire(now=T0 + 70, retention=60.0, partition=4) == []  # touched at T0+50: not yet
     assert tasks_f.retire(now=T0 + 120, retention=60.0, partition=4) == ["c1/done"]
+
+
+def test_index_partitions_gives_each_owned_partition_its_rows_decoded_once(env):
+    from streams.folders import index_partitions
+
+    _, tasks_f, _, (tasks, _) = env
+    run(tasks_f.pack(pack(ev("task-received", T0, uuid="run")), PackContext("t", 4, 0, None)))
+    run(tasks_f.pack(pack(ev("task-received", T0, uuid="done"), ev("task-succeeded", T0 + 1, uuid="done")),
+                     PackContext("t", 2, 0, None)))  # fmt: skip
+    fresh = TaskFolder(tasks, Table(), tasks_f.outputs)
+    assert index_partitions(fresh, [2, 4, 6], tasks.items()) == 2
+    assert fresh.holding[4] == {"c1/w1@h": {"c1/run"}} and fresh.holding[6] == {}
+    assert [key for _, key in fresh.finished[2]] == ["c1/done"]
