@@ -97,14 +97,7 @@ class Proc:
 
 def settings_env(settings: Settings) -> dict:
     """The environment that hands `settings` to a child process (same names as documented)."""
-    from dataclasses import fields
-
-    env = dict(os.environ)
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        env[f.metadata["env"]] = str(int(value) if isinstance(value, bool) else value)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return {**settings.environ(), "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass

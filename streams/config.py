@@ -47,7 +47,7 @@ class Settings:
         "celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason"
     )
     topic_alerts: str = _setting(
-        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, failure-burst per task name, worker-lost"
+        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift"
     )
     topic_bridge_status: str = _setting(
         "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)"

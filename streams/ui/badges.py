@@ -114,14 +114,14 @@ def _rejected(rejection: str, record: dict) -> Tag | None:
 
 
 def _retry(retries: int, record: dict) -> Tag:
-    # With rule 6 of docs/state-rules.md (retries >= attempts ended by task-retried), `retries`
+    # With rule 2 of docs/state-rules.md (retries >= attempts ended by task-retried), `retries`
     # counts the retries so far: the one being waited for is the retries-th.
     n = max(int(retries or 0), 1)
     return Tag(f"waiting to retry for the {ordinal(n)} time", f"attempt {n} failed and will be retried")
 
 
 def _orphaned(at: float, record: dict) -> Tag:
-    return Tag("orphaned", "its worker was lost while it ran (no further event)")
+    return Tag("orphaned", "its worker was lost while it held the task (received or running; no further event)")
 
 
 def _when(value: Any) -> bool:

@@ -119,7 +119,7 @@ class TaskFilter:
     """The task list's filters; '' / 0 / () = no filter.
 
     ``states``: any of these states; ``since``/``until``: first seen in [since, until) (epoch s);
-    ``uuid``: the task id, or its beginning (at least 4 characters)."""
+    ``uuid``: the task id, or its beginning."""
 
     cluster: str = ""
     states: tuple[str, ...] = ()
