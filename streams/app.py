@@ -43,7 +43,8 @@ from .stalls import OffsetGaps, ack_read_back, as_current_event, committed_offse
 
 log = logging.getLogger("streams.app")
 STALL_CHECK_SECONDS = 2.0
-STALL_PATIENCE_SECONDS = 6.0  # nothing of a partition for this long while its high watermark is ahead
+STALL_PATIENCE_SECONDS = 6.0
+READ_BACK_MAX_RECORDS = 500  # packs read back per stalled partition per check (≈ 250k events at most)  # nothing of a partition for this long while its high watermark is ahead
 
 
 def _forget_local_tables(tabledir: Path) -> None:
@@ -295,6 +296,7 @@ def create_app(settings: Settings) -> faust.App:
                                    now - quiet_since[tp], STALL_PATIENCE_SECONDS)  # fmt: skip
             if not missing:
                 continue
+            missing = missing[:READ_BACK_MAX_RECORDS]  # memory: the rest at the next check, if still stalled
             log.warning(
                 "records %d..%d of %s:%d were fetched but never delivered to the agent (faust#596, after table "
                 "recovery); reading them directly", missing.start, missing.stop - 1, tp.topic, tp.partition,
