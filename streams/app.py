@@ -43,8 +43,8 @@ from .stalls import OffsetGaps, ack_read_back, as_current_event, committed_offse
 
 log = logging.getLogger("streams.app")
 STALL_CHECK_SECONDS = 2.0
-STALL_PATIENCE_SECONDS = 6.0
-READ_BACK_MAX_RECORDS = 500  # packs read back per stalled partition per check (≈ 250k events at most)  # nothing of a partition for this long while its high watermark is ahead
+STALL_PATIENCE_SECONDS = 6.0  # nothing of a partition for this long while its high watermark is ahead
+READ_BACK_MAX_RECORDS = 500  # packs read back per stalled partition per check (≈ 250k events at most)
 
 
 def _forget_local_tables(tabledir: Path) -> None:
