@@ -72,7 +72,7 @@ class Enveloper:
         self.gaps = None  # a GapDetector where the broker cannot redeliver (Redis)
         self.seq = 0
 
-    def _dead(self, reason: str, raw, routing_key: str | None) -> Routed:
+    def dead(self, reason: str, raw, routing_key: str | None) -> Routed:
         return dead_record(self.cluster, self.bridge_id, reason, raw, routing_key)
 
     def wrap(self, body: bytes, routing_key: str | None, received_at: float) -> list[Entry | Routed]:
@@ -80,16 +80,16 @@ class Enveloper:
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return [self._dead(f"body is not JSON: {exc}", body, routing_key)]
+            return [self.dead(f"body is not JSON: {exc}", body, routing_key)]
         events = decoded if decoded.__class__ is list else [decoded]
         if not events:
-            return [self._dead("empty event list", body, routing_key)]
+            return [self.dead("empty event list", body, routing_key)]
         out: list[Entry | Routed] = []
         redactor, gaps = self.redactor, self.gaps
         for event in events:
             routed = self._route(event)
             if routed.__class__ is str:
-                out.append(self._dead(routed, event, routing_key))
+                out.append(self.dead(routed, event, routing_key))
                 continue
             kind, key = routed
             if kind == WORKER and gaps is not None:

@@ -9,7 +9,10 @@ of what was read:
   last ack), or a passive queue_declare answering message_count 0 (at most once a second, as a
   busy consumer never waits idle). While the bridge drains a backlog it stays at the time it last
   caught up.
-* Redis pub/sub: nothing queues at the broker, so the time of each flush.
+* Redis pub/sub: nothing queues at the broker, but what was published while the bridge did not
+  read (a pause, a long flush) waits in its socket: the time a read began that found nothing left
+  to read. Ticks never move it (a tick sent before the socket's backlog was read made a paused
+  bridge's workers look silent: a false worker-lost).
 * Disconnected: it never moves.
 
 Ticks: every ``tick_seconds`` each worker-events partition that got no pack in that interval gets an

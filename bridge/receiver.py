@@ -139,11 +139,13 @@ class BrokerReceiver:
                     # Take what is immediately available; after a recent flush (a busy broker),
                     # also wait out BRIDGE_MIN_FLUSH_INTERVAL for more.
                     pace = min(last_flush + s.bridge_min_flush_interval, batch_started + s.bridge_batch_seconds) - now
+                    waited_from = time.time()
                     try:
                         conn.drain_events(timeout=max(LINGER_WAIT, pace))
                         continue
                     except socket.timeout:
-                        pass  # nothing more queued: flush now
+                        if not acks:  # pub/sub: nothing left to read, everything published before is in
+                            progress.caught_up(waited_from)
                 self._flush(acks)
                 last_flush = time.monotonic()
                 if acks and progress.sample_due(time.time()):
@@ -156,6 +158,8 @@ class BrokerReceiver:
                 except socket.timeout:
                     if acks:
                         progress.idle_wait_ended(started, unacked=len(self.pending))
+                    else:
+                        progress.caught_up(started)
             self._tick(acks)
         if self.pending:
             self._flush(acks)
@@ -180,15 +184,18 @@ class BrokerReceiver:
             body = message.body
             compression = (message.headers or {}).get("compression")
             if compression:
-                body = decompress(body, compression)
+                try:
+                    body = decompress(body, compression)
+                except Exception as exc:  # noqa: BLE001 - a hostile or corrupt header: that message's dead letter, not a stuck queue
+                    side.append(self.enveloper.dead(f"body cannot be decompressed as {str(compression)[:100]!r}: {exc}", body,
+                                                    message.delivery_info.get("routing_key")))  # fmt: skip
+                    continue
             for item in self.enveloper.wrap(body, message.delivery_info.get("routing_key"), received_at):
                 (side if item.__class__ is Routed else entries).append(item)
         cluster = self.settings.cluster
         by_kind = Counter(entry.kind for entry in entries)  # metrics per batch, not per event
         for kind, count in by_kind.items():
             self.metrics.events_in.labels(cluster, kind).inc(count)
-        if not acks:
-            self.progress.caught_up(time.time())  # Redis: nothing waits at the broker
         records = self._send_entries(entries, side)
         out = Counter(record.kind for record in records)
         for kind, count in out.items():
@@ -237,8 +244,6 @@ class BrokerReceiver:
         now = time.time()
         if not self.progress.connected or now < (self.progress.next_tick or 0):
             return
-        if not acks:
-            self.progress.caught_up(now)
         box: dict = {}
 
         def records() -> list[Routed]:

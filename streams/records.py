@@ -16,7 +16,7 @@ from .engine import Invalid, iter_events
 from .engine.codec import exact
 
 RECORD_VERSION = 1
-MAX_DEAD_LETTER_RAW = 1_000_000  # larger inputs are cut (and marked so) to fit a Kafka message
+MAX_DEAD_LETTER_RAW = 900_000  # a dead letter's bytes at most: larger inputs are cut (and marked so) to fit a Kafka message (1 MB)
 
 
 def decode(value: bytes | None) -> list:
@@ -61,9 +61,11 @@ def dead_letter(invalid: Invalid, source: dict[str, Any], stage: str) -> bytes:
     except TypeError:  # a value orjson cannot write (e.g. an int beyond 64 bits): keep its repr
         letter["raw"] = repr(raw)
         out = orjson.dumps(letter)
-    if len(out) > MAX_DEAD_LETTER_RAW:
+    keep = MAX_DEAD_LETTER_RAW // 2
+    while len(out) > MAX_DEAD_LETTER_RAW:  # JSON escaping can make a cut text longer: cut until it fits
         letter.pop("raw_b64", None)
-        letter["raw"] = repr(raw)[:MAX_DEAD_LETTER_RAW]
+        letter["raw"] = repr(raw)[:keep]
         letter["truncated"] = True
         out = orjson.dumps(letter)
+        keep //= 2
     return out

@@ -172,8 +172,11 @@ def _bad_type(body: dict, checks: tuple) -> str | None:
     get = body.get
     for field, classes in checks:
         value = get(field)
-        if value is not None and value.__class__ not in classes:
-            return f"field {field!r} has type {type(value).__name__}"
+        if value is not None:
+            if value.__class__ not in classes:
+                return f"field {field!r} has type {type(value).__name__}"
+            if value.__class__ is int and not 0 <= value < 4_294_967_296:  # the UInt32 columns' range
+                return f"field {field!r} is out of range (0 - 2**32-1)"
     return None
 
 
@@ -213,6 +216,8 @@ def parse_event(
         clock = 0
     if pid.__class__ is not int or clock.__class__ is not int:
         return Invalid("field 'pid' or 'clock' is not an integer", body)
+    if not (0 <= pid < 4_294_967_296 and 0 <= clock < 18_446_744_073_709_551_616):
+        return Invalid("field 'pid' or 'clock' is out of range (pid: 0 - 2**32-1, clock: 0 - 2**64-1)", body)
     if timestamp.__class__ is not float:
         if timestamp.__class__ is bool or not isinstance(timestamp, NUMBER):
             return Invalid("field 'timestamp' is missing or not a number", body)
@@ -239,6 +244,11 @@ def parse_event(
             kind = TASK_EVENT_KINDS[etype]
             if kind is None:  # task-rejected: requeue decides
                 kind = REJECTED_KIND[bool(body.get("requeue"))]
+        for name in LARGE_FIELDS:
+            value = body.get(name)
+            if value.__class__ is str and len(value) > MAX_FIELD_CHARS:
+                body = _cut(body)
+                break
         return TaskEvent(kind, etype, uuid, cluster, hostname, pid, clock, timestamp, received, body)
 
     if etype.startswith(WORKER_PREFIX):
@@ -252,6 +262,22 @@ def parse_event(
     if not etype or len(etype) > 200:
         return Invalid(f"event type {etype[:80]!r} is empty or too long", body)
     return OtherEvent(etype, cluster, hostname, timestamp, received, body)
+
+
+# Text fields a task's record keeps (Celery sends them as reprs): a record, its table value and
+# changelog must fit a Kafka record (1 MB), so each is kept up to MAX_FIELD_CHARS; the raw event,
+# whole, stays in ClickHouse `events`.
+LARGE_FIELDS = ("args", "kwargs", "result", "exception", "traceback")
+MAX_FIELD_CHARS = 64 * 1024
+
+
+def _cut(body: dict) -> dict:
+    out = dict(body)
+    for name in LARGE_FIELDS:
+        value = out.get(name)
+        if value.__class__ is str and len(value) > MAX_FIELD_CHARS:
+            out[name] = f"{value[:MAX_FIELD_CHARS]}… [{len(value) - MAX_FIELD_CHARS:,} more characters in the raw event]"
+    return out
 
 
 Item = TaskEvent | WorkerEvent | OtherEvent | Sighting | Tick | Invalid

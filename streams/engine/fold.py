@@ -293,7 +293,8 @@ def exception_type(exception: str | None, traceback: str | None) -> str | None:
             name = m.group(1).rsplit(".", 1)[-1]
             index = NAMING_WRAPPERS.get(name)
             if index is not None:
-                quoted = _QUOTED.findall(exception[m.end():])
+                # the wrapper's first arguments only: a hostile text of escaped quotes made the scan quadratic
+                quoted = _QUOTED.findall(exception[m.end() : m.end() + 1000])
                 if len(quoted) > index:
                     named = "".join(quoted[index]).rsplit(".", 1)[-1]
                     if named.isidentifier():

@@ -30,6 +30,8 @@ from ..config import Settings
 from .clickhouse import ClickHouseUnavailable, ClickHouseWriter
 from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, queue_length_row, task_row, worker_row
 
+UNASSIGNED_WARNING_SECONDS = 60.0
+
 log = logging.getLogger("streams.sink")
 
 IDLE_WAIT = 0.2  # s: an idle sink waits this long per consume (and then checks for stop)
@@ -119,8 +121,20 @@ class ClickHouseSink:
         writing: tuple[Batch, Future] | None = None
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert") as inserts:
+                unassigned_since, warned_at = time.monotonic(), 0.0
                 while not self._stop.is_set():
                     batch = self._collect()
+                    now = time.monotonic()
+                    if self.consumer.assignment():
+                        unassigned_since = now
+                    elif now - unassigned_since > UNASSIGNED_WARNING_SECONDS and now - warned_at > UNASSIGNED_WARNING_SECONDS:
+                        warned_at = now  # an idle member of a larger group is fine; a group that never assigns is not
+                        log.warning(
+                            "sink: no partition assigned for %.0f s (group %s): the other members hold them all, or the "
+                            "broker's group coordinator is stuck (seen with Tansu after a member was killed); rows wait "
+                            "in Kafka. A sink with a new SINK_GROUP re-reads everything (inserts are idempotent).",
+                            now - unassigned_since, self.settings.sink_group,
+                        )  # fmt: skip
                     if writing is not None:
                         self._finish(*writing, late=batch)
                         writing = None

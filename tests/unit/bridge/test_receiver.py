@@ -74,7 +74,10 @@ def test_kafka_refusing_holds_the_ack_and_retries_the_same_packs():
     assert log[0][1] == log[1][1]  # packed once: the retry sends the very same records
 
 
-def test_redis_flush_stamps_its_own_time_and_ticks_fill_quiet_partitions(monkeypatch):
+def test_redis_read_until_moves_only_when_a_read_found_nothing_and_ticks_fill_quiet_partitions(monkeypatch):
+    """Pub/sub keeps nothing at the broker, but what was published while the bridge did not read
+    waits in its socket: neither a flush nor a tick may claim it was read (a false worker-lost
+    after a pause); a read that found nothing left (the loop's socket.timeout) does."""
     log = []
     r, producer = receiver(log)
     clock = [1000.0]
@@ -82,15 +85,16 @@ def test_redis_flush_stamps_its_own_time_and_ticks_fill_quiet_partitions(monkeyp
     r.progress.connect(clock[0])
     r.pending = [(FakeMessage({"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": 2.0}, "worker.heartbeat", log), 999.0)]
     clock[0] = 1000.4
-    r._flush(acks=False)  # Redis: no ack, read_until = the flush time
+    r._flush(acks=False)  # Redis: no ack, and no claim about what still waits in the socket
     (records,) = producer.batches
-    assert decode_pack(records[0].value).read_until == 1000.4 and "ack" not in [e[0] for e in log]
+    assert decode_pack(records[0].value).read_until == 0.0 and "ack" not in [e[0] for e in log]
     busy = records[0].partition
+    r.progress.caught_up(1000.5)  # a read at 1000.5 found nothing left
     clock[0] = 1001.0
     r._tick(acks=False)
     ticks = producer.batches[-1]
     assert sorted(t.partition for t in ticks) == sorted(set(range(4)) - {busy})
-    assert all(decode_pack(t.value).entries == () and decode_pack(t.value).read_until == 1001.0 for t in ticks)
+    assert all(decode_pack(t.value).entries == () and decode_pack(t.value).read_until == 1000.5 for t in ticks)
     clock[0] = 1001.5
     r._tick(acks=False)
     assert len(producer.batches) == 2  # nothing due between ticks

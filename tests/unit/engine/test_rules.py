@@ -145,6 +145,8 @@ def test_exception_type_parsing():
         ({"type": "task-sent", "uuid": U}, "timestamp"),
         ({"type": "task-sent", "uuid": U, "timestamp": "x"}, "timestamp"),
         ({"type": "task-sent", "uuid": U, "timestamp": 1.7e12}, "out of range"),  # milliseconds
+        ({"type": "task-revoked", "uuid": U, "timestamp": 1, "signum": 2**40}, "out of range"),
+        ({"type": "worker-heartbeat", "hostname": "w", "timestamp": 1, "pid": -1}, "out of range"),
         ({"type": "task-sent", "uuid": U, "timestamp": -5}, "out of range"),
         ({"type": "worker-heartbeat", "hostname": "w", "timestamp": 2**32}, "out of range"),
         ({"type": "task-sent", "uuid": U, "timestamp": 1, "retries": "2"}, "retries"),
@@ -227,3 +229,24 @@ def test_state_survives_a_json_round_trip_like_the_table_changelog():
     assert not changed  # the recovered entries still deduplicate
     state, changed = fold_task(state, parse_event(events[2]))
     assert changed and derive_task(state)["state"] == "STARTED" and derive_task(state)["events_count"] == 3
+
+
+def test_a_huge_exception_is_kept_cut_in_the_record_whole_in_the_raw_event():
+    """A record, its table value and changelog must fit a Kafka record: a 1.2 MB exception (a real
+    Celery task failing with a large message) once made the record too large to send."""
+    from streams.engine.events import MAX_FIELD_CHARS
+
+    body = {"type": "task-failed", "uuid": U, "hostname": "w@h", "timestamp": 2.0, "exception": "E('" + "x" * 1_200_000 + "')"}
+    tracker = Tracker()
+    tracker.add(parse_event({"type": "task-received", "uuid": U, "hostname": "w@h", "timestamp": 1.0, "name": "t"}))
+    tracker.add(parse_event(body))
+    [record] = list(tracker.task_records())
+    assert record["state"] == "FAILED" and record["exception_type"] == "E"
+    assert MAX_FIELD_CHARS < len(record["exception"]) < MAX_FIELD_CHARS + 100 and "more characters in the raw event" in record["exception"]
+    assert len(body["exception"]) == 1_200_005  # the caller's body is not changed
+
+
+def test_exception_type_reads_only_a_wrappers_first_arguments():
+    # 100k escaped quotes: scanning them all was quadratic (minutes of a stalled streams worker)
+    assert exception_type("UnpickleableExceptionWrapper(" + "\\'" * 100_000, None) is None
+    assert exception_type("UnpickleableExceptionWrapper('mod', 'Boom', ('x',), \"Boom('x')\")", None) == "Boom"
