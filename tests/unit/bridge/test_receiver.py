@@ -98,3 +98,21 @@ def test_redis_read_until_moves_only_when_a_read_found_nothing_and_ticks_fill_qu
     clock[0] = 1001.5
     r._tick(acks=False)
     assert len(producer.batches) == 2  # nothing due between ticks
+
+
+def test_a_body_that_cannot_be_decompressed_is_a_dead_letter_not_a_stuck_queue():
+    """A compression header the body does not match once raised out of the flush: the message
+    went back to the head of the queue, the bridge reconnected and failed again, for ever."""
+    log = []
+    r, producer = receiver(log)
+    bad = FakeMessage({"type": "worker-heartbeat", "hostname": "w1@h", "timestamp": 2.0}, "worker.heartbeat", log)
+    bad.headers = {"compression": "application/x-gzip"}
+    good = FakeMessage({"type": "worker-heartbeat", "hostname": "w2@h", "timestamp": 3.0}, "worker.heartbeat", log)
+    r.pending = [(bad, 10.0), (good, 10.1)]
+    r.progress.connect(0.0)
+    r._flush(acks=True)
+    (records,) = producer.batches
+    dead = [orjson.loads(rec.value) for rec in records if rec.kind == "dead"]
+    assert len(dead) == 1 and "cannot be decompressed" in dead[0]["reason"]
+    assert sum(len(decode_pack(rec.value).entries) for rec in records if rec.kind == "worker") == 1
+    assert ("ack", True) in log  # both acked: the bad one is in the dead-letter topic
