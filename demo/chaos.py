@@ -33,7 +33,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from streams.config import Settings
 from streams.engine import Tracker
 from streams.packs import decode_pack
