@@ -556,6 +556,8 @@ def new_worker_state(cluster: str | None, hostname: str) -> WorkerState:
         "alive": None,  # latest timestamp of any event but worker-offline (worker clock)
         "latest": None,  # [rank, gauges] of the latest online/heartbeat/offline event
         "seen": None,  # newest receive time of any event from it (monitor clock)
+        "alive_seen": None,  # newest receive time of any sign of life but worker-offline (monitor clock)
+        "offline_seen": None,  # newest receive time of a worker-offline (monitor clock)
         "skew": None,  # [receive time, timestamp - receive time] of the newest-received worker event
         "judged": None,  # the watermark at which it was last found gone (monitor clock)
     }
@@ -567,12 +569,15 @@ def fold_worker(state: WorkerState | None, ev: WorkerEvent) -> tuple[WorkerState
         state = new_worker_state(ev.cluster, ev.hostname)
     changed = False
     ts = ev.timestamp
+    received = _when(ev.received, ts)
     field = _WORKER_TS_FIELD.get(ev.type)
     if field is not None:
         if state[field] is None or ts > state[field]:
             state[field] = ts
             changed = True
-        rank = [ts, ev.clock, ev.pid, ev.type]
+        # the gauges of the newest-received event: a node restarted with its clock stepped back
+        # would otherwise keep its former run's pid and counters (its timestamps are lower)
+        rank = [received, ts, ev.clock, ev.pid, ev.type]
         latest = state["latest"]
         if latest is None or rank > latest[0]:
             values = {f: ev.body.get(f) for f in _WORKER_LATEST_FIELDS}
@@ -582,7 +587,10 @@ def fold_worker(state: WorkerState | None, ev: WorkerEvent) -> tuple[WorkerState
     if field != "offline" and (state["alive"] is None or ts > state["alive"]):
         state["alive"] = ts
         changed = True
-    received = _when(ev.received, ts)
+    mark = "offline_seen" if field == "offline" else "alive_seen"
+    if state.get(mark) is None or received > state[mark]:
+        state[mark] = received
+        changed = True
     if state["seen"] is None or received > state["seen"]:
         state["seen"] = received
         changed = True
@@ -604,6 +612,9 @@ def fold_sighting(state: WorkerState | None, seen: Sighting) -> tuple[WorkerStat
         changed = True
     if seen.timestamp is not None and (state["alive"] is None or seen.timestamp > state["alive"]):
         state["alive"] = seen.timestamp
+        changed = True
+    if state.get("alive_seen") is None or seen.received > state["alive_seen"]:
+        state["alive_seen"] = seen.received
         changed = True
     return state, changed
 
@@ -646,7 +657,12 @@ def derive_worker(state: WorkerState, now: float | None = None, expiry_factor: f
     judged = state["judged"]
     at = judged if now is None else (now if judged is None else max(now, judged))
     reason = None
-    if offline is not None and (alive is None or offline >= alive):
+    offline_seen, alive_seen = state.get("offline_seen"), state.get("alive_seen")
+    if offline_seen is not None:  # left: its worker-offline was received after every other sign of life
+        left = alive_seen is None or offline_seen >= alive_seen
+    else:  # a state stored before receive times were kept per kind: the worker's own clock
+        left = offline is not None and (alive is None or offline >= alive)
+    if left:
         status, reason = OFFLINE, OFFLINE_LEFT
     elif at is not None and expires_at is not None and at > expires_at:
         status, reason = OFFLINE, OFFLINE_HEARTBEAT_EXPIRED

@@ -65,6 +65,23 @@ def test_skewed_worker_still_expires_after_silence_and_drift_alerts_once():
     assert not judge_worker(state, T0 + 20)  # judged once; a later watermark changes nothing
 
 
+@pytest.mark.parametrize("order", ["arrival", "reversed"])
+def test_a_node_restarted_with_its_clock_stepped_back_leaves_cleanly_with_its_new_gauges(order):
+    """Run 1 of w1@h with a clock 40 s ahead, gone without a word; run 2 (clock corrected, new pid)
+    and a clean stop 25 s later: left, not heartbeat-expired, and run 2's pid. Timestamps of two
+    runs on a stepped clock cannot be compared; their receive times can."""
+    records = [capture("worker-online", T0, 40.0, freq=2.0, pid=100)]
+    records += [capture("worker-heartbeat", T0 + 2 * i, 40.0, freq=2.0, pid=100, processed=262) for i in range(1, 5)]
+    records += [capture("worker-online", T0 + 20, 0.0, freq=2.0, pid=200)]
+    records += [capture("worker-heartbeat", T0 + 20 + 2 * i, 0.0, freq=2.0, pid=200, processed=i) for i in range(1, 10)]
+    records += [capture("worker-offline", T0 + 45, 0.0, freq=2.0, pid=200)]
+    t = Tracker()
+    for rec in records if order == "arrival" else list(reversed(records)):
+        t.feed(rec)
+    [worker] = t.worker_records(now=T0 + 100)
+    assert (worker["state"], worker["offline_reason"], worker["pid"]) == ("OFFLINE", "left", 200)
+
+
 def test_a_rereading_of_older_input_does_not_bring_a_lost_worker_back():
     state = None
     for i in range(3):
