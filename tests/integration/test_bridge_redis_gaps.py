@@ -20,6 +20,7 @@ from kombu import Connection
 
 from demo.pipeline import Pipeline
 from devstack import services
+from tests.integration.conftest import KOMBU_DEADLINES
 
 URL = "redis://127.0.0.1:6379/12"
 
@@ -79,6 +80,7 @@ def test_redis_overflow_is_detected_and_reported(stack):
         metrics = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5).read().decode()
     finally:
         pipeline.stop()
+        redis_client.Redis.from_url(URL).delete(KOMBU_DEADLINES)
     assert set(gaps) == {"disconnect", "heartbeat"}, gaps
     assert gaps["heartbeat"]["hostname"] == host and gaps["heartbeat"]["missing_heartbeats"] == 4
     assert gaps["disconnect"]["seconds"] > 0 and gaps["disconnect"]["reason"]

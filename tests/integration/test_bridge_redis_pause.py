@@ -13,13 +13,14 @@ import signal
 import time
 
 import orjson
+import redis as redis_client
 from celery.events.event import get_exchange
 from kombu import Connection
 
 from demo.backlog import read_topic, wait_for_record
 from demo.pipeline import Pipeline
 from streams.topics import ensure_topics
-from tests.integration.conftest import own_topics
+from tests.integration.conftest import KOMBU_DEADLINES, own_topics
 
 URL = "redis://127.0.0.1:6379/13"
 FREQ = 3.0  # s; heartbeats every 0.5 s: a loaded machine delaying a few is no silence of 2 x FREQ
@@ -72,3 +73,4 @@ def test_a_paused_redis_bridge_raises_no_worker_lost(stack):
         assert not [a for a in alerts if a["alert"] == "worker-lost"], alerts
     finally:
         pipeline.stop()
+        redis_client.Redis.from_url(URL).delete(KOMBU_DEADLINES)
