@@ -47,3 +47,12 @@ def own_topics(settings, suffix: str):
     import dataclasses
 
     return dataclasses.replace(settings, **{f: f"{getattr(settings, f)}-{suffix}" for f in TOPIC_FIELDS})
+
+
+def forget_kombu_keys(broker_url: str) -> None:
+    """Delete kombu's bookkeeping keys (binding deadlines, Celery's pidbox binding) from a Redis db
+    only the test suite uses; nothing on AMQP."""
+    if broker_url.startswith("redis://"):
+        import redis
+
+        redis.Redis.from_url(broker_url).delete(KOMBU_DEADLINES, "_kombu.binding.celery.pidbox")

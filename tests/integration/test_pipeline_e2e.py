@@ -11,6 +11,7 @@ import pytest
 
 from demo import workload
 from demo.pipeline import Pipeline, wait_for_tasks, wait_for_worker
+from tests.integration.conftest import forget_kombu_keys
 
 BROKERS = {
     "amqp": "amqp://guest:guest@127.0.0.1:5672//",
@@ -38,6 +39,7 @@ def test_every_task_reaches_its_exact_final_state(stack, clickhouse_client, tran
     finally:
         pipeline.stop()
         pipeline.cleanup_broker()
+        forget_kombu_keys(settings.broker_url)
 
     for uuid, fields in expected.items():
         row = rows[uuid]

@@ -24,6 +24,7 @@ from demo import workload
 from demo.pipeline import Pipeline, wait_for_tasks
 from devstack.services import free_port
 from tests.browser import chrome, full_page_screenshot
+from tests.integration.conftest import forget_kombu_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / ".run" / "screenshots"
@@ -124,6 +125,7 @@ def run(stack, ch):
     finally:
         pipeline.stop()
         pipeline.cleanup_broker()
+        forget_kombu_keys(BROKER)
 
 
 @pytest.fixture(scope="module")
