@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streams.engine import TaskEvent, exception_type, fold_task, parse_event, task_deliveries
+from streams.engine.states import REJECT_EXCEPTION  # the task's own Reject: REJECTED, not FAILED (rule 4)
 
 RECEIVED = "task-received"
 STARTED = "task-started"
 SENT = "task-sent"
 ENDINGS = frozenset({"task-succeeded", "task-failed", "task-retried", "task-rejected", "task-revoked", "task-cancelled"})
 REJECTED = "task-rejected"
-REJECT_EXCEPTION = "Reject"  # the task's own Reject: REJECTED, not FAILED (docs/state-rules.md, rule 4)
 
 
 @dataclass
