@@ -26,19 +26,25 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
-def throughput(answer: Answer, path: Path) -> Path:
-    plt, fig, ax = _axes("Events per minute by type")
-    series: dict[str, list] = defaultdict(list)
-    for minute, kind, events in answer.rows:
-        series[kind].append((minute, events))
-    for kind, points in sorted(series.items()):
+def _time_series(title: str, ylabel: str, series: dict[str, list], path: Path) -> Path:
+    """One line per label of (minute, value) points, in time order; counts never go below 0."""
+    plt, fig, ax = _axes(title)
+    for label, points in sorted(series.items()):
         xs, ys = zip(*sorted(points, key=lambda p: str(p[0])))
-        ax.plot(xs, ys, marker=".", label=kind)
-    ax.set_ylabel("distinct events")
+        ax.plot(xs, ys, marker=".", label=label)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
     if series:
         ax.legend(fontsize="small")
     fig.autofmt_xdate()
     return _save(plt, fig, path)
+
+
+def throughput(answer: Answer, path: Path) -> Path:
+    series: dict[str, list] = defaultdict(list)
+    for minute, kind, events in answer.rows:
+        series[kind].append((minute, events))
+    return _time_series("Events per minute by type", "distinct events", series, path)
 
 
 def runtime_percentiles(answer: Answer, path: Path) -> Path:
@@ -63,18 +69,10 @@ def failure_rate(answer: Answer, path: Path) -> Path:
 
 
 def queue_lengths(answer: Answer, path: Path) -> Path:
-    plt, fig, ax = _axes("Messages waiting per queue (peak per minute)")
     series: dict[str, list] = defaultdict(list)
     for minute, cluster, queue, role, messages_max, *_ in answer.rows:
         series[f"{cluster}/{queue}" + (" (bridge)" if role == "bridge" else "")].append((minute, messages_max))
-    for label, points in sorted(series.items()):
-        xs, ys = zip(*sorted(points, key=lambda p: str(p[0])))
-        ax.plot(xs, ys, marker=".", label=label)
-    ax.set_ylabel("messages")
-    if series:
-        ax.legend(fontsize="small")
-    fig.autofmt_xdate()
-    return _save(plt, fig, path)
+    return _time_series("Messages waiting per queue (peak per minute)", "messages", series, path)
 
 
 CHARTS = {
