@@ -26,9 +26,10 @@ from kafka import TopicPartition
 from kombu import Connection, Queue
 
 from bench.engine import load_events
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from devstack import services
 from streams.config import Settings
+from streams.connections import librdkafka_options
 from streams.packs import decode_pack
 from streams.tansu import fetch_highwaters
 
@@ -58,7 +59,7 @@ def packs_in_kafka(settings: Settings, tps: list) -> tuple[int, int, int]:
     from confluent_kafka import TopicPartition as Partition
 
     highwaters = fetch_highwaters([settings.kafka_bootstrap], tps)
-    consumer = Consumer({**settings.librdkafka_options(), "group.id": "bench-bridge-readback", "enable.auto.commit": False})
+    consumer = Consumer({**librdkafka_options(settings), "group.id": "bench-bridge-readback", "enable.auto.commit": False})
     consumer.assign([Partition(tp.topic, tp.partition, 0) for tp in tps])
     left = {(tp.topic, tp.partition): highwaters[tp] for tp in tps if highwaters[tp]}
     packs = events = size = 0

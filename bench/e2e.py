@@ -21,7 +21,6 @@ latency vs offered rate) are written whatever happens.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -42,10 +41,10 @@ from kombu import Connection
 
 from bench.engine import recorded_copies
 from bench.streams import counters
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from devstack import services
 from devstack.private import private_stack
-from streams.sink.clickhouse import connect
+from streams.clickhouse import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBES_PER_STEP = 400
@@ -377,8 +376,7 @@ def main(argv=None) -> None:
 
 def run(args, rates, run_dir: Path, results: dict) -> None:
     with private_stack(run_dir, prefix="celery-monitor-e2e") as stack:
-        settings = dataclasses.replace(
-            stack.settings, cluster=f"e2e-{stack.settings.app_id[-6:]}", session_timeout=10.0,
+        settings = stack.settings.replace(cluster=f"e2e-{stack.settings.app_id[-6:]}", session_timeout=10.0,
             bridge_metrics_addr=f"127.0.0.1:{services.free_port()}",
         )  # fmt: skip
         pipeline = Pipeline(settings, run_dir / "logs")

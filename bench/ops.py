@@ -31,7 +31,7 @@ BATCH = 2000
 
 def sampling(name: str, url: str) -> dict:
     from bridge.queues import QueueSampler
-    from demo.pipeline import delete_queues
+    from devstack.pipeline import delete_queues
     from streams.config import Settings
 
     run = uuid.uuid4().hex[:6]

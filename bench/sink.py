@@ -25,7 +25,7 @@ from devstack import services
 from devstack.__main__ import prepare
 from streams.config import Settings
 from streams.report import DEFAULT_QUERIES, load_query
-from streams.sink.clickhouse import connect
+from streams.clickhouse import connect
 from streams.sink.consumer import ClickHouseSink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,12 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def scale_out(settings: Settings, run_dir: Path, processes: int, total: int) -> dict:
     """The same topics drained again by ``processes`` `python -m streams sink` processes (a new group) into
     a fresh database; rows counted in ClickHouse from the first one to the last."""
-    import dataclasses
-
-    from demo.pipeline import Pipeline
+    from devstack.pipeline import Pipeline
     from streams.migrate import migrate
 
-    settings = dataclasses.replace(settings, clickhouse_database="bench_scaleout", sink_group=f"{settings.sink_group}-scaleout")
+    settings = settings.replace(clickhouse_database="bench_scaleout", sink_group=f"{settings.sink_group}-scaleout")
     migrate(connect(settings, with_database=False).execute, settings.clickhouse_database)
     client = connect(settings)
     db = settings.clickhouse_database

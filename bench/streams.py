@@ -34,9 +34,10 @@ import orjson
 
 from bench.engine import load_events
 from demo.backlog import produce_event_records, produce_events
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from devstack import services
 from streams.config import Settings
+from streams.connections import librdkafka_options
 from streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +116,7 @@ def produce_many_tasks(settings: Settings, tasks: int, flush: int = 4000) -> int
     from bridge.packs import Packer
 
     enveloper, packer = Enveloper(settings.cluster, "rss"), Packer(settings.cluster, "rss")
-    producer = Producer({**settings.librdkafka_options(), "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
+    producer = Producer({**librdkafka_options(settings), "linger.ms": 20, "queue.buffering.max.messages": 1_000_000})
     now, sent, entries = time.time(), 0, []
     for i in range(tasks):
         uuid, host = f"{i:08d}-0000-4000-8000-rss000000000", f"w{i % 50}@host"

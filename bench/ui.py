@@ -29,7 +29,7 @@ from devstack import services
 from streams.config import Settings
 from streams.engine import Tracker
 from streams.migrate import migrate
-from streams.sink.clickhouse import ClickHouseWriter, connect
+from streams.clickhouse import ClickHouseWriter, connect
 from streams.ui.charts import CHARTS
 from streams.sink.rows import EVENT_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, event_row, task_row, worker_row
 

@@ -23,7 +23,6 @@ nothing to list or delete: the bridge subscribes to pub/sub, and nothing waits f
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -33,13 +32,12 @@ from typing import Iterable
 from kombu import Connection
 from tabulate import tabulate
 
-from streams.config import Settings, add_arguments, mask_url
+from streams.config import Settings, mask_url
 
 from .clusters import load_clusters
 
 log = logging.getLogger("bridge.lifecycle")
 PREFIX = "celery-monitor.bridge."
-CLICKHOUSE = ["clickhouse_host", "clickhouse_port", "clickhouse_user", "clickhouse_password", "clickhouse_database", "clickhouse_secure"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def configured(args, settings: Settings) -> list[Candidate]:
 def from_history(settings: Settings) -> tuple[list[Candidate], str]:
     """Bridge queues the pipeline sampled (ClickHouse queue_lengths, role bridge); ('', why) if unreachable."""
     try:
-        from streams.sink.clickhouse import connect
+        from streams.clickhouse import connect
 
         client = connect(settings)
         rows = client.execute(
@@ -257,35 +255,3 @@ def cmd_forget(args, settings: Settings) -> int:
     if spec is not None or (not args.config and cluster == settings.cluster):
         print(f"note: cluster {cluster} is still configured; a bridge started with it declares the queue again", file=sys.stderr)
     return 0
-
-
-def parse_args(argv) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
-    parser = argparse.ArgumentParser(prog="python -m bridge", description="the bridge queue's lifecycle (see bridge/lifecycle.py)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--broker", dest="broker_url", default=None, help="Celery broker URL (env CELERY_BROKER_URL)")
-    common.add_argument("--config", default=None, help="cluster file (TOML) of the bridges (bridge/clusters.py)")
-    common.add_argument("--log-level", default=None)
-    add_arguments(common, ["bridge_queue"])
-
-    p = sub.add_parser("queues", parents=[common], help="list this product's bridge queues: depth, consumers, configured or not")
-    p.add_argument("--cluster", dest="clusters", action="append", default=[], help="also check celery-monitor.bridge.NAME (repeatable)")
-    p.add_argument("--queue", dest="queues", action="append", default=[], help="also check this queue name (repeatable)")
-    p.add_argument("--no-history", action="store_true", help="do not read the bridge queues seen so far from ClickHouse")
-    p.add_argument("--format", choices=("text", "json"), default="text")
-    add_arguments(p, CLICKHOUSE)
-
-    p = sub.add_parser("forget", parents=[common], help="delete a retired cluster's bridge queue (refused while it has a consumer)")
-    p.add_argument("--cluster", dest="forget_cluster", required=True, help="the retired cluster's name")
-    p.add_argument("--queue", dest="queue_name", default="", help="the queue, when not celery-monitor.bridge.<cluster>")
-    p.add_argument("--dry-run", action="store_true", help="check and say what would be deleted, delete nothing")
-    return parser.parse_args(argv), parser
-
-
-def main(argv: list[str]) -> int:
-    from streams.logs import setup_logging
-
-    args, _ = parse_args(argv)
-    setup_logging(args.log_level or "WARNING")
-    settings = Settings.load(args)
-    return cmd_queues(args, settings) if args.command == "queues" else cmd_forget(args, settings)

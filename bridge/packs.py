@@ -24,9 +24,9 @@ from typing import Callable, Iterable, NamedTuple
 import orjson
 
 from streams.engine.events import worker_key
+from streams.packs import PACK_VERSION
 from .envelope import TASK, WORKER, Entry, Routed, dead_record
 
-PACK_VERSION = 2
 PACK_MAX_BYTES = 512 * 1024
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF

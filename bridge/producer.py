@@ -16,6 +16,7 @@ from typing import Callable
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from streams.config import Settings
+from streams.connections import librdkafka_options
 
 from .envelope import Routed, topics_by_kind
 
@@ -78,7 +79,7 @@ class KafkaEventProducer:
         self._local = threading.local()  # the batch in flight, per receiver thread
         self._partitions: dict[str, int] = {}
         self.producer = Producer({
-            **settings.librdkafka_options(),
+            **librdkafka_options(settings),
             "client.id": f"celery-monitor-bridge-{settings.cluster}",
             "acks": "all",
             # The bridge batches itself (one pack per partition per flush) and waits for the acks

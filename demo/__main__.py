@@ -22,9 +22,9 @@ from devstack.__main__ import down, run_dir, up
 from streams.config import Settings
 from streams.logs import setup_logging
 from streams.report import render, run_report
-from streams.sink.clickhouse import connect
+from streams.clickhouse import connect
 
-from .pipeline import Pipeline, PipelineError, wait_for_tasks, wait_for_worker
+from devstack.pipeline import Pipeline, PipelineError, wait_for_tasks, wait_for_worker
 
 
 def start_ui(pipeline: Pipeline, timeout: float = 20.0) -> str | None:

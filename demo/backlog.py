@@ -16,11 +16,12 @@ from confluent_kafka import Producer
 from bridge.envelope import TASK, WORKER, Entry, Enveloper
 from bridge.packs import Packer
 from streams.config import Settings
+from streams.connections import librdkafka_options, kafka_python_options
 from streams.engine import Tracker, parse_event
 
 
 def _producer(settings: Settings) -> Producer:
-    return Producer({**settings.librdkafka_options(), "partitioner": "murmur2_random", "linger.ms": 20})
+    return Producer({**librdkafka_options(settings), "partitioner": "murmur2_random", "linger.ms": 20})
 
 
 FLUSH_EVENTS = 4000  # events per bridge flush under load (50 task.multi messages of ~80 events)
@@ -117,7 +118,7 @@ class TaskStateReader:
         from kafka import KafkaConsumer, TopicPartition
 
         self.consumer = KafkaConsumer(
-            **settings.kafka_client_options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+            **kafka_python_options(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
         )
         self.consumer.assign([TopicPartition(settings.topic_task_states, p) for p in range(settings.topic_partitions)])
         self.cluster = settings.cluster
@@ -160,7 +161,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 60.0) -> list[di
 
     tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
     left = {tp.partition: end for tp, end in fetch_highwaters(settings.kafka_bootstrap.split(","), tps).items() if end}
-    consumer = Consumer({**settings.librdkafka_options(), "group.id": "read-topic", "enable.auto.commit": False})
+    consumer = Consumer({**librdkafka_options(settings), "group.id": "read-topic", "enable.auto.commit": False})
     out: list[dict] = []
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in left])
@@ -187,7 +188,7 @@ def wait_for_record(settings: Settings, topic: str, match, timeout: float, alive
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer({
-        **settings.librdkafka_options(), "group.id": "wait-for-record", "enable.auto.commit": False,
+        **librdkafka_options(settings), "group.id": "wait-for-record", "enable.auto.commit": False,
         "fetch.wait.max.ms": 100,
     })  # fmt: skip
     try:

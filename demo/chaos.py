@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.config import Settings
+from streams.connections import kafka_python_options
 from streams.engine import Tracker
 from streams.packs import decode_pack
 
-from .pipeline import Pipeline, PipelineError, wait_for_tasks
+from devstack.pipeline import Pipeline, PipelineError, wait_for_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("demo.chaos")
@@ -173,7 +174,7 @@ def kafka_task_events(settings: Settings, uuids: set[str]) -> int:
     """Events of our tasks in the task-events packs, duplicates included."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_python_options(settings), group_id=None, enable_auto_commit=False)
     tps = [TopicPartition(settings.topic_task_events, p) for p in range(settings.topic_partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -199,7 +200,7 @@ def clickhouse_event_identities(client, settings: Settings, uuids: set[str]) -> 
 
 
 def run_chaos(pipeline: Pipeline, stack, plan: Plan, catch_up_timeout: float = 300.0) -> dict:
-    from streams.sink.clickhouse import connect
+    from streams.clickhouse import connect
 
     settings = pipeline.settings
     pipeline.start_bridge()
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
     plan = SHORT if args.short else FULL
     run_dir = Path(tempfile.mkdtemp(prefix="chaos-"))
     with private_stack(run_dir, prefix="celery-monitor-chaos") as stack:
-        settings = dataclasses.replace(stack.settings, cluster=f"chaos-{stack.settings.app_id[-6:]}")
+        settings = stack.settings.replace(cluster=f"chaos-{stack.settings.app_id[-6:]}")
         pipeline = Pipeline(settings, run_dir / "logs")
         try:
             result = run_chaos(pipeline, stack, plan)

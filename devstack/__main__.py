@@ -1,8 +1,12 @@
-"""python -m devstack {up,down,status,logs}: the local stack behind `make up` / `make down`.
+"""python -m devstack {up,down,status,logs,env}: the local stack behind `make up` / `make down`.
 
 Run directory (pid files, logs, data): $RUN_DIR, default ./.run (git-ignored).
 Ports come from the pipeline settings (KAFKA_BOOTSTRAP, CLICKHOUSE_PORT) plus
-CLICKHOUSE_HTTP_PORT (8123), RABBITMQ_PORT (5672), REDIS_PORT (6379).
+CLICKHOUSE_HTTP_PORT (8123), RABBITMQ_PORT (5672), REDIS_PORT (6379) and S3_PORT (9010).
+TANSU_STORAGE=memory (default: fast, nothing survives a Tansu restart) or s3 (Tansu's log in a
+bucket of an S3 server of our own, moto: a broker restart loses nothing; slower, see
+docs/operations.md). `python -m devstack env` prints the settings the stack's processes use
+(eval it in a shell to run `celery-monitor` against the stack by hand).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 
 from streams.config import Settings
 
-from . import services
+from . import DEV_ENV, dev_settings, services
 from .services import StackError, port_open
+
+STORAGES = ("memory", "s3")
 
 
 def run_dir() -> Path:
@@ -30,7 +36,15 @@ def ports(settings: Settings) -> dict[str, int]:
         "clickhouse_http": int(os.environ.get("CLICKHOUSE_HTTP_PORT", "8123")),
         "rabbitmq": int(os.environ.get("RABBITMQ_PORT", "5672")),
         "redis": int(os.environ.get("REDIS_PORT", "6379")),
+        "s3": int(os.environ.get("S3_PORT", "9010")),
     }
+
+
+def tansu_storage() -> str:
+    storage = os.environ.get("TANSU_STORAGE", "memory")
+    if storage not in STORAGES:
+        raise StackError(f"TANSU_STORAGE={storage!r}: expected one of {', '.join(STORAGES)}")
+    return storage
 
 
 def say(msg: str) -> None:
@@ -54,10 +68,11 @@ def start_brokers(rd: Path, p: dict) -> list[str]:
     return started
 
 
-def start_tansu(rd: Path, port: int) -> bool:
-    service, argv, env = services.tansu(rd, port)
+def start_tansu(rd: Path, port: int, s3: services.S3 | None = None) -> bool:
+    service, argv, env = services.tansu(rd, port, s3)
     started = service.start(argv, env=env, timeout=15)
-    say(f"tansu: {'started' if started else 'running'} on 127.0.0.1:{port} (pid {service.pid()}, memory storage)")
+    storage = "memory storage" if s3 is None else f"s3 storage, bucket {s3.bucket} on {s3.endpoint}"
+    say(f"tansu: {'started' if started else 'running'} on 127.0.0.1:{port} (pid {service.pid()}, {storage})")
     return started
 
 
@@ -71,12 +86,12 @@ def start_clickhouse(rd: Path, tcp: int, http: int) -> bool:
 def prepare(settings: Settings, attempts: int = 20) -> None:
     """Topics (all, up front) and the ClickHouse schema; both idempotent."""
     from streams.migrate import migrate
-    from streams.sink.clickhouse import connect
+    from streams.clickhouse import connect
     from streams.topics import ensure_topics
 
     for attempt in range(attempts):
         try:
-            created = ensure_topics(settings)
+            created = ensure_topics(settings).created
             break
         except Exception as exc:  # noqa: BLE001 - the broker may still be settling
             if attempt == attempts - 1:
@@ -91,7 +106,12 @@ def up(settings: Settings) -> list[str]:
     """Start what is missing; returns the names of the services this call started."""
     rd, p = run_dir(), ports(settings)
     started = start_brokers(rd, p)
-    if start_tansu(rd, p["tansu"]):
+    s3 = None
+    if tansu_storage() == "s3":
+        s3 = services.s3(rd, p["s3"])
+        if s3.start():
+            started.append("s3")
+    if start_tansu(rd, p["tansu"], s3):
         started.append("tansu")
     if start_clickhouse(rd, p["clickhouse"], p["clickhouse_http"]):
         started.append("clickhouse")
@@ -100,7 +120,7 @@ def up(settings: Settings) -> list[str]:
     return started
 
 
-def down(settings: Settings, names=("clickhouse", "tansu", "redis", "rabbitmq")) -> None:
+def down(settings: Settings, names=("clickhouse", "tansu", "s3", "redis", "rabbitmq")) -> None:
     """Stop the services we started (by their pid files); never anything else."""
     rd, p = run_dir(), ports(settings)
     for name in names:
@@ -120,6 +140,9 @@ def status(settings: Settings) -> int:
         state = "up" if listening else "DOWN"
         missing += not listening
         print(f"{name:<11} {state:<5} 127.0.0.1:{p[name]:<6} {owner}")
+    s3 = services.Service("s3", rd, p["s3"])
+    if s3.pid():  # only with TANSU_STORAGE=s3
+        print(f"{'s3':<11} {'up' if port_open(p['s3']) else 'DOWN':<5} 127.0.0.1:{p['s3']:<6} ours, pid {s3.pid()} (Tansu's storage)")
     return 1 if missing else 0
 
 
@@ -131,10 +154,15 @@ def logs(settings: Settings, lines: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "logs", "prepare"))
+    parser.add_argument("command", choices=("up", "down", "status", "logs", "prepare", "env"))
     parser.add_argument("--lines", type=int, default=40)
     args = parser.parse_args(argv)
-    settings = Settings.load()
+    if args.command == "env":
+        for name, value in DEV_ENV.items():
+            if name not in os.environ:
+                print(f"export {name}={value}")
+        return
+    settings = dev_settings()
     try:
         if args.command == "up":
             up(settings)

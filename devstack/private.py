@@ -12,9 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.config import Settings
-
-from . import services
+from . import dev_settings, services
 from .__main__ import prepare, start_brokers
 
 BROKER_PORTS = {"rabbitmq": 5672, "redis": 6379}
@@ -27,6 +25,12 @@ class PrivateStack:
     tansu: services.Service
     clickhouse: services.Service
     ch_http: int
+    s3: services.S3 | None = None  # Tansu's storage when durable
+
+    def start_tansu(self) -> None:
+        """(Re)start this stack's Tansu, e.g. after a test killed it (durable only on s3 storage)."""
+        _, argv, env = services.tansu(self.run_dir, int(self.settings.kafka_bootstrap.rsplit(":", 1)[1]), self.s3)
+        self.tansu.start(argv, env=env, timeout=15)
 
     def start_clickhouse(self) -> None:
         """(Re)start this stack's ClickHouse, e.g. after a test stopped it."""
@@ -39,15 +43,19 @@ class PrivateStack:
 
 
 @contextmanager
-def private_stack(run_dir: Path, prefix: str = "celery-monitor-test", **overrides):
+def private_stack(run_dir: Path, prefix: str = "celery-monitor-test", storage: str = "memory", **overrides):
+    """Tansu (``storage``: memory, or s3 on a moto server of its own) and ClickHouse on free ports."""
     started = start_brokers(run_dir, BROKER_PORTS)
     kafka_port, ch_tcp, ch_http = services.free_port(), services.free_port(), services.free_port()
-    tansu, argv, env = services.tansu(run_dir, kafka_port)
+    s3 = services.s3(run_dir, services.free_port()) if storage == "s3" else None
+    tansu, argv, env = services.tansu(run_dir, kafka_port, s3)
     clickhouse = services.Service("clickhouse", run_dir, ch_tcp)
     try:
+        if s3 is not None:
+            s3.start()
         tansu.start(argv, env=env, timeout=15)
         run = uuid.uuid4().hex[:6]
-        settings = Settings.load(
+        settings = dev_settings(
             environ={},
             kafka_bootstrap=f"127.0.0.1:{kafka_port}",
             clickhouse_port=ch_tcp,
@@ -64,12 +72,14 @@ def private_stack(run_dir: Path, prefix: str = "celery-monitor-test", **override
                "streams_metrics_addr": f"127.0.0.1:{services.free_port()}",
                "ui_port": str(services.free_port()), **overrides},  # fmt: skip
         )
-        stack = PrivateStack(settings, run_dir, tansu, clickhouse, ch_http)
+        stack = PrivateStack(settings, run_dir, tansu, clickhouse, ch_http, s3)
         stack.start_clickhouse()
         prepare(settings)
         yield stack
     finally:
         clickhouse.stop()
         tansu.stop()
+        if s3 is not None:
+            s3.service.stop()
         for name in started:
             services.Service(name, run_dir, BROKER_PORTS[name]).stop()

@@ -157,19 +157,53 @@ def tansu_binary() -> Path:
     return path
 
 
-def tansu(run_dir: Path, port: int) -> tuple[Service, list[str], dict]:
+def tansu(run_dir: Path, port: int, s3: "S3 | None" = None) -> tuple[Service, list[str], dict]:
+    """Tansu on memory storage (nothing survives a restart), or on ``s3``'s bucket (durable while
+    the S3 server runs)."""
     url = f"tcp://{HOST}:{port}"
-    argv = [
-        str(tansu_binary()),
-        "broker",
-        "--listener-url",
-        url,
-        "--advertised-listener-url",
-        url,
-        "--storage-engine",
-        "memory://tansu/",
-    ]
-    return Service("tansu", run_dir, port), argv, {"RUST_LOG": "warn"}
+    storage = "memory://tansu/" if s3 is None else f"s3://{s3.bucket}/"
+    argv = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", storage]
+    env = {"RUST_LOG": "warn", **(s3.client_env() if s3 is not None else {})}
+    return Service("tansu", run_dir, port), argv, env
+
+
+# -- S3 on loopback for Tansu's durable storage (moto's server, from PyPI) -------------------------
+@dataclass
+class S3:
+    """An S3-compatible server of our own (moto) and the bucket Tansu stores its log in."""
+
+    service: Service
+    bucket: str = "tansu"
+    region: str = "eu-west-2"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.service.port}"
+
+    def client_env(self) -> dict[str, str]:
+        """What Tansu's object store client reads (AWS_*; plain HTTP on loopback)."""
+        return {"AWS_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": "devstack", "AWS_SECRET_ACCESS_KEY": "devstack",
+                "AWS_DEFAULT_REGION": self.region, "AWS_ALLOW_HTTP": "true"}  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> bool:
+        binary = Path(sys.executable).with_name("moto_server")
+        if not binary.exists():
+            raise StackError("moto_server is not installed: run `make setup` (the dev extra installs moto[server]).")
+        started = self.service.start([str(binary), "-H", HOST, "-p", str(self.service.port)], timeout=timeout)
+        self.create_bucket()
+        return started
+
+    def create_bucket(self) -> None:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="devstack", aws_secret_access_key="devstack",
+                              region_name=self.region)  # fmt: skip
+        if self.bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": self.region})
+
+
+def s3(run_dir: Path, port: int, bucket: str = "tansu") -> S3:
+    return S3(Service("s3", run_dir, port), bucket)
 
 
 # -- ClickHouse -----------------------------------------------------------------------------

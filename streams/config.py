@@ -1,226 +1,417 @@
-"""Every setting of the pipeline, in one place: environment variable, CLI flag, default, meaning.
+"""Every setting of the pipeline, in one typed model: environment variable, CLI flag, default, meaning.
 
 Each process resolves its settings once at start (``Settings.load``); nothing else reads
-``os.environ``.  ``python -m streams config`` prints the table (the README's copy comes from it).
-Precedence: CLI flag > environment variable > default.
+``os.environ``. Precedence: CLI flag > environment variable > default. A value that does not fit
+its setting -- a choice not in the list (``STREAMS_SINK=proces``), a boolean that is not one
+(``BROKER_SSL=ture``), a number out of range -- stops the process with a :class:`ConfigError`
+naming the variable, its flag and what is allowed; nothing is silently defaulted.
+
+``celery-monitor config`` prints the effective settings (secrets masked);
+``celery-monitor config --markdown`` prints the reference that docs/configuration.md holds (a
+test keeps the two equal). Connection options for each client library (librdkafka, Faust's
+aiokafka, kafka-python, clickhouse-driver) are built from these fields in one place,
+``streams.connections``.
+
+Defaults are for a production Apache Kafka and ClickHouse; the local dev stack (``devstack``)
+sets what only it needs (``KAFKA_FLAVOR=tansu``, one replica).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import difflib
 import os
-from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+import re
+from contextvars import ContextVar
+from typing import Any, Literal, Mapping
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+# Prefixes of variables only this product reads: an unknown one among them is probably a typo.
+OWN_PREFIXES = ("STREAMS_", "BRIDGE_", "SINK_", "UI_", "TOPIC_", "ALERT_", "WORKER_")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOST_PORT = re.compile(r"^[^\s,:]+:\d{1,5}$")
+
+_environ_override: ContextVar[Mapping[str, str] | None] = ContextVar("environ_override", default=None)
 
 
-def _setting(default: Any, env: str, help: str, secret: bool = False):
-    return field(default=default, metadata={"env": env, "help": help, "secret": secret})
+class ConfigError(ValueError):
+    """Settings that cannot be used; the message names each variable, its flag and what is allowed."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    # Kafka
-    kafka_bootstrap: str = _setting("127.0.0.1:9092", "KAFKA_BOOTSTRAP", "Kafka bootstrap servers (host:port[,host:port])")
-    kafka_flavor: str = _setting(
-        "tansu", "KAFKA_FLAVOR", "'tansu' enables the corrections for Tansu's known bugs; 'kafka' for Apache Kafka (all off)"
+def setting(default: Any, env: str, help: str, group: str, secret: bool = False, **constraints) -> Any:
+    """A field of :class:`Settings`: its environment variable, help text and group (which commands
+    take it as a flag)."""
+    return Field(default, validation_alias=env, description=help, repr=not secret,
+                 json_schema_extra={"env": env, "group": group, "secret": secret}, **constraints)  # fmt: skip
+
+
+# Groups, in the order docs/configuration.md lists them.
+GROUPS = {
+    "kafka": "Kafka connection",
+    "topics": "Kafka topics",
+    "broker": "Celery broker (bridge)",
+    "bridge": "Bridge",
+    "streams": "Streams worker",
+    "clickhouse": "ClickHouse",
+    "sink": "ClickHouse sink",
+    "ui": "Web UI",
+}
+
+KafkaFlavor = Literal["kafka", "tansu"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SinkMode = Literal["process", "inline", "off"]
+RedactMode = Literal["drop", "truncate", "hash"]
+REDACTABLE = ("args", "kwargs", "result")
+DAY_MS = 86_400_000
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source reading a given mapping instead of ``os.environ``
+    (tests and the dev stack resolve settings for another process without touching their own)."""
+
+    def __init__(self, settings_cls, environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:  # the documented override point (DotEnvSettingsSource)
+        return {k: v for k, v in self._environ.items() if v != ""}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", case_sensitive=True, env_ignore_empty=True, populate_by_name=True,
+        validate_default=True, hide_input_in_errors=True,
+    )  # fmt: skip
+
+    # -- Kafka connection ------------------------------------------------------------------
+    kafka_bootstrap: str = setting("127.0.0.1:9092", "KAFKA_BOOTSTRAP", "Kafka bootstrap servers (host:port[,host:port])", "kafka")
+    kafka_flavor: KafkaFlavor = setting(
+        "kafka", "KAFKA_FLAVOR",
+        "kafka: Apache Kafka (or any broker that implements the protocol fully); tansu: the dev stack's Tansu broker, with "
+        "corrections for its known bugs and short group timeouts", "kafka",
+    )  # fmt: skip
+    kafka_security_protocol: SecurityProtocol = setting(
+        "PLAINTEXT", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL, for every Kafka client of the pipeline", "kafka"
     )
-    kafka_security_protocol: str = _setting(
-        "PLAINTEXT", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (every Kafka client of the pipeline)"
+    kafka_sasl_mechanism: SaslMechanism = setting(
+        "PLAIN", "KAFKA_SASL_MECHANISM", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (with SASL_*)", "kafka"
     )
-    kafka_sasl_mechanism: str = _setting("PLAIN", "KAFKA_SASL_MECHANISM", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (with SASL_*)")
-    kafka_sasl_username: str = _setting("", "KAFKA_SASL_USERNAME", "SASL user")
-    kafka_sasl_password: str = _setting("", "KAFKA_SASL_PASSWORD", "SASL password", secret=True)
-    kafka_ssl_cafile: str = _setting("", "KAFKA_SSL_CAFILE", "CA bundle to verify the Kafka brokers (with SSL / SASL_SSL)")
-    topic_partitions: int = _setting(8, "TOPIC_PARTITIONS", "partitions of every topic the pipeline creates")
-    topic_task_events: str = _setting(
-        "celery.task-events.v2", "TOPIC_TASK_EVENTS", "task-event packs (schemas/pack.v2.json), partition = murmur2(task uuid)"
+    kafka_sasl_username: str = setting("", "KAFKA_SASL_USERNAME", "SASL user (with SASL_*)", "kafka")
+    kafka_sasl_password: SecretStr = setting("", "KAFKA_SASL_PASSWORD", "SASL password (with SASL_*)", "kafka", secret=True)
+    kafka_ssl_cafile: str = setting("", "KAFKA_SSL_CAFILE", "CA bundle (PEM) to verify the brokers (with *SSL; '' = the system's)", "kafka")
+    kafka_ssl_certfile: str = setting("", "KAFKA_SSL_CERTFILE", "client certificate (PEM) for mutual TLS (with *SSL)", "kafka")
+    kafka_ssl_keyfile: str = setting("", "KAFKA_SSL_KEYFILE", "client key (PEM) for mutual TLS (with *SSL)", "kafka")
+    kafka_ssl_key_password: SecretStr = setting("", "KAFKA_SSL_KEY_PASSWORD", "password of KAFKA_SSL_KEYFILE", "kafka", secret=True)
+    kafka_ssl_check_hostname: bool = setting(
+        True, "KAFKA_SSL_CHECK_HOSTNAME", "verify that a broker's certificate names the host connected to (with *SSL)", "kafka"
     )
-    topic_worker_events: str = _setting(
-        "celery.worker-events.v2", "TOPIC_WORKER_EVENTS", "worker-event packs, partition = murmur2(cluster/hostname); ticks carry read_until"
+
+    # -- Kafka topics ----------------------------------------------------------------------
+    topic_partitions: int = setting(8, "TOPIC_PARTITIONS", "partitions of every topic the pipeline creates (and of the table changelogs)", "topics", ge=1, le=10_000)
+    topic_replication_factor: int = setting(
+        3, "TOPIC_REPLICATION_FACTOR", "replicas of every topic the pipeline creates (Kafka: 3 survives the loss of a broker)", "topics", ge=1
     )
-    topic_task_states: str = _setting("celery.task-states.v1", "TOPIC_TASK_STATES", "task-state records, key = task uuid")
-    topic_worker_states: str = _setting(
-        "celery.worker-states.v1", "TOPIC_WORKER_STATES", "worker-state records, key = cluster/hostname"
+    topic_min_insync_replicas: int = setting(
+        2, "TOPIC_MIN_INSYNC_REPLICAS", "min.insync.replicas of every topic: a write (acks=all) waits for this many replicas", "topics", ge=1
     )
-    topic_dead_letters: str = _setting(
-        "celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason"
+    topic_events_retention_ms: int = setting(
+        7 * DAY_MS, "TOPIC_EVENTS_RETENTION_MS",
+        "retention.ms of the event topics and dead letters (the raw input: a replay can start this far back; -1 = forever)", "topics", ge=-1,
+    )  # fmt: skip
+    topic_records_retention_ms: int = setting(
+        7 * DAY_MS, "TOPIC_RECORDS_RETENTION_MS",
+        "retention.ms of the output topics (task/worker states, alerts, queue lengths, bridge status; -1 = forever). "
+        "Table changelogs are compacted, never deleted", "topics", ge=-1,
+    )  # fmt: skip
+    topic_task_events: str = setting(
+        "celery.task-events.v2", "TOPIC_TASK_EVENTS", "task-event packs (schemas/pack.v2.json), partition = murmur2(task uuid)", "topics"
     )
-    topic_alerts: str = _setting(
-        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift"
+    topic_worker_events: str = setting(
+        "celery.worker-events.v2", "TOPIC_WORKER_EVENTS", "worker-event packs, partition = murmur2(cluster/hostname); ticks carry read_until", "topics"
     )
-    topic_bridge_status: str = _setting(
-        "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)"
+    topic_task_states: str = setting("celery.task-states.v1", "TOPIC_TASK_STATES", "task-state records, key = task uuid", "topics")
+    topic_worker_states: str = setting("celery.worker-states.v1", "TOPIC_WORKER_STATES", "worker-state records, key = cluster/hostname", "topics")
+    topic_dead_letters: str = setting("celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason", "topics")
+    topic_alerts: str = setting(
+        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift", "topics"
     )
-    topic_queue_lengths: str = _setting(
-        "celery.queue-lengths.v1", "TOPIC_QUEUE_LENGTHS", "queue-length samples of the Celery task queues, key = cluster/queue"
+    topic_bridge_status: str = setting(
+        "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)", "topics"
     )
-    # Celery broker (bridge)
-    broker_url: str = _setting(
-        "amqp://guest:guest@127.0.0.1:5672//", "CELERY_BROKER_URL", "Celery broker to read events from (amqp:// or redis://)", secret=True
+    topic_queue_lengths: str = setting(
+        "celery.queue-lengths.v1", "TOPIC_QUEUE_LENGTHS", "queue-length samples of the Celery task queues, key = cluster/queue", "topics"
     )
-    cluster: str = _setting("default", "CLUSTER", "name of the Celery cluster the bridge reads; on every record")
-    broker_ssl: bool = _setting(False, "BROKER_SSL", "TLS to the Celery broker (single-cluster mode; the cluster file has 'ssl' per cluster)")
-    bridge_queue: str = _setting(
-        "", "BRIDGE_QUEUE", "AMQP: durable queue bound to celeryev with '#' (default celery-monitor.bridge.<cluster>)"
+
+    # -- Celery broker (bridge) ------------------------------------------------------------
+    broker_url: str = setting(
+        "amqp://guest:guest@127.0.0.1:5672//", "CELERY_BROKER_URL", "Celery broker to read events from (amqp:// or redis://; rediss:// for TLS)",
+        "broker", secret=True,
+    )  # fmt: skip
+    cluster: str = setting("default", "CLUSTER", "name of the Celery cluster the bridge reads; on every record", "broker", min_length=1)
+    broker_ssl: bool = setting(False, "BROKER_SSL", "TLS to the Celery broker (single-cluster mode; the cluster file has 'ssl' per cluster)", "broker")
+
+    # -- Bridge -----------------------------------------------------------------------------
+    bridge_queue: str = setting("", "BRIDGE_QUEUE", "AMQP: durable queue bound to celeryev with '#' (default celery-monitor.bridge.<cluster>)", "bridge")
+    bridge_queue_max_length: int = setting(
+        2_000_000, "BRIDGE_QUEUE_MAX_LENGTH", "AMQP x-max-length of the bridge queue (protects the broker when the bridge is down)", "bridge", ge=1
     )
-    bridge_queue_max_length: int = _setting(
-        2_000_000, "BRIDGE_QUEUE_MAX_LENGTH", "AMQP x-max-length of the bridge queue (protects the broker when the bridge is down)"
+    bridge_queue_ttl_ms: int = setting(86_400_000, "BRIDGE_QUEUE_TTL_MS", "AMQP x-message-ttl of the bridge queue (ms)", "bridge", ge=1)
+    bridge_prefetch: int = setting(
+        100, "BRIDGE_PREFETCH",
+        "AMQP prefetch: unacked broker messages in flight (a flush holds at most this many; BRIDGE_BATCH_BYTES bounds their memory)", "bridge", ge=1,
+    )  # fmt: skip
+    bridge_batch_size: int = setting(
+        50, "BRIDGE_BATCH_SIZE",
+        "broker messages per Kafka flush at most (acked together after it; half the prefetch: the broker sends the next ones meanwhile)", "bridge", ge=1,
+    )  # fmt: skip
+    bridge_batch_bytes: int = setting(
+        2 * 1024 * 1024, "BRIDGE_BATCH_BYTES", "broker message bytes per Kafka flush at most (a task.multi body holds up to ~100 events)", "bridge", ge=1
     )
-    bridge_queue_ttl_ms: int = _setting(86_400_000, "BRIDGE_QUEUE_TTL_MS", "AMQP x-message-ttl of the bridge queue (ms)")
-    bridge_prefetch: int = _setting(
-        100, "BRIDGE_PREFETCH", "AMQP prefetch: unacked broker messages in flight (a flush holds at most this many; BRIDGE_BATCH_BYTES bounds their memory)"
+    bridge_batch_seconds: float = setting(
+        0.2, "BRIDGE_BATCH_SECONDS", "longest a batch grows while messages keep coming (an idle broker: flushed at once)", "bridge", gt=0
     )
-    bridge_batch_size: int = _setting(
-        50, "BRIDGE_BATCH_SIZE", "broker messages per Kafka flush at most (acked together after it; half the prefetch: the broker sends the next ones meanwhile)"
+    bridge_min_flush_interval: float = setting(
+        0.05, "BRIDGE_MIN_FLUSH_INTERVAL", "least time between two Kafka flushes under load (a quiet broker's message is flushed at once)", "bridge", ge=0
     )
-    bridge_batch_bytes: int = _setting(
-        2 * 1024 * 1024, "BRIDGE_BATCH_BYTES", "broker message bytes per Kafka flush at most (a task.multi body holds up to ~100 events)"
+    bridge_pack_max_bytes: int = setting(
+        512 * 1024, "BRIDGE_PACK_MAX_BYTES", "a pack (one Kafka record: a flush's events for one partition) is split beyond this size", "bridge",
+        ge=1024, le=4 * 1024 * 1024,
+    )  # fmt: skip
+    bridge_tick_seconds: float = setting(
+        1.0, "BRIDGE_TICK_SECONDS", "worker-events partitions with no pack for this long get an empty pack carrying read_until", "bridge", gt=0
     )
-    bridge_batch_seconds: float = _setting(
-        0.2, "BRIDGE_BATCH_SECONDS", "longest a batch grows while messages keep coming (an idle broker: flushed at once)"
+    bridge_kafka_timeout: float = setting(
+        10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries", "bridge", gt=0
     )
-    bridge_min_flush_interval: float = _setting(
-        0.05, "BRIDGE_MIN_FLUSH_INTERVAL", "least time between two Kafka flushes under load (a quiet broker's message is flushed at once)"
+    bridge_queue_sample_seconds: float = setting(
+        10.0, "BRIDGE_QUEUE_SAMPLE_SECONDS",
+        "seconds between samples of the Celery task queues' lengths (own thread and broker connection; 0 = off)", "bridge", ge=0,
+    )  # fmt: skip
+    bridge_queues: str = setting(
+        "", "BRIDGE_QUEUES", "comma list of Celery task queues to sample besides those the workers report (e.g. celery,priority)", "bridge"
     )
-    bridge_pack_max_bytes: int = _setting(
-        512 * 1024, "BRIDGE_PACK_MAX_BYTES", "a pack (one Kafka record: a flush's events for one partition) is split beyond this size"
+    bridge_queue_discovery: bool = setting(
+        True, "BRIDGE_QUEUE_DISCOVERY",
+        "ask the workers for their queues and pool sizes at every sample (Celery inspect active_queues/stats, as celery-exporter)", "bridge",
+    )  # fmt: skip
+    bridge_metrics_addr: str = setting("127.0.0.1:9464", "BRIDGE_METRICS_ADDR", "host:port of the bridge's /metrics and /healthz ('off' = none)", "bridge")
+    bridge_redact_fields: str = setting(
+        "", "BRIDGE_REDACT_FIELDS", "comma list of args, kwargs, result to redact before events leave the bridge", "bridge"
     )
-    bridge_tick_seconds: float = _setting(
-        1.0, "BRIDGE_TICK_SECONDS", "worker-events partitions with no pack for this long get an empty pack carrying read_until"
+    bridge_redact_mode: RedactMode = setting("hash", "BRIDGE_REDACT_MODE", "drop | truncate | hash (sha256) for redacted fields", "bridge")
+    bridge_redact_max_chars: int = setting(256, "BRIDGE_REDACT_MAX_CHARS", "characters kept by BRIDGE_REDACT_MODE=truncate", "bridge", ge=0)
+
+    # -- Streams worker ---------------------------------------------------------------------
+    app_id: str = setting("celery-monitor", "STREAMS_APP_ID", "Faust application id (consumer group, changelog prefix)", "streams", min_length=1)
+    store: str = setting("memory://", "STREAMS_STORE", "Faust table store: memory:// or rocksdb:// (the image has RocksDB; pip: the [rocksdb] extra)", "streams")
+    data_dir: str = setting(
+        "celery-monitor-data", "STREAMS_DATA_DIR", "Faust data directory: RocksDB tables live here (give it a persistent volume)", "streams"
     )
-    bridge_kafka_timeout: float = _setting(
-        10.0, "BRIDGE_KAFKA_TIMEOUT", "seconds Kafka has to acknowledge a batch before the bridge reports it unavailable and retries"
-    )
-    bridge_queue_sample_seconds: float = _setting(
-        10.0, "BRIDGE_QUEUE_SAMPLE_SECONDS", "seconds between samples of the Celery task queues' lengths (own thread and broker connection; 0 = off)"
-    )
-    bridge_queues: str = _setting(
-        "", "BRIDGE_QUEUES", "comma list of Celery task queues to sample besides those the workers report (e.g. celery,priority)"
-    )
-    bridge_queue_discovery: bool = _setting(
-        True, "BRIDGE_QUEUE_DISCOVERY", "ask the workers for their queues and pool sizes at every sample (Celery inspect active_queues/stats, as celery-exporter)"
-    )
-    bridge_metrics_addr: str = _setting(
-        "127.0.0.1:9464", "BRIDGE_METRICS_ADDR", "host:port of the bridge's /metrics and /healthz ('off' = none)"
-    )
-    bridge_redact_fields: str = _setting(
-        "", "BRIDGE_REDACT_FIELDS", "comma list of args,kwargs,result to redact before events leave the bridge"
-    )
-    bridge_redact_mode: str = _setting("hash", "BRIDGE_REDACT_MODE", "drop | truncate | hash (sha256) for redacted fields")
-    bridge_redact_max_chars: int = _setting(256, "BRIDGE_REDACT_MAX_CHARS", "characters kept by BRIDGE_REDACT_MODE=truncate")
-    # Streams app
-    app_id: str = _setting("celery-monitor", "STREAMS_APP_ID", "Faust application id (consumer group, changelog prefix)")
-    store: str = _setting("memory://", "STREAMS_STORE", "Faust table store: memory:// or rocksdb://")
-    data_dir: str = _setting(".run/faust", "STREAMS_DATA_DIR", "Faust data directory (rocksdb tables live here)")
-    session_timeout: float = _setting(
-        6.0, "STREAMS_SESSION_TIMEOUT", "Kafka consumer session timeout, s (Tansu's JoinGroup waits half of it)"
-    )
-    worker_expiry_factor: float = _setting(
+    session_timeout: float | None = setting(
+        None, "STREAMS_SESSION_TIMEOUT",
+        "Kafka consumer session timeout, s, of the streams worker and the sink (default by KAFKA_FLAVOR: kafka 45, tansu 6 -- "
+        "Tansu's JoinGroup waits half of it)", "streams", gt=0,
+    )  # fmt: skip
+    worker_expiry_factor: float = setting(
         2.0, "WORKER_EXPIRY_FACTOR",
         "a worker is OFFLINE(heartbeat-expired) when nothing was received from it for this many x freq seconds of the stream's watermark",
-    )
-    worker_drift_threshold: float = _setting(
-        16.0, "WORKER_DRIFT_THRESHOLD", "clock-drift alert when a worker's clock differs from the monitor's by more than this (s; Celery warns at 16)"
-    )
-    sink: str = _setting(
-        "process", "STREAMS_SINK",
-        "'process': `streams worker` runs the ClickHouse sink as its own child process; 'inline': as a thread inside the worker (shares its GIL); 'off': run `streams sink` yourself",
+        "streams", gt=0,
     )  # fmt: skip
-    web_port: int = _setting(0, "STREAMS_WEB_PORT", "Faust web server port (0 = no web server)")
-    web_host: str = _setting("127.0.0.1", "STREAMS_WEB_HOST", "Faust web server bind address (only with STREAMS_WEB_PORT)")
-    streams_metrics_addr: str = _setting(
-        "127.0.0.1:9465", "STREAMS_METRICS_ADDR", "host:port of the streams worker's /metrics ('off' = none)"
+    worker_drift_threshold: float = setting(
+        16.0, "WORKER_DRIFT_THRESHOLD",
+        "clock-drift alert when a worker's clock differs from the monitor's by more than this (s; Celery warns at 16)", "streams", gt=0,
+    )  # fmt: skip
+    sink: SinkMode = setting(
+        "process", "STREAMS_SINK",
+        "process: `celery-monitor worker` runs the ClickHouse sink as its own child process; inline: as a thread inside the worker "
+        "(shares its GIL); off: run `celery-monitor sink` yourself", "streams",
+    )  # fmt: skip
+    web_port: int = setting(0, "STREAMS_WEB_PORT", "Faust web server port (0 = no web server)", "streams", ge=0, le=65535)
+    web_host: str = setting("127.0.0.1", "STREAMS_WEB_HOST", "Faust web server bind address (only with STREAMS_WEB_PORT)", "streams")
+    streams_metrics_addr: str = setting(
+        "127.0.0.1:9465", "STREAMS_METRICS_ADDR", "host:port of the streams worker's /metrics and /healthz ('off' = none)", "streams"
     )
-    task_retention: float = _setting(
-        3600.0, "STREAMS_TASK_RETENTION", "seconds a finished task stays in the table after its last event (0 = forever; ClickHouse keeps history)"
+    task_retention: float = setting(
+        3600.0, "STREAMS_TASK_RETENTION",
+        "seconds a finished task stays in the table after its last event (0 = forever; ClickHouse keeps history)", "streams", ge=0,
+    )  # fmt: skip
+    alert_failure_window: float = setting(
+        60.0, "ALERT_FAILURE_WINDOW", "failure-burst alert: window in seconds of receive time (the monitor's clock)", "streams", gt=0
     )
-    alert_failure_window: float = _setting(60.0, "ALERT_FAILURE_WINDOW", "failure-burst alert: window in seconds of receive time (the monitor's clock)")
-    alert_failure_threshold: int = _setting(
-        20, "ALERT_FAILURE_THRESHOLD", "failure-burst alert: failures of one task name within the window"
-    )
-
-    # ClickHouse sink
-    clickhouse_host: str = _setting("127.0.0.1", "CLICKHOUSE_HOST", "ClickHouse host")
-    clickhouse_port: int = _setting(9000, "CLICKHOUSE_PORT", "ClickHouse native TCP port")
-    clickhouse_user: str = _setting("default", "CLICKHOUSE_USER", "ClickHouse user")
-    clickhouse_password: str = _setting("", "CLICKHOUSE_PASSWORD", "ClickHouse password", secret=True)
-    clickhouse_database: str = _setting("celery", "CLICKHOUSE_DATABASE", "ClickHouse database")
-    clickhouse_secure: bool = _setting(False, "CLICKHOUSE_SECURE", "TLS to ClickHouse")
-    clickhouse_cluster: str = _setting(
-        "", "CLICKHOUSE_CLUSTER", "migrate: create <table>_local shards + Distributed tables for this <remote_servers> cluster ('' = one server)"
-    )
-    clickhouse_replicated: bool = _setting(
-        True, "CLICKHOUSE_REPLICATED", "migrate with CLICKHOUSE_CLUSTER: Replicated*MergeTree shards and DDL ON CLUSTER (needs ZooKeeper/Keeper); false = plain shards, DDL run per node"
-    )
-    sink_group: str = _setting("celery-monitor-sink", "SINK_GROUP", "consumer group of the ClickHouse sink")
-    sink_batch_rows: int = _setting(5000, "SINK_BATCH_ROWS", "rows per ClickHouse insert (at most)")
-    sink_batch_seconds: float = _setting(
-        1.0, "SINK_BATCH_SECONDS", "longest a batch grows while records keep coming (a quiet pipeline: inserted at once)"
-    )
-    sink_min_insert_interval: float = _setting(
-        0.2, "SINK_MIN_INSERT_INTERVAL", "least time between two inserts (ClickHouse makes a part per insert: at most ~5 per second per table)"
+    alert_failure_threshold: int = setting(
+        20, "ALERT_FAILURE_THRESHOLD", "failure-burst alert: failures of one task name within the window", "streams", ge=1
     )
 
-    # Web UI (python -m streams ui): read-only pages over ClickHouse
-    ui_host: str = _setting(
-        "127.0.0.1", "UI_HOST", "web UI bind address; any address but loopback needs UI_BASIC_AUTH or UI_TOKEN"
+    # -- ClickHouse -------------------------------------------------------------------------
+    clickhouse_host: str = setting("127.0.0.1", "CLICKHOUSE_HOST", "ClickHouse host", "clickhouse", min_length=1)
+    clickhouse_port: int = setting(9000, "CLICKHOUSE_PORT", "ClickHouse native TCP port (9440: the usual TLS port)", "clickhouse", ge=1, le=65535)
+    clickhouse_user: str = setting("default", "CLICKHOUSE_USER", "ClickHouse user", "clickhouse")
+    clickhouse_password: SecretStr = setting("", "CLICKHOUSE_PASSWORD", "ClickHouse password", "clickhouse", secret=True)
+    clickhouse_database: str = setting("celery", "CLICKHOUSE_DATABASE", "ClickHouse database (an identifier)", "clickhouse")
+    clickhouse_secure: bool = setting(False, "CLICKHOUSE_SECURE", "TLS to ClickHouse (its secure native port, e.g. 9440)", "clickhouse")
+    clickhouse_ca_certs: str = setting("", "CLICKHOUSE_CA_CERTS", "CA bundle (PEM) to verify ClickHouse's certificate ('' = the system's)", "clickhouse")
+    clickhouse_verify: bool = setting(True, "CLICKHOUSE_VERIFY", "verify ClickHouse's TLS certificate (with CLICKHOUSE_SECURE)", "clickhouse")
+    clickhouse_cluster: str = setting(
+        "", "CLICKHOUSE_CLUSTER",
+        "migrate: create <table>_local shards + Distributed tables for this <remote_servers> cluster ('' = one server)", "clickhouse",
+    )  # fmt: skip
+    clickhouse_replicated: bool = setting(
+        True, "CLICKHOUSE_REPLICATED",
+        "migrate with CLICKHOUSE_CLUSTER: Replicated*MergeTree shards and DDL ON CLUSTER (needs ZooKeeper/Keeper); false = plain shards, "
+        "DDL run per node", "clickhouse",
+    )  # fmt: skip
+
+    # -- ClickHouse sink --------------------------------------------------------------------
+    sink_group: str = setting("celery-monitor-sink", "SINK_GROUP", "consumer group of the ClickHouse sink", "sink", min_length=1)
+    sink_batch_rows: int = setting(5000, "SINK_BATCH_ROWS", "rows per ClickHouse insert (at most)", "sink", ge=1)
+    sink_batch_seconds: float = setting(
+        1.0, "SINK_BATCH_SECONDS", "longest a batch grows while records keep coming (a quiet pipeline: inserted at once)", "sink", gt=0
     )
-    ui_port: str = _setting("9466", "UI_PORT", "web UI port ('off' = no UI, e.g. in make demo)")
-    ui_basic_auth: str = _setting("", "UI_BASIC_AUTH", "user:password the web UI asks for (HTTP Basic); '' = none", secret=True)
-    ui_token: str = _setting("", "UI_TOKEN", "bearer token the web UI accepts (Authorization: Bearer TOKEN); '' = none", secret=True)
-    ui_row_limit: int = _setting(
-        500, "UI_ROW_LIMIT", "most rows any web UI query returns (tasks per page, a task's events, workflow nodes, workers)"
-    )
-    ui_page_size: int = _setting(50, "UI_PAGE_SIZE", "tasks per page of the web UI's task list (capped by UI_ROW_LIMIT)")
-    ui_query_timeout: float = _setting(
-        5.0, "UI_QUERY_TIMEOUT", "seconds a web UI query may take (ClickHouse max_execution_time and the socket timeout); then the page says so"
-    )
-    ui_refresh_seconds: float = _setting(
-        1.0, "UI_REFRESH_SECONDS", "how often live parts of the web UI (task list, task page, workers) reload"
+    sink_min_insert_interval: float = setting(
+        0.2, "SINK_MIN_INSERT_INTERVAL",
+        "least time between two inserts (ClickHouse makes a part per insert: at most ~5 per second per table)", "sink", ge=0,
+    )  # fmt: skip
+    sink_metrics_addr: str = setting(
+        "off", "SINK_METRICS_ADDR", "host:port of a separate `celery-monitor sink`'s /healthz and /metrics ('off' = none)", "sink"
     )
 
-    # -- resolution --------------------------------------------------------------------------
+    # -- Web UI -----------------------------------------------------------------------------
+    ui_host: str = setting("127.0.0.1", "UI_HOST", "web UI bind address; any address but loopback needs UI_BASIC_AUTH or UI_TOKEN", "ui")
+    ui_port: str = setting("9466", "UI_PORT", "web UI port ('off' = no UI, e.g. in make demo)", "ui")
+    ui_basic_auth: SecretStr = setting("", "UI_BASIC_AUTH", "user:password the web UI asks for (HTTP Basic); '' = none", "ui", secret=True)
+    ui_token: SecretStr = setting("", "UI_TOKEN", "bearer token the web UI accepts (Authorization: Bearer TOKEN); '' = none", "ui", secret=True)
+    ui_row_limit: int = setting(
+        500, "UI_ROW_LIMIT", "most rows any web UI query returns (tasks per page, a task's events, workflow nodes, workers)", "ui", ge=1
+    )
+    ui_page_size: int = setting(50, "UI_PAGE_SIZE", "tasks per page of the web UI's task list (capped by UI_ROW_LIMIT)", "ui", ge=1)
+    ui_query_timeout: float = setting(
+        5.0, "UI_QUERY_TIMEOUT",
+        "seconds a web UI query may take (ClickHouse max_execution_time and the socket timeout); then the page says so", "ui", gt=0,
+    )  # fmt: skip
+    ui_refresh_seconds: float = setting(
+        1.0, "UI_REFRESH_SECONDS", "how often live parts of the web UI (task list, task page, workers) reload", "ui", gt=0
+    )
+
+    # -- validation -------------------------------------------------------------------------
     @classmethod
-    def load(cls, args: argparse.Namespace | None = None, environ: dict | None = None, **overrides) -> "Settings":
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            raw = environ.get(f.metadata["env"])
-            if raw is not None and raw != "":
-                values[f.name] = _convert(f, raw)
-            cli = getattr(args, f.name, None) if args is not None else None
-            if cli is not None:
-                values[f.name] = _convert(f, cli)
-        values.update(overrides)
-        return cls(**values)
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        environ = _environ_override.get()
+        env = env_settings if environ is None else _EnvironSource(settings_cls, environ)
+        return (init_settings, env)
 
-    def kafka_client_options(self) -> dict:
-        """Connection options for kafka-python clients (producer, consumer, admin)."""
-        options: dict = {"bootstrap_servers": self.kafka_bootstrap.split(","), "security_protocol": self.kafka_security_protocol}
-        if self.kafka_security_protocol.startswith("SASL"):
-            options.update(
-                sasl_mechanism=self.kafka_sasl_mechanism,
-                sasl_plain_username=self.kafka_sasl_username,
-                sasl_plain_password=self.kafka_sasl_password,
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value):
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_flavor", "sink", "bridge_redact_mode", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",")]
+        bad = [s for s in servers if not _HOST_PORT.match(s)]
+        if not servers or bad:
+            raise ValueError(f"expected host:port[,host:port...], got {', '.join(bad) or 'nothing'}")
+        return ",".join(servers)
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value not in ("memory://", "rocksdb://"):
+            raise ValueError("must be memory:// or rocksdb://")
+        return value
+
+    @field_validator("clickhouse_database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):  # it is written into SQL text
+            raise ValueError("must be an identifier (letters, digits, _; not starting with a digit)")
+        return value
+
+    @field_validator("bridge_redact_fields")
+    @classmethod
+    def _redactable(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in REDACTABLE]
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(REDACTABLE)}")
+        return ",".join(names)
+
+    @field_validator("bridge_metrics_addr", "streams_metrics_addr", "sink_metrics_addr")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        text = value.strip()
+        if text.lower() in ("", "off"):
+            return "off"
+        port = text.rpartition(":")[2]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected host:port, :port or off")
+        return text
+
+    @field_validator("ui_port")
+    @classmethod
+    def _ui_port(cls, value: str) -> str:
+        text = str(value).strip()
+        if text.lower() in ("", "off"):
+            return "off"
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise ValueError("expected a port number or off")
+        return text
+
+    @field_validator("ui_basic_auth")
+    @classmethod
+    def _basic_auth(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and ":" not in value.get_secret_value():
+            raise ValueError("must be user:password")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) is above TOPIC_REPLICATION_FACTOR "
+                f"({self.topic_replication_factor}): every write would fail"
             )
-        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
-            options["ssl_cafile"] = self.kafka_ssl_cafile
-        return options
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        return self
 
-    def librdkafka_options(self) -> dict:
-        """The same connection settings in librdkafka's dotted names (the bridge's producer)."""
-        options: dict = {"bootstrap.servers": self.kafka_bootstrap, "security.protocol": self.kafka_security_protocol.lower()}
-        if self.kafka_security_protocol.startswith("SASL"):
-            options.update({
-                "sasl.mechanism": self.kafka_sasl_mechanism,
-                "sasl.username": self.kafka_sasl_username,
-                "sasl.password": self.kafka_sasl_password,
-            })
-        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
-            options["ssl.ca.location"] = self.kafka_ssl_cafile
-        return options
+    # -- resolution -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, cli: Mapping[str, Any] | Any | None = None, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """The settings of this process: ``overrides`` > ``cli`` (a mapping or an argparse
+        namespace of field name -> value; None = not given) > ``environ`` (default ``os.environ``)
+        > defaults. Raises :class:`ConfigError` naming every bad variable."""
+        given = dict(cli) if isinstance(cli, Mapping) else dict(vars(cli)) if cli is not None else {}
+        values = {name: value for name, value in given.items() if name in cls.model_fields and value is not None}
+        values.update(overrides)
+        token = _environ_override.set(environ)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(explain(exc, values)) from None
+        finally:
+            _environ_override.reset(token)
 
+    def replace(self, **changes) -> "Settings":
+        """A copy with ``changes`` (field names), validated like a load."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        values.update(changes)
+        try:
+            return type(self).model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(explain(exc, changes)) from None
+
+    # -- derived ----------------------------------------------------------------------------
     @property
     def bridge_queue_name(self) -> str:
         return self.bridge_queue or f"celery-monitor.bridge.{self.cluster}"
@@ -228,6 +419,14 @@ class Settings:
     @property
     def tansu_fixes(self) -> bool:
         return self.kafka_flavor == "tansu"
+
+    @property
+    def group_session_timeout(self) -> float:
+        """Seconds: STREAMS_SESSION_TIMEOUT, else the flavor's (Kafka's own default; Tansu's
+        JoinGroup waits half the session timeout, so short ones there)."""
+        if self.session_timeout is not None:
+            return self.session_timeout
+        return 6.0 if self.tansu_fixes else 45.0
 
     @property
     def event_topics(self) -> tuple[str, str]:
@@ -245,24 +444,84 @@ class Settings:
             self.topic_queue_lengths,
         ]
 
+    def secret(self, name: str) -> str:
+        """The clear text of a secret setting (only for the client that needs it)."""
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
     def environ(self) -> dict[str, str]:
         """This process's environment with every setting in it: what a child process (the sink
-        `streams worker` starts) needs to resolve the same settings, CLI flags included."""
+        `celery-monitor worker` starts, the dev stack's processes) needs to resolve the same
+        settings, CLI flags included."""
         env = dict(os.environ)
-        for f in fields(self):
-            value = getattr(self, f.name)
-            env[f.metadata["env"]] = str(int(value) if isinstance(value, bool) else value)
+        for name, info in type(self).model_fields.items():
+            value = self.secret(name)
+            if value is None:
+                env.pop(_env(info), None)
+                continue
+            env[_env(info)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return env
 
     def as_dict(self) -> dict:
-        """For logs: secrets masked (a password inside a broker URL too)."""
+        """For logs and `celery-monitor config`: secrets masked (a password inside a broker URL too)."""
         out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.metadata["secret"] and value:
+        for name, info in type(self).model_fields.items():
+            value = self.secret(name)
+            if _extra(info)["secret"] and value:
                 value = mask_url(value) if "://" in str(value) else "***"
-            out[f.name] = value
+            out[name] = value
         return out
+
+
+def _extra(info: FieldInfo) -> dict:
+    return info.json_schema_extra  # type: ignore[return-value]
+
+
+def _env(info: FieldInfo) -> str:
+    return _extra(info)["env"]
+
+
+def field_env(name: str) -> str:
+    """The environment variable of a setting, e.g. 'BRIDGE_METRICS_ADDR'."""
+    info = Settings.model_fields.get(name)
+    return _env(info) if info is not None else name.upper()
+
+
+def field_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def explain(exc: ValidationError, given: Mapping[str, Any]) -> str:
+    """One line per bad setting: variable (or flag) = value: what is wrong."""
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        info = Settings.model_fields.get(name)
+        if info is None:  # loc is the alias (the env var) when the value came from the environment
+            match = next((n for n, i in Settings.model_fields.items() if _env(i) == name), None)
+            name, info = (match, Settings.model_fields[match]) if match else (name, None)
+        message = error["msg"].removeprefix("Value error, ")
+        if info is None:
+            lines.append(message if not name else f"{name}: {message}")
+            continue
+        source = f"{field_flag(name)}" if name in given else _env(info)
+        value = error.get("input")
+        shown = "***" if _extra(info)["secret"] else repr(value)
+        lines.append(f"{source}={shown}: {message} (set {_env(info)} or {field_flag(name)}; `celery-monitor config --markdown` lists every setting)")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Variables with one of this product's own prefixes that no setting reads (probably typos),
+    each with the closest known name."""
+    known = {_env(i) for i in Settings.model_fields.values()}
+    extra = {"RUN_DIR", "CLICKHOUSE_HTTP_PORT", "RABBITMQ_PORT", "REDIS_PORT", "STREAMS_TEST_EVENTS", "UI_SCREENSHOTS"}
+    out = []
+    for name in sorted(environ):
+        if name.startswith(OWN_PREFIXES) and name not in known and name not in extra:
+            close = difflib.get_close_matches(name, known, n=1)
+            out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return out
 
 
 def mask_url(url: str) -> str:
@@ -274,31 +533,64 @@ def mask_url(url: str) -> str:
     return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
 
 
-def _convert(f: dataclasses.Field, raw: Any) -> Any:
-    if not isinstance(raw, str):
-        return raw
-    kind = type(f.default)
-    if kind is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if kind is int:
-        return int(raw)
-    if kind is float:
-        return float(raw)
-    return raw
+def fields_of(*groups: str) -> list[str]:
+    """The setting names of some groups, in model order."""
+    return [name for name, info in Settings.model_fields.items() if _extra(info)["group"] in groups]
 
 
-def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
-    """CLI flags for the named settings; defaults stay None so env/defaults apply."""
-    by_name = {f.name: f for f in fields(Settings)}
-    for name in names:
-        f = by_name[name]
-        flag = "--" + name.replace("_", "-")
-        default = "" if f.metadata["secret"] else f" (default {f.default!r})"
-        parser.add_argument(flag, dest=name, default=None, help=f"{f.metadata['help']}; env {f.metadata['env']}{default}")
+def _type_text(name: str, info: FieldInfo) -> str:
+    annotation = info.annotation
+    args = getattr(annotation, "__args__", None)
+    if getattr(annotation, "__origin__", None) is Literal:
+        return " \\| ".join(args)
+    if annotation is SecretStr:
+        return "secret"
+    if args:  # Optional[x]
+        return " \\| ".join(a.__name__ for a in args if a is not type(None)) + " (optional)"
+    return getattr(annotation, "__name__", str(annotation))
 
 
-def settings_table() -> str:
-    rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
-    for f in fields(Settings):
-        rows.append(f"| `{f.metadata['env']}` | `--{f.name.replace('_', '-')}` | `{f.default!r}` | {f.metadata['help']} |")
-    return "\n".join(rows)
+def settings_markdown() -> str:
+    """docs/configuration.md: every setting by group -- variable, flag, type, default, meaning."""
+    out = [
+        "# Configuration",
+        "",
+        "Generated from `streams/config.py` by `celery-monitor config --markdown`; a test keeps this file equal to it.",
+        "",
+        "Every process resolves its settings once at start. Precedence: CLI flag > environment variable > default.",
+        "A value that does not fit (a choice not listed, a boolean other than true/false/1/0/yes/no/on/off, a number out",
+        "of range) stops the process with an error naming the variable. Secrets are never printed or logged.",
+        "`celery-monitor config` prints the effective settings of the current environment (secrets masked).",
+        "",
+    ]
+    for group, title in GROUPS.items():
+        out += [f"## {title}", "", "| variable | flag | type | default | meaning |", "|---|---|---|---|---|"]
+        for name in fields_of(group):
+            info = Settings.model_fields[name]
+            default = info.default.get_secret_value() if isinstance(info.default, SecretStr) else info.default
+            shown = "''" if default == "" else ("unset" if default is None else f"`{default!r}`".replace("|", "\\|"))
+            out.append(f"| `{_env(info)}` | `{field_flag(name)}` | {_type_text(name, info)} | {shown} | {info.description} |")
+        out.append("")
+    out += [
+        "The local dev stack (`python -m devstack`, behind `make up`) sets `KAFKA_FLAVOR=tansu`,",
+        "`TOPIC_REPLICATION_FACTOR=1` and `TOPIC_MIN_INSYNC_REPLICAS=1` for what it starts (`python -m devstack env`",
+        "prints them), and also reads `RUN_DIR` (default `.run`), `CLICKHOUSE_HTTP_PORT` (8123), `RABBITMQ_PORT`",
+        "(5672), `REDIS_PORT` (6379) and `TANSU_STORAGE` (`memory` or `s3`). Every server it starts binds to 127.0.0.1.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def effective_table(settings: Settings) -> str:
+    """`celery-monitor config`: each setting's effective value (secrets masked) and where it came from."""
+    values = settings.as_dict()
+    width = max(len(_env(i)) for i in Settings.model_fields.values())
+    lines = []
+    for group, title in GROUPS.items():
+        lines.append(f"# {title}")
+        for name in fields_of(group):
+            value = values[name]
+            if name == "session_timeout" and value is None:
+                value = f"unset (by flavor: {settings.group_session_timeout:g})"
+            lines.append(f"{_env(Settings.model_fields[name]):<{width}}  {value}")
+    return "\n".join(lines)

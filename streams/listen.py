@@ -17,7 +17,6 @@ import errno
 import logging
 import socket
 import threading
-from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -35,10 +34,9 @@ class SettingError(RuntimeError):
 
 def setting_names(name: str) -> tuple[str, str]:
     """(environment variable, CLI flag) of a Settings field, e.g. ('BRIDGE_METRICS_ADDR', '--bridge-metrics-addr')."""
-    from .config import Settings
+    from .config import field_env, field_flag
 
-    env = next((f.metadata["env"] for f in fields(Settings) if f.name == name), name.upper())
-    return env, "--" + name.replace("_", "-")
+    return field_env(name), field_flag(name)
 
 
 def _error(setting: str, value, why: str, host: str | None = None) -> SettingError:

@@ -6,7 +6,9 @@ Counters give events/s as a rate; table sizes and lag are read when scraped. Bou
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -14,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from .listen import serve_http
 
 log = logging.getLogger("streams.metrics")
+STALE_AFTER = 120.0  # seconds without a timer tick of the event loop -> unhealthy
 
 
 class StreamsMetrics:
@@ -38,16 +41,33 @@ class StreamsMetrics:
             "streams_watermark_seconds", "read_until of the worker-events packs read, per cluster and partition (monitor clock)",
             ["cluster", "partition"], registry=r,
         )
+        self.last_tick: float | None = None  # monotonic time a worker timer last ran (the event loop is alive)
         self.lag = Gauge("streams_consumer_lag", "High watermark minus committed offset, per source partition", ["topic", "partition"], registry=r)
 
     def watch_tables(self, sizes: dict[str, Callable[[], int]]) -> None:
         for table, size in sizes.items():
             self.table_size.labels(table).set_function(size)
 
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def health(self) -> tuple[int, dict]:
+        """503 while starting (before the first timer ran: table recovery) and when the event loop
+        has not run a timer for STALE_AFTER seconds; 200 otherwise."""
+        if self.last_tick is None:
+            return 503, {"status": "starting"}
+        age = time.monotonic() - self.last_tick
+        return (200 if age <= STALE_AFTER else 503), {"status": "ok" if age <= STALE_AFTER else "stuck", "seconds_since_tick": round(age, 1)}
+
     def serve(self, address: str) -> None:
-        """Serve /metrics from a thread; nothing when STREAMS_METRICS_ADDR is off.
+        """Serve /metrics and /healthz from a thread; nothing when STREAMS_METRICS_ADDR is off.
 
         Raises listen.SettingError (naming STREAMS_METRICS_ADDR) when the address is taken."""
-        routes = {"/metrics": lambda: (200, generate_latest(self.registry), CONTENT_TYPE_LATEST)}
+
+        def health():
+            status, payload = self.health()
+            return status, json.dumps(payload).encode(), "application/json"
+
+        routes = {"/metrics": lambda: (200, generate_latest(self.registry), CONTENT_TYPE_LATEST), "/healthz": health}
         if serve_http(address, "streams_metrics_addr", routes, name="metrics") is not None:
-            log.info("metrics on http://%s/metrics", address)
+            log.info("metrics on http://%s/metrics, health on /healthz", address)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+from .resources import migrations_dir
+
+MIGRATIONS_DIR = migrations_dir()
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 

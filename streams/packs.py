@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-PACK_VERSION = 2
+PACK_VERSION = 2  # the one definition: the bridge writes it, the engine, the sink and this decoder read it
 
 
 class InvalidPack(ValueError):

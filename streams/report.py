@@ -1,4 +1,4 @@
-"""`python -m streams report`: the analytics questions in sql/queries/, answered from ClickHouse."""
+"""`celery-monitor report`: the analytics questions in sql/queries/ (shipped as streams.sql), answered from ClickHouse."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from tabulate import tabulate
 
-QUERIES_DIR = Path(__file__).resolve().parent.parent / "sql" / "queries"
-FRAGMENTS_DIR = QUERIES_DIR.parent / "fragments"  # shared conditions: {name} in a query -> (its SQL)
+from .resources import fragments_dir, queries_dir
+
+QUERIES_DIR = queries_dir()
+FRAGMENTS_DIR = fragments_dir()  # shared conditions: {name} in a query -> (its SQL)
 DEFAULT_QUERIES = (
     "tasks_by_state",
     "throughput_per_minute",

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
-from contextlib import contextmanager
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
-from faust.streams import _current_event
+from . import compat
+from .connections import librdkafka_options
 
 log = logging.getLogger("streams.stalls")
 
@@ -86,51 +85,23 @@ class OffsetGaps:
             self.expected[tp] = (generation if entry is None else entry[0], offset + 1)
 
 
-@contextmanager
-def as_current_event(record) -> Iterator[None]:
-    """Process a read-back record outside the agent's stream as if it were the current event:
-    Faust's RocksDB store takes the partition of a write from "the current event"
-    (``faust.streams._current_event``, a Faust internal; needed only here, for faust#596)."""
-    token = _current_event.set(weakref.ref(record))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-def install_commit_floor(consumer, floors: dict) -> None:
-    """Make this Faust consumer refuse to commit a partition past its floor until it is acked."""
-    cls = type(consumer)
-    if getattr(cls, "_celery_monitor_floor", False):
-        return
-    original = cls._new_offset
-
-    def _new_offset(self, tp):
-        floor = floors.get(tp)
-        if floor is not None:
-            committed = self._committed_offset[tp]
-            if floor in self._acked_index[tp] or (committed is not None and committed > floor):
-                floors.pop(tp, None)  # the hole is filled
-            elif self._acked[tp] and min(self._acked[tp]) > floor:
-                return None
-        return original(self, tp)
-
-    cls._new_offset = _new_offset
-    cls._celery_monitor_floor = True
-
-
 def committed_offset(consumer, tp) -> int | None:
     """Faust's record of the group's committed offset of a partition (None: nothing committed)."""
-    return consumer._committed_offset.get(tp)
+    return compat.committed_offset(consumer, tp)
 
 
 def ack_read_back(consumer, tp, offset: int) -> None:
     """Count a read-back record's offset as acked, as Faust counts its own records' acks: the
     commit floor of ``install_commit_floor`` lifts once the hole is acked."""
-    committed = consumer._committed_offset.get(tp) or 0
-    if offset >= committed and offset not in consumer._acked_index[tp]:
-        consumer._acked[tp].append(offset)
-        consumer._acked_index[tp].add(offset)
+    compat.mark_acked(consumer, tp, offset)
+
+
+def install_commit_floor(consumer, floors: dict) -> None:
+    """Make this Faust consumer refuse to commit a partition past its floor until it is acked."""
+    compat.hold_commits(consumer, floors)
+
+
+as_current_event = compat.as_current_event
 
 
 async def first_offset(consumer, tp) -> int:
@@ -143,30 +114,40 @@ async def first_offset(consumer, tp) -> int:
 
 
 def fetch_range(settings, topic: str, partition: int, offsets: range) -> list[SimpleNamespace]:
-    """The records at ``offsets`` of one partition, read outside the consumer group (blocking):
-    each as ``.offset`` and ``.value`` (bytes), every offset of the range, in order.
+    """The records the log holds at ``offsets`` of one partition, read outside the consumer group
+    (blocking): each as ``.offset`` and ``.value`` (bytes), in offset order.
 
-    Raises RuntimeError when a record of the range cannot be read within 10 s, or is not where
-    it should be (a gap would otherwise lose it silently). librdkafka's consumer: kafka-python's
-    skipped records of large batches on Tansu."""
+    A Kafka log may skip offsets (compaction, transaction markers, a broker that lost an unacked
+    tail when it crashed): the broker answers a fetch at a missing offset with the next record,
+    so an offset below the first one returned is not in the log, and none is lost by skipping it.
+    The read ends at the first record at or past ``offsets.stop``, or once the consumer's position
+    (which moves past offsets the log does not hold) reaches it with nothing left to hand over.
+    Raises RuntimeError when it cannot get that far within 10 s of silence.
+    librdkafka's consumer: kafka-python's skipped records of large batches on Tansu."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**settings.librdkafka_options(), "group.id": "celery-monitor-read-back", "enable.auto.commit": False})
+    consumer = Consumer({**librdkafka_options(settings), "group.id": "celery-monitor-read-back", "enable.auto.commit": False})
     found: list[SimpleNamespace] = []
+    expected = offsets.start
+    tp = TopicPartition(topic, partition)
     try:
         consumer.assign([TopicPartition(topic, partition, offsets.start)])
         deadline = time.monotonic() + 10.0
-        while len(found) < len(offsets):
+        while expected < offsets.stop:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{topic}:{partition} offsets {offsets.start}..{offsets.stop - 1} could not be read")
-            for message in consumer.consume(len(offsets) - len(found), 0.5):
-                if message.error() or message.offset() >= offsets.stop:
+                raise RuntimeError(f"{topic}:{partition} offsets {expected}..{offsets.stop - 1} could not be read")
+            batch = consumer.consume(max(1, offsets.stop - expected), 0.5)
+            for message in batch:
+                if message.error() or message.offset() < expected:
                     continue
-                expected = offsets.start + len(found)
-                if message.offset() != expected:
-                    raise RuntimeError(f"{topic}:{partition} read offset {message.offset()} where {expected} was expected")
+                if message.offset() >= offsets.stop:
+                    expected = offsets.stop
+                    break
                 found.append(SimpleNamespace(offset=message.offset(), value=message.value()))
+                expected = message.offset() + 1
                 deadline = time.monotonic() + 10.0
+            if not batch and consumer.position([tp])[0].offset >= offsets.stop:
+                break  # fetched past the range and nothing left to hand over: the rest is not in the log
         return found
     finally:
         consumer.close()

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from . import compat
 
 log = logging.getLogger("streams.tansu")
 PROBE_SECONDS = 10.0
@@ -74,13 +74,11 @@ def fetch_highwaters(bootstrap: list[str], partitions) -> dict:
 
 
 def install(bootstrap: str) -> None:
-    """Make Faust's highwaters() use Fetch high watermarks, and its fetches short (Tansu only)."""
-    _short_fetches()
+    """Make Faust's end-offset lookups use Fetch high watermarks, and its fetches short (Tansu only)."""
+    compat.cap_fetch_wait(FETCH_MAX_WAIT_MS)
     servers = bootstrap.split(",")
-    original = AIOKafkaConsumerThread._highwaters
 
-    async def _highwaters(self, partitions):
-        reported = await original(self, partitions)
+    async def correct(reported: dict) -> dict:
         try:
             loop = asyncio.get_running_loop()
             actual = await loop.run_in_executor(None, fetch_highwaters, servers, list(reported))
@@ -93,18 +91,4 @@ def install(bootstrap: str) -> None:
             log.info("tansu: corrected end offsets (ListOffsets -> Fetch high watermark): %s", wrong)
         return fixed
 
-    AIOKafkaConsumerThread._highwaters = _highwaters
-
-
-def _short_fetches() -> None:
-    if getattr(AIOKafkaConsumerThread, "_celery_monitor_short_fetches", False):
-        return
-    original = AIOKafkaConsumerThread._create_worker_consumer
-
-    def _create_worker_consumer(self, transport):
-        consumer = original(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by aiokafka when its fetcher starts
-        return consumer
-
-    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
-    AIOKafkaConsumerThread._celery_monitor_short_fetches = True
+    compat.wrap_highwaters(correct)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from ..packs import PACK_VERSION  # pure (orjson only): the engine stays free of I/O
 from .states import (
     FIELDS_READ_BY_TYPE,
     MAX_TIMESTAMP,
@@ -33,7 +34,6 @@ from .states import (
     WORKER_PREFIX,
 )
 
-PACK_VERSION = 2
 
 
 class Invalid:

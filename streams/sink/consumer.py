@@ -27,10 +27,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ..config import Settings
-from .clickhouse import ClickHouseUnavailable, ClickHouseWriter
+from ..connections import librdkafka_options
+from ..clickhouse import ClickHouseUnavailable, ClickHouseWriter
 from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, queue_length_row, task_row, worker_row
 
 UNASSIGNED_WARNING_SECONDS = 60.0
+HEALTH_STALE_SECONDS = 120.0
 
 log = logging.getLogger("streams.sink")
 
@@ -85,6 +87,7 @@ class ClickHouseSink:
         }
         self._stop = threading.Event()
         self._last_insert = -1e9
+        self.last_loop: float | None = None  # monotonic time the loop last went round (/healthz)
         self.consumer: Consumer | None = None
         self.inserted = defaultdict(int)
 
@@ -92,20 +95,47 @@ class ClickHouseSink:
     def stop(self) -> None:
         self._stop.set()
 
+    def health(self) -> tuple[int, dict]:
+        """503 until the loop first went round and when it has not for HEALTH_STALE_SECONDS (a
+        ClickHouse outage keeps it going round: the insert is retried inside the loop)."""
+        if self.last_loop is None:
+            return 503, {"status": "starting"}
+        age = time.monotonic() - self.last_loop
+        status = 200 if age <= HEALTH_STALE_SECONDS else 503
+        return status, {"status": "ok" if status == 200 else "stuck", "seconds_since_loop": round(age, 1),
+                        "inserted": dict(self.inserted)}  # fmt: skip
+
+    def serve_health(self):
+        """/healthz and /metrics (rows inserted per table) on SINK_METRICS_ADDR; None when off.
+        Raises streams.listen.SettingError when the address is taken."""
+        from ..listen import serve_http
+
+        def health():
+            status, payload = self.health()
+            return status, orjson.dumps(payload), "application/json"
+
+        def metrics():
+            lines = ["# TYPE sink_rows_inserted_total counter"]
+            lines += [f'sink_rows_inserted_total{{table="{t}"}} {n}' for t, n in sorted(self.inserted.items())]
+            return 200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4"
+
+        return serve_http(self.settings.sink_metrics_addr, "sink_metrics_addr", {"/healthz": health, "/metrics": metrics}, name="sink-health")
+
     def _connect(self) -> None:
         s = self.settings
-        session_ms = int(s.session_timeout * 1000)
+        session_ms = int(s.group_session_timeout * 1000)
         self.consumer = Consumer({
-            **s.librdkafka_options(),
+            **librdkafka_options(s),
             "group.id": s.sink_group,
             "client.id": f"{s.sink_group}-{id(self):x}",
             "enable.auto.commit": False,  # commit after write, and only then
             "enable.auto.offset.store": False,  # commits name their offsets: those of the inserted batch
             "auto.offset.reset": "earliest",
             "session.timeout.ms": session_ms,
-            "heartbeat.interval.ms": max(300, session_ms // 6),
+            "heartbeat.interval.ms": min(3000, max(300, session_ms // 6)),
             "max.poll.interval.ms": 600_000,
-            "fetch.wait.max.ms": 100,  # the sink's batches are time-bounded; don't add half a second per hop
+            # Tansu answers a Fetch only when its max-wait runs out; Kafka as soon as data arrives
+            **({"fetch.wait.max.ms": 100} if s.tansu_fixes else {}),
         })  # fmt: skip
         self.consumer.subscribe(list(self.routes), on_assign=self._on_assign)
         if self.writer is None:
@@ -124,7 +154,7 @@ class ClickHouseSink:
                 unassigned_since, warned_at = time.monotonic(), 0.0
                 while not self._stop.is_set():
                     batch = self._collect()
-                    now = time.monotonic()
+                    now = self.last_loop = time.monotonic()
                     if self.consumer.assignment():
                         unassigned_since = now
                     elif now - unassigned_since > UNASSIGNED_WARNING_SECONDS and now - warned_at > UNASSIGNED_WARNING_SECONDS:

@@ -10,6 +10,7 @@ import msgspec
 import orjson
 
 from streams.engine.states import MAX_TIMESTAMP
+from streams.packs import PACK_VERSION
 
 TASK_COLUMNS = (
     "cluster", "uuid", "name", "state", "retries", "revocation_reason", "signum", "rejection", "requeues", "cancels",
@@ -231,7 +232,7 @@ def event_row(envelope: dict) -> tuple | None:
     row; None when it carries no usable event. (The sink itself builds columns: EventColumns.)"""
     columns = EventColumns()
     entry = {"seq": envelope.get("seq") or 0, "received_at": envelope.get("received_at") or 0.0, "event": envelope.get("event")}
-    pack = {"v": 2, "cluster": envelope.get("cluster") or "", "bridge": envelope.get("bridge") or "", "read_until": 0, "events": [entry]}
+    pack = {"v": PACK_VERSION, "cluster": envelope.get("cluster") or "", "bridge": envelope.get("bridge") or "", "read_until": 0, "events": [entry]}
     columns.add_pack(orjson.dumps(pack))
     rows = columns.rows()
     return rows[0] if rows else None

@@ -354,13 +354,13 @@ class Guard:
     """ASGI middleware: optional HTTP Basic / bearer-token auth, security headers, Server-Timing.
 
     With neither UI_BASIC_AUTH nor UI_TOKEN set every request passes (the server then refuses to
-    bind anything but loopback: ``server.check_bind``). ``Server-Timing: app;dur=<ms>`` is the
+    bind anything but loopback: ``server.check_bind``); ``/healthz`` always does (it says "ok"). ``Server-Timing: app;dur=<ms>`` is the
     server's time for the request (make bench-ui reads it)."""
 
     def __init__(self, app, settings: Settings):
         self.app = app
-        self.basic = settings.ui_basic_auth
-        self.token = settings.ui_token
+        self.basic = settings.secret("ui_basic_auth")
+        self.token = settings.secret("ui_token")
 
     def allowed(self, headers: dict[bytes, bytes]) -> bool:
         if not self.basic and not self.token:
@@ -382,7 +382,8 @@ class Guard:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        if not self.allowed(headers):
+        # /healthz answers without credentials (a container's or balancer's probe has none; it says only "ok")
+        if scope.get("path") != "/healthz" and not self.allowed(headers):
             challenge = [(b"www-authenticate", b'Basic realm="celery-monitor", charset="UTF-8"')] if self.basic else []
             await send({"type": "http.response.start", "status": 401,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8"), *challenge]})  # fmt: skip

@@ -15,7 +15,7 @@ import queue
 import time
 
 from streams.config import Settings
-from streams.sink.clickhouse import UNAVAILABLE, connect, timed_out
+from streams.clickhouse import UNAVAILABLE, connect, timed_out
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def clickhouse_client(stack):
-    from streams.sink.clickhouse import connect
+    from streams.clickhouse import connect
 
     client = connect(stack["settings"])
     yield client
@@ -44,9 +44,7 @@ def own_topics(settings, suffix: str):
     """``settings`` with topics of its own: a new streams app on the suite's shared topics reads
     every earlier test's events first (a backlog that grows with the suite), which a test timing
     liveness in heartbeats must not wait for."""
-    import dataclasses
-
-    return dataclasses.replace(settings, **{f: f"{getattr(settings, f)}-{suffix}" for f in TOPIC_FIELDS})
+    return settings.replace(**{f: f"{getattr(settings, f)}-{suffix}" for f in TOPIC_FIELDS})
 
 
 def forget_kombu_keys(broker_url: str) -> None:

@@ -3,7 +3,6 @@ event the Celery worker emitted is in Kafka — counted as unique event identiti
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import threading
 import time
@@ -11,7 +10,7 @@ import time
 from kafka import KafkaConsumer
 
 from bridge.packs import partition_of
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from streams.packs import decode_pack
 
 N_TASKS = 3000
@@ -56,7 +55,7 @@ def wait_for_identities(settings, uuids: set[str], expected: int, timeout: float
 def test_kill_9_bridge_under_load_loses_nothing(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(pipeline.settings, cluster=f"{base.cluster}-kill-{pipeline.run_id}", bridge_batch_size=200)
+    settings = pipeline.settings.replace(cluster=f"{base.cluster}-kill-{pipeline.run_id}", bridge_batch_size=200)
     pipeline.settings = settings
     try:
         bridge = pipeline.start_bridge()

@@ -3,7 +3,6 @@ growing memory, RabbitMQ keeps the events, and after SIGCONT every event arrives
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import signal
@@ -11,7 +10,7 @@ import threading
 import time
 import urllib.request
 
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from devstack import services
 from tests.integration.test_bridge_at_least_once import EVENTS_PER_TASK, wait_for_identities
 
@@ -24,8 +23,7 @@ def test_kafka_down_means_back_pressure_not_memory_or_loss(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
     metrics_addr = f"127.0.0.1:{services.free_port()}"
-    settings = dataclasses.replace(
-        pipeline.settings, cluster=f"{base.cluster}-down-{pipeline.run_id}", bridge_kafka_timeout=4.0, bridge_metrics_addr=metrics_addr
+    settings = pipeline.settings.replace(cluster=f"{base.cluster}-down-{pipeline.run_id}", bridge_kafka_timeout=4.0, bridge_metrics_addr=metrics_addr
     )
     pipeline.settings = settings
     tansu_pid = stack["tansu"].pid()

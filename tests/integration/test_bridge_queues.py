@@ -7,7 +7,6 @@ and deletes the retired one. Every queue created here is deleted.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import pytest
 from kombu import Connection, Exchange, Queue
 
 from bridge.lifecycle import inspect_queue
-from demo.pipeline import Pipeline, delete_queues, settings_env
-from streams.sink.clickhouse import ClickHouseWriter, connect
+from devstack.pipeline import Pipeline, delete_queues, settings_env
+from streams.clickhouse import ClickHouseWriter, connect
 from streams.sink.rows import QUEUE_LENGTH_COLUMNS, queue_length_row
 
 RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
@@ -35,9 +34,9 @@ def depth(name: str) -> tuple[bool, int, int]:
 
 
 def test_list_and_forget_a_retired_clusters_queue(stack, tmp_path):
-    base = dataclasses.replace(stack["settings"], broker_url=RABBIT, bridge_queue_sample_seconds=0.0, bridge_metrics_addr="off")
-    live = Pipeline(dataclasses.replace(base, cluster=f"{base.cluster}-live"), tmp_path / "logs")
-    retired = Pipeline(dataclasses.replace(base, cluster=f"{base.cluster}-retired-{live.run_id}"), tmp_path / "logs")
+    base = stack["settings"].replace(broker_url=RABBIT, bridge_queue_sample_seconds=0.0, bridge_metrics_addr="off")
+    live = Pipeline(base.replace(cluster=f"{base.cluster}-live"), tmp_path / "logs")
+    retired = Pipeline(base.replace(cluster=f"{base.cluster}-retired-{live.run_id}"), tmp_path / "logs")
     live_queue, retired_queue = live.settings.bridge_queue_name, retired.settings.bridge_queue_name
     task_queue = f"celery-tasks-{live.run_id}"
     try:

@@ -6,7 +6,6 @@ published; Redis drops the subscriber. After SIGCONT the bridge reconnects and p
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import time
 import urllib.request
@@ -18,7 +17,7 @@ from celery.events.event import get_exchange
 from kafka import KafkaConsumer
 from kombu import Connection
 
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from devstack import services
 from tests.integration.conftest import KOMBU_DEADLINES
 
@@ -40,8 +39,7 @@ def test_redis_overflow_is_detected_and_reported(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
     metrics_addr = f"127.0.0.1:{services.free_port()}"
-    settings = dataclasses.replace(
-        pipeline.settings, broker_url=URL, cluster=f"{base.cluster}-gap-{pipeline.run_id}", bridge_metrics_addr=metrics_addr
+    settings = pipeline.settings.replace(broker_url=URL, cluster=f"{base.cluster}-gap-{pipeline.run_id}", bridge_metrics_addr=metrics_addr
     )
     pipeline.settings = settings
     host, t0 = f"gap-{pipeline.run_id}@h", time.time()

@@ -8,7 +8,6 @@ Real Redis, the bridge and a streams worker on topics of their own; heartbeats e
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import time
 
@@ -18,7 +17,7 @@ from celery.events.event import get_exchange
 from kombu import Connection
 
 from demo.backlog import read_topic, wait_for_record
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from streams.topics import ensure_topics
 from tests.integration.conftest import KOMBU_DEADLINES, own_topics
 
@@ -29,8 +28,7 @@ FREQ = 3.0  # s; heartbeats every 0.5 s: a loaded machine delaying a few is no s
 def test_a_paused_redis_bridge_raises_no_worker_lost(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(
-        pipeline.settings, broker_url=URL, app_id=f"{base.app_id}-pause-{pipeline.run_id}", cluster=f"pause-{pipeline.run_id}",
+    settings = pipeline.settings.replace(broker_url=URL, app_id=f"{base.app_id}-pause-{pipeline.run_id}", cluster=f"pause-{pipeline.run_id}",
         sink="off", streams_metrics_addr="off", bridge_metrics_addr="off", bridge_queue_sample_seconds=0.0,
         data_dir=str(stack["run_dir"] / f"faust-pause-{pipeline.run_id}"),
     )  # fmt: skip

@@ -10,7 +10,6 @@ in Kafka twice, in packs of two bridges — and ClickHouse and the task records 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import psutil
 from kafka import KafkaConsumer
 
 from bridge.packs import partition_of
-from demo.pipeline import Pipeline, wait_for_tasks
+from devstack.pipeline import Pipeline, wait_for_tasks
 from devstack import services
 from streams.packs import decode_pack
 from tests.integration.test_dead_letters import publish_raw
@@ -92,8 +91,7 @@ def test_restart_mid_stream_repacks_and_nothing_is_lost_or_doubled(stack, clickh
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
     metrics_addr = f"127.0.0.1:{services.free_port()}"
-    settings = dataclasses.replace(
-        pipeline.settings, cluster=f"{base.cluster}-repack-{pipeline.run_id}", app_id=f"{base.app_id}-repack",
+    settings = pipeline.settings.replace(cluster=f"{base.cluster}-repack-{pipeline.run_id}", app_id=f"{base.app_id}-repack",
         bridge_metrics_addr=metrics_addr, bridge_kafka_timeout=30.0,
         bridge_tick_seconds=3600.0,  # no tick in flight when Kafka is paused: the flush is what waits for acks
     )  # fmt: skip

@@ -4,14 +4,13 @@ cluster's worker key."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 
 from kafka import KafkaConsumer
 
 from bridge.packs import partition_of
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from streams.packs import decode_pack
 from tests.integration.test_bridge_at_least_once import EVENTS_PER_TASK, wait_for_identities
 
@@ -22,8 +21,8 @@ def test_two_clusters_in_one_bridge(stack, tmp_path):
     base = stack["settings"]
     rabbit = Pipeline(base, stack["run_dir"] / "logs")
     redis = Pipeline(base, stack["run_dir"] / "logs")
-    rabbit.settings = dataclasses.replace(rabbit.settings, cluster=f"rmq-{rabbit.run_id}")
-    redis.settings = dataclasses.replace(redis.settings, cluster=f"rds-{redis.run_id}", broker_url="redis://127.0.0.1:6379/13")
+    rabbit.settings = rabbit.settings.replace(cluster=f"rmq-{rabbit.run_id}")
+    redis.settings = redis.settings.replace(cluster=f"rds-{redis.run_id}", broker_url="redis://127.0.0.1:6379/13")
     config = tmp_path / "clusters.toml"
     config.write_text(
         f'[clusters.{rabbit.settings.cluster}]\nbroker = "{rabbit.settings.broker_url}"\n\n'

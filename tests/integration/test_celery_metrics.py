@@ -10,7 +10,6 @@ need a broker only this test's worker publishes to.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import urllib.request
 from collections import Counter
@@ -19,7 +18,7 @@ import redis as redis_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo import workload
-from demo.pipeline import Pipeline, PipelineError, wait_for_tasks
+from devstack.pipeline import Pipeline, PipelineError, wait_for_tasks
 from devstack import services
 
 BROKER = "redis://127.0.0.1:6379/11"
@@ -86,8 +85,7 @@ def test_metrics_equal_clickhouse_across_a_streams_restart(stack, clickhouse_cli
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
     address = f"127.0.0.1:{services.free_port()}"
-    settings = dataclasses.replace(
-        pipeline.settings, broker_url=BROKER, cluster=f"{base.cluster}-metrics-{pipeline.run_id}", app_id=f"{base.app_id}-metrics",
+    settings = pipeline.settings.replace(broker_url=BROKER, cluster=f"{base.cluster}-metrics-{pipeline.run_id}", app_id=f"{base.app_id}-metrics",
         streams_metrics_addr=address, bridge_metrics_addr=f"127.0.0.1:{services.free_port()}", bridge_queue_sample_seconds=1.0,
     )  # fmt: skip
     pipeline.settings = settings

@@ -4,15 +4,14 @@ record in ClickHouse equals what an undisturbed run gives, and no event is lost.
 
 from __future__ import annotations
 
-import dataclasses
 
 from demo.chaos import SHORT, run_chaos, summary
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 
 
 def test_nothing_lost_under_faults(stack):
     pipeline = Pipeline(stack["settings"], stack["run_dir"] / "logs")
-    pipeline.settings = dataclasses.replace(pipeline.settings, cluster=f"chaos-{pipeline.run_id}")
+    pipeline.settings = pipeline.settings.replace(cluster=f"chaos-{pipeline.run_id}")
     try:
         result = run_chaos(pipeline, stack["stack"], SHORT)
     finally:

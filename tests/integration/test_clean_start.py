@@ -3,13 +3,12 @@ traceback in their logs (an alarming line on a first run costs a new user trust 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 
 import pytest
 
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from devstack import services
 
 ALARMING = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
@@ -23,8 +22,7 @@ def alarming_lines(text: str) -> list[str]:
 def pipeline(stack, tmp_path):
     base = stack["settings"]
     pipeline = Pipeline(base, tmp_path / "logs")
-    pipeline.settings = dataclasses.replace(
-        pipeline.settings, cluster=f"{base.cluster}-clean-{pipeline.run_id}", bridge_queue_sample_seconds=1.0,
+    pipeline.settings = pipeline.settings.replace(cluster=f"{base.cluster}-clean-{pipeline.run_id}", bridge_queue_sample_seconds=1.0,
         streams_metrics_addr=f"127.0.0.1:{services.free_port()}", bridge_metrics_addr=f"127.0.0.1:{services.free_port()}",
     )  # fmt: skip
     yield pipeline

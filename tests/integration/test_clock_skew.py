@@ -8,14 +8,13 @@ alert, the threshold being 16 s as Celery's own drift warning).
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 
 import pytest
 
 from demo.backlog import read_topic
-from demo.pipeline import Pipeline, wait_for_worker
+from devstack.pipeline import Pipeline, wait_for_worker
 from streams.topics import ensure_topics
 from tests.integration.conftest import own_topics
 
@@ -27,8 +26,7 @@ def test_a_worker_whose_clock_is_behind_is_never_lost(stack, clickhouse_client):
     assert shutil.which("faketime"), "Debian's faketime is needed: make faketime (make test installs it)"
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(
-        pipeline.settings, app_id=f"{base.app_id}-skew-{pipeline.run_id}", cluster=f"skew-{pipeline.run_id}",
+    settings = pipeline.settings.replace(app_id=f"{base.app_id}-skew-{pipeline.run_id}", cluster=f"skew-{pipeline.run_id}",
         streams_metrics_addr="off", sink_group=f"skew-sink-{pipeline.run_id}",
     )  # fmt: skip
     settings = own_topics(settings, pipeline.run_id)

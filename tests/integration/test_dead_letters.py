@@ -3,7 +3,6 @@ reason (bridge stage or streams stage), nothing crashes, and the good events aro
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import uuid as uuidlib
@@ -13,7 +12,7 @@ from celery.events.event import get_exchange
 from kafka import KafkaConsumer
 from kombu import Connection
 
-from demo.pipeline import Pipeline, wait_for_tasks
+from devstack.pipeline import Pipeline, wait_for_tasks
 
 
 def publish_raw(url: str, bodies: list[tuple[str, bytes]]) -> None:
@@ -46,7 +45,7 @@ def dead_letters(settings, want: int, timeout: float = 60.0) -> list[dict]:
 def test_malformed_bodies_are_dead_lettered_and_good_events_pass(stack, clickhouse_client):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(pipeline.settings, cluster=f"{base.cluster}-dlq-{pipeline.run_id}", app_id=f"{base.app_id}-dlq")
+    settings = pipeline.settings.replace(cluster=f"{base.cluster}-dlq-{pipeline.run_id}", app_id=f"{base.app_id}-dlq")
     pipeline.settings = settings
     good = str(uuidlib.uuid4())
     now = time.time()
@@ -124,7 +123,7 @@ def test_ten_thousand_hostile_bodies(stack, clickhouse_client):
     names: one dead letter each with its reason, nothing crashes, every good task exact."""
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(pipeline.settings, cluster=f"{base.cluster}-hostile-{pipeline.run_id}", app_id=f"{base.app_id}-hostile")
+    settings = pipeline.settings.replace(cluster=f"{base.cluster}-hostile-{pipeline.run_id}", app_id=f"{base.app_id}-hostile")
     pipeline.settings = settings
     now = time.time()
     good = {str(uuidlib.uuid4()): name for name in UNICODE_NAMES}

@@ -5,12 +5,11 @@ Asserts the exact final record of every task the workload created, as read from 
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
 from demo import workload
-from demo.pipeline import Pipeline, wait_for_tasks, wait_for_worker
+from devstack.pipeline import Pipeline, wait_for_tasks, wait_for_worker
 from tests.integration.conftest import forget_kombu_keys
 
 BROKERS = {
@@ -23,8 +22,7 @@ BROKERS = {
 def test_every_task_reaches_its_exact_final_state(stack, clickhouse_client, transport):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(
-        pipeline.settings, broker_url=BROKERS[transport], cluster=f"{base.cluster}-{transport}-{pipeline.run_id}",
+    settings = pipeline.settings.replace(broker_url=BROKERS[transport], cluster=f"{base.cluster}-{transport}-{pipeline.run_id}",
         app_id=f"{base.app_id}-{transport}",
     )
     pipeline.settings = settings

@@ -7,7 +7,6 @@ sink -> ClickHouse -> `streams report`. Every queue and key created here is dele
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 import urllib.request
@@ -18,10 +17,10 @@ import redis as redis_client
 from kombu import Connection, Exchange, Queue
 
 from bridge.queues import QueueSampler
-from demo.pipeline import Pipeline, PipelineError, delete_queues
+from devstack.pipeline import Pipeline, PipelineError, delete_queues
 from devstack import services
 from streams.report import run_report
-from streams.sink.clickhouse import connect
+from streams.clickhouse import connect
 
 RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -100,7 +99,7 @@ def test_redis_depth_includes_the_priority_sub_queues(names):
 
 def test_discovery_finds_a_real_workers_queues_and_pool(stack, names, tmp_path):
     first, second, _ = names
-    pipeline = Pipeline(dataclasses.replace(stack["settings"], broker_url=RABBIT), tmp_path / "logs")
+    pipeline = Pipeline(stack["settings"].replace(broker_url=RABBIT), tmp_path / "logs")
     argv = [
         sys.executable, "-m", "celery", "-A", "demo.tasks", "worker", "-c", "2", "-Q", f"{first},{second}",
         "-n", f"ql-{pipeline.run_id}@%h", "--without-gossip", "--without-mingle", "-l", "warning",
@@ -125,8 +124,7 @@ def test_samples_reach_clickhouse_and_the_report(stack, names, tmp_path):
     queue, _, _ = names
     run = uuid.uuid4().hex[:6]
     metrics_addr = f"127.0.0.1:{services.free_port()}"
-    settings = dataclasses.replace(
-        stack["settings"], broker_url=RABBIT, cluster=f"ql-{run}", bridge_queues=queue, bridge_queue_sample_seconds=1.0,
+    settings = stack["settings"].replace(broker_url=RABBIT, cluster=f"ql-{run}", bridge_queues=queue, bridge_queue_sample_seconds=1.0,
         bridge_queue_discovery=False, bridge_metrics_addr=metrics_addr, sink_group=f"ql-sink-{run}",
     )  # fmt: skip
     pipeline = Pipeline(settings, tmp_path / "logs")

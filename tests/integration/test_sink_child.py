@@ -4,13 +4,12 @@ child goes when the worker goes, even by SIGKILL, and a child that dies takes th
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import time
 
 import psutil
 
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 
 
 def sink_child(worker_pid: int, timeout: float = 60.0) -> psutil.Process:
@@ -26,7 +25,7 @@ def sink_child(worker_pid: int, timeout: float = 60.0) -> psutil.Process:
 def test_the_sink_child_stops_with_its_worker_even_killed(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    pipeline.settings = dataclasses.replace(pipeline.settings, cluster=f"{base.cluster}-child-{pipeline.run_id}", sink="process")
+    pipeline.settings = pipeline.settings.replace(cluster=f"{base.cluster}-child-{pipeline.run_id}", sink="process")
     try:
         worker = pipeline.start_streams()
         child = sink_child(worker.pid)
@@ -42,7 +41,7 @@ def test_the_sink_child_stops_with_its_worker_even_killed(stack):
 def test_a_dead_sink_child_takes_the_worker_down(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    pipeline.settings = dataclasses.replace(pipeline.settings, cluster=f"{base.cluster}-child-{pipeline.run_id}", sink="process")
+    pipeline.settings = pipeline.settings.replace(cluster=f"{base.cluster}-child-{pipeline.run_id}", sink="process")
     try:
         worker = pipeline.start_streams()
         child = sink_child(worker.pid)

@@ -7,14 +7,13 @@ its RSS is its own). While ClickHouse is down, a backlog far bigger than one bat
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections import defaultdict
 
 from bench.engine import load_events
 from demo.backlog import produce_events, produce_task_records
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from devstack import services
 
 EVENTS = 150_000  # a third (~50k events, ~20 MB on Kafka) arrives during the outage: 10 sink batches
@@ -33,8 +32,7 @@ def by_task(events: list[dict], parts: int) -> list[list[dict]]:
 
 def test_clickhouse_down_under_load_loses_nothing_and_holds_memory(stack, clickhouse_client):
     run = uuid.uuid4().hex[:6]
-    settings = dataclasses.replace(
-        stack["settings"], cluster=f"chdown-{run}", sink_group=f"sink-chdown-{run}", sink_batch_rows=5000, sink_batch_seconds=0.5
+    settings = stack["settings"].replace(cluster=f"chdown-{run}", sink_group=f"sink-chdown-{run}", sink_batch_rows=5000, sink_batch_seconds=0.5
     )
     events = [e for e in load_events(EVENTS) if e["type"].startswith("task-")]
     before, during, after = by_task(events, 3)

@@ -6,7 +6,6 @@ raises right after the first batch was written, so the next sink re-reads and re
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import uuid
@@ -23,7 +22,7 @@ class Crash(Exception):
 
 def test_crash_between_insert_and_commit_changes_no_answer(stack, clickhouse_client):
     run = uuid.uuid4().hex[:6]
-    settings = dataclasses.replace(stack["settings"], cluster=f"sinkcrash-{run}", sink_group=f"sink-crash-{run}")
+    settings = stack["settings"].replace(cluster=f"sinkcrash-{run}", sink_group=f"sink-crash-{run}")
     events = [e for e in load_events(3000) if e["type"].startswith("task-")][:3000]
     n_events = produce_events(settings, events)
     n_tasks = produce_task_records(settings, events)

@@ -7,7 +7,7 @@ import pytest
 
 from streams.migrate import load_migrations, migrate
 from streams.report import QUERIES_DIR, run_report
-from streams.sink.clickhouse import ClickHouseWriter, connect
+from streams.clickhouse import ClickHouseWriter, connect
 from tests.sqlkit import Chdb, dataset, insert_sql
 
 DB = "celery_sqlcheck"
@@ -16,9 +16,7 @@ QUERIES = sorted(p.stem for p in QUERIES_DIR.glob("*.sql"))
 
 @pytest.fixture(scope="module")
 def both(stack, scenario_events, tmp_path_factory):
-    import dataclasses
-
-    settings = dataclasses.replace(stack["settings"], clickhouse_database=DB)
+    settings = stack["settings"].replace(clickhouse_database=DB)
     server = connect(settings, with_database=False)
     server.execute(f"DROP DATABASE IF EXISTS {DB}")
     assert migrate(server.execute, DB) == [m.id for m in load_migrations(DB)]
@@ -65,13 +63,12 @@ def test_same_answer_on_both(both, name):
 
 
 def test_retention_partition_drop_runs_on_clickhouse_18(stack):
-    import dataclasses
     import datetime as dt
 
     from streams.retention import drop_expired
 
     db = "celery_retention"
-    settings = dataclasses.replace(stack["settings"], clickhouse_database=db)
+    settings = stack["settings"].replace(clickhouse_database=db)
     server = connect(settings, with_database=False)
     server.execute(f"DROP DATABASE IF EXISTS {db}")
     migrate(server.execute, db)
@@ -97,12 +94,10 @@ def test_cluster_layout_gives_the_same_answers_on_clickhouse_18(stack, scenario_
     on a one-shard cluster of the test server (devstack's celery_monitor_local; replication and
     ON CLUSTER need ZooKeeper, so they are left out here): the sink's inserts and every query work
     through the Distributed tables and give the single-server answers."""
-    import dataclasses
-
     from streams.migrate import ClusterLayout
 
     db = "celery_sharded"
-    settings = dataclasses.replace(stack["settings"], clickhouse_database=db)
+    settings = stack["settings"].replace(clickhouse_database=db)
     server = connect(settings, with_database=False)
     server.execute(f"DROP DATABASE IF EXISTS {db}")
     layout = ClusterLayout("celery_monitor_local", replicated=False, on_cluster=False)
@@ -169,13 +164,11 @@ def _waiting_dataset(scenario_events, scenario_ids):
 def test_waiting_to_retry_follows_the_rules_on_both_servers(stack, scenario_events, scenario_ids, both):
     """still_retrying (top_exceptions) and waiting_to_retry (retries_and_recovery) count RETRY and
     RECEIVED with retries > 0 (not yet started), on ClickHouse 18.16 and on chdb alike."""
-    import dataclasses
-
     from streams.sink.rows import TASK_COLUMNS
 
     db = "celery_waiting"
     rows, expected, retried, waiting_with_exception = _waiting_dataset(scenario_events, scenario_ids)
-    settings = dataclasses.replace(stack["settings"], clickhouse_database=db)
+    settings = stack["settings"].replace(clickhouse_database=db)
     server = connect(settings, with_database=False)
     server.execute(f"DROP DATABASE IF EXISTS {db}")
     migrate(server.execute, db)

@@ -7,7 +7,6 @@ the engine gives for the same set of events, i.e. what an undisturbed run publis
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from bench.engine import load_events
 from demo.backlog import TaskStateReader, expected_task_records, produce_events
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from streams.topics import ensure_topics
 
 EVENTS = int(os.environ.get("STREAMS_TEST_EVENTS", "10000"))
@@ -27,8 +26,7 @@ EVENTS = int(os.environ.get("STREAMS_TEST_EVENTS", "10000"))
 def backlog(stack, request):
     """Fresh app id and cluster; the backlog's events and the records they must give."""
     run = uuid.uuid4().hex[:6]
-    settings = dataclasses.replace(
-        stack["settings"], app_id=f"streams-test-{run}", cluster=f"streams-{run}", sink="off", store=request.param,
+    settings = stack["settings"].replace(app_id=f"streams-test-{run}", cluster=f"streams-{run}", sink="off", store=request.param,
         data_dir=str(stack["run_dir"] / f"faust-{run}"), streams_metrics_addr="off",
     )  # fmt: skip
     ensure_topics(settings)

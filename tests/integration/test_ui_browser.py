@@ -8,7 +8,6 @@ real Celery worker running the demo workload plus a canvas and hostile tasks) an
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from demo import workload
-from demo.pipeline import Pipeline, wait_for_tasks
+from devstack.pipeline import Pipeline, wait_for_tasks
 from devstack.services import free_port
 from tests.browser import chrome, full_page_screenshot
 from tests.integration.conftest import forget_kombu_keys
@@ -82,7 +81,7 @@ def wait_http(url: str, proc, timeout: float = 30.0) -> None:
 
 @pytest.fixture(scope="module")
 def ch(stack):
-    from streams.sink.clickhouse import connect
+    from streams.clickhouse import connect
 
     client = connect(stack["settings"])
     yield client
@@ -94,8 +93,7 @@ def run(stack, ch):
     clickhouse_client = ch
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(
-        pipeline.settings, cluster=f"ui-{pipeline.run_id}", app_id=f"{base.app_id}-ui-{pipeline.run_id}", ui_port=str(free_port()),
+    settings = pipeline.settings.replace(cluster=f"ui-{pipeline.run_id}", app_id=f"{base.app_id}-ui-{pipeline.run_id}", ui_port=str(free_port()),
         broker_url=BROKER,
     )  # fmt: skip
     pipeline.settings = settings

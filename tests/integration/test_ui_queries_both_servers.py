@@ -10,7 +10,7 @@ import math
 import pytest
 
 from streams.migrate import migrate
-from streams.sink.clickhouse import ClickHouseWriter, connect
+from streams.clickhouse import ClickHouseWriter, connect
 from streams.ui import queries
 from streams.ui.db import Pool, TooManyRows
 from tests.sqlkit import Chdb, insert_sql
@@ -21,7 +21,7 @@ DB = "celery_uicheck"
 
 @pytest.fixture(scope="module")
 def both(stack, scenario_events, tmp_path_factory):
-    settings = dataclasses.replace(stack["settings"], clickhouse_database=DB, ui_row_limit=1000)
+    settings = stack["settings"].replace(clickhouse_database=DB, ui_row_limit=1000)
     server = connect(settings, with_database=False)
     server.execute(f"DROP DATABASE IF EXISTS {DB}")
     migrate(server.execute, DB)

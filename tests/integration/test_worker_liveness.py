@@ -9,14 +9,13 @@ worker, is no longer orphaned.
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import time
 
 import pytest
 
 from demo.backlog import read_topic, wait_for_record
-from demo.pipeline import Pipeline
+from devstack.pipeline import Pipeline
 from streams.topics import ensure_topics
 from tests.integration.conftest import own_topics
 
@@ -25,8 +24,7 @@ from tests.integration.conftest import own_topics
 def test_a_sigkilled_celery_worker_goes_offline_and_orphans_its_tasks_once(stack, store):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    settings = dataclasses.replace(
-        pipeline.settings, app_id=f"{base.app_id}-liveness-{pipeline.run_id}", cluster=f"liveness-{pipeline.run_id}",
+    settings = pipeline.settings.replace(app_id=f"{base.app_id}-liveness-{pipeline.run_id}", cluster=f"liveness-{pipeline.run_id}",
         sink="off", streams_metrics_addr="off", store=store, data_dir=str(stack["run_dir"] / f"faust-liveness-{pipeline.run_id}"),
     )  # fmt: skip
     settings = own_topics(settings, pipeline.run_id)

@@ -9,8 +9,9 @@ from jsonschema import Draft202012Validator
 from bridge.envelope import DEAD, Entry, Enveloper
 from bridge.packs import Packer
 from streams.engine import Tracker
+from streams.resources import schemas_dir
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = schemas_dir()
 
 
 def validator(name):

@@ -1,6 +1,10 @@
 """Which bridge queues `python -m bridge queues` checks, and where."""
 
-from bridge.lifecycle import Candidate, Found, merge, parse_args, queue_of
+from click.testing import CliRunner
+
+from bridge import lifecycle
+from bridge.lifecycle import Candidate, Found, merge, queue_of
+from streams.cli import cli
 
 
 def test_configured_wins_over_history_and_keeps_its_last_sample():
@@ -22,8 +26,18 @@ def test_status_says_what_to_look_at():
     assert Found(c, "amqp://", False).status == "absent"
 
 
-def test_cli_shapes():
-    args, _ = parse_args(["forget", "--cluster", "old", "--dry-run"])
-    assert (args.command, args.forget_cluster, args.dry_run, args.queue_name) == ("forget", "old", True, "")
-    args, _ = parse_args(["queues", "--cluster", "x", "--cluster", "y", "--no-history", "--format", "json"])
+def test_cli_shapes(monkeypatch):
+    """`celery-monitor bridge forget|queues` hand their options to the lifecycle commands."""
+    seen = {}
+    monkeypatch.setattr(lifecycle, "cmd_forget", lambda args, settings: seen.update(forget=(args, settings)) or 0)
+    monkeypatch.setattr(lifecycle, "cmd_queues", lambda args, settings: seen.update(queues=(args, settings)) or 0)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["bridge", "--cluster", "prod", "forget", "--cluster", "old", "--dry-run", "--broker", "amqp://u:p@h//"], env={})
+    assert result.exit_code == 0, result.output
+    args, settings = seen["forget"]
+    assert (args.forget_cluster, args.dry_run, args.queue_name, args.config) == ("old", True, "", None)
+    assert (settings.cluster, settings.broker_url) == ("prod", "amqp://u:p@h//")
+    result = runner.invoke(cli, ["bridge", "queues", "--cluster", "x", "--cluster", "y", "--no-history", "--format", "json"], env={})
+    assert result.exit_code == 0, result.output
+    args, _ = seen["queues"]
     assert (args.clusters, args.no_history, args.format) == (["x", "y"], True, "json")

@@ -2,7 +2,6 @@
 packs go out before the broker ack, a refused send is retried without re-packing, ticks carry
 read_until."""
 
-import dataclasses
 
 import orjson
 
@@ -38,7 +37,7 @@ class FakeProducer:
 
 
 def receiver(log, fail=0, **overrides):
-    settings = dataclasses.replace(Settings.load(environ={}), cluster="prod", bridge_tick_seconds=1.0, **overrides)
+    settings = Settings.load(environ={}).replace(cluster="prod", bridge_tick_seconds=1.0, **overrides)
     producer = FakeProducer(log, fail)
     return BrokerReceiver(settings, Enveloper("prod", "b"), producer), producer
 

@@ -1,16 +1,15 @@
 """The sink loop with a fake Kafka consumer and a fake ClickHouse writer: offsets are committed
 only for batches that are in ClickHouse, while the next batch is collected during an insert."""
 
-import dataclasses
 import threading
 
 import orjson
 
 from streams.config import Settings
-from streams.sink.clickhouse import ClickHouseUnavailable
+from streams.clickhouse import ClickHouseUnavailable
 from streams.sink.consumer import ClickHouseSink
 
-SETTINGS = dataclasses.replace(Settings.load(environ={}), sink_batch_rows=3, sink_batch_seconds=0.05, sink_min_insert_interval=0.0)
+SETTINGS = Settings.load(environ={}).replace(sink_batch_rows=3, sink_batch_seconds=0.05, sink_min_insert_interval=0.0)
 TOPIC = SETTINGS.topic_task_events
 
 

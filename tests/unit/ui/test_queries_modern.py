@@ -4,7 +4,6 @@ runs the same queries on the 18.16 server and compares."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 import pytest
@@ -212,14 +211,15 @@ def test_auth_when_configured():
     def nothing(sql, params):
         return [], []
 
-    settings = dataclasses.replace(Settings.load(environ={}), ui_basic_auth="admin:s3cret", ui_token="tok-123")
+    settings = Settings.load(environ={}).replace(ui_basic_auth="admin:s3cret", ui_token="tok-123")
     client = TestClient(create_app(settings, execute=nothing))
-    assert client.get("/healthz").status_code == 401
-    assert client.get("/healthz").headers["www-authenticate"].startswith("Basic")
-    assert client.get("/healthz", auth=("admin", "s3cret")).status_code == 200
-    assert client.get("/healthz", auth=("admin", "wrong")).status_code == 401
-    assert client.get("/healthz", headers={"Authorization": "Bearer tok-123"}).status_code == 200
-    assert client.get("/healthz", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/workers").status_code == 401
+    assert client.get("/workers").headers["www-authenticate"].startswith("Basic")
+    assert client.get("/workers", auth=("admin", "s3cret")).status_code == 200
+    assert client.get("/workers", auth=("admin", "wrong")).status_code == 401
+    assert client.get("/workers", headers={"Authorization": "Bearer tok-123"}).status_code == 200
+    assert client.get("/workers", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/healthz").status_code == 200  # a probe carries no credentials; it learns only "ok"
     assert client.get("/vendor/htmx.min.js").status_code == 401  # assets too
 
 

@@ -1,4 +1,6 @@
-"""The ClickHouse adapter: the only module that imports clickhouse-driver."""
+"""The ClickHouse client of every part of the pipeline (sink, UI, migrate, report, check): the
+only module that imports clickhouse-driver. Host, credentials and TLS come from the settings
+through ``streams.connections.clickhouse_options``."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from typing import Iterable, Sequence
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
-from ..config import Settings
+from .config import Settings
+from .connections import clickhouse_options
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +31,7 @@ def connect(settings: Settings, with_database: bool = True, timeout: float = 60.
     """A clickhouse-driver client; ``timeout`` = socket send/receive timeout (s), ``query_settings``
     = ClickHouse settings sent with every query (e.g. the UI's max_execution_time)."""
     return Client(
-        host=settings.clickhouse_host,
-        port=settings.clickhouse_port,
-        user=settings.clickhouse_user,
-        password=settings.clickhouse_password,
-        database=settings.clickhouse_database if with_database else "default",
-        secure=settings.clickhouse_secure,
+        **clickhouse_options(settings, with_database),
         connect_timeout=min(5.0, timeout),
         send_receive_timeout=timeout,
         sync_request_timeout=min(5.0, timeout),  # the ping before a query on an idle connection

@@ -1,12 +1,13 @@
-"""Run the pipeline's processes (bridge, streams worker, a Celery worker) and wait on ClickHouse.
+"""The harness: run the pipeline's processes (bridge, streams worker, UI, a Celery worker) on a
+stack and wait on ClickHouse.
 
-Shared by `make demo` and the end-to-end test, so the test exercises exactly what users run.
-Each process is started with its own session and stopped by its pid.
+Shared by `make demo`, the integration tests, `make chaos` and the benchmarks, so they exercise
+exactly what users run (`python -m bridge`, `python -m streams worker`, ...). Each process is
+started with its own session and stopped by its pid.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal as signals
 import socket
@@ -120,8 +121,8 @@ class Pipeline:
         # Each run is its own Faust application (fresh consumer group and changelogs), so demo
         # runs never share table state; restarts on one app id are tested in
         # tests/integration/test_streams_correctness.py.
-        if self.settings.app_id == Settings.app_id:
-            self.settings = dataclasses.replace(self.settings, app_id=f"{self.settings.app_id}-{self.run_id}")
+        if self.settings.app_id == Settings.model_fields["app_id"].default:
+            self.settings = self.settings.replace(app_id=f"{self.settings.app_id}-{self.run_id}")
 
     def _proc(self, name: str, argv: list[str], extra_env: dict | None = None) -> Proc:
         env = settings_env(self.settings)
@@ -153,7 +154,7 @@ class Pipeline:
             argv = ["faketime", "-f", f"{clock_offset:+g}s", *argv]
             env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
         proc = self._proc("celery-worker", argv, env)
-        from .tasks import make_client
+        from demo.tasks import make_client
 
         self.client = make_client(self.settings.broker_url, self.task_queue)
         deadline = time.monotonic() + timeout

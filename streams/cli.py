@@ -1,0 +1,379 @@
+"""`celery-monitor`: one command line for every process and tool of the pipeline (click).
+
+    celery-monitor bridge [queues|forget]   Celery events -> Kafka (and the bridge queue's lifecycle)
+    celery-monitor worker                   the streams worker (Faust; starts the ClickHouse sink)
+    celery-monitor sink                     the ClickHouse sink alone
+    celery-monitor ui                       the web UI
+    celery-monitor migrate                  apply the ClickHouse schema
+    celery-monitor topics [--plan]          create/fix the Kafka topics (or print the plan)
+    celery-monitor check                    Kafka, ClickHouse and the Celery broker against the plan
+    celery-monitor report | replay | retention | config
+
+Every setting is an environment variable and a flag of the commands that use it
+(docs/configuration.md); ``python -m streams ...`` and ``python -m bridge`` run the same commands.
+A bad setting is a one-line error naming the variable, exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Callable
+
+import click
+
+from .config import ConfigError, Settings, field_env, field_flag, fields_of, unknown_variables
+from .listen import SettingError
+from .logs import setup_logging
+
+log = logging.getLogger("celery_monitor")
+DISTRIBUTION = "celery-stream-monitor"
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+
+
+def package_version() -> str:
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # a source tree without an installed distribution
+        return "unknown"
+
+
+def setting_options(*groups: str, only: tuple[str, ...] = (), aliases: dict[str, str] | None = None) -> Callable:
+    """Click options for the settings of some groups (and single settings): ``--kafka-bootstrap``
+    etc., each None unless given, so the environment and the defaults apply."""
+    names = fields_of(*groups) + [n for n in only if n not in fields_of(*groups)]
+    aliases = aliases or {}
+
+    def decorate(command):
+        for name in reversed(names):
+            info = Settings.model_fields[name]
+            flags = [field_flag(name)] + ([aliases[name]] if name in aliases else [])
+            command = click.option(*flags, name, default=None, metavar="VALUE",
+                                   help=f"{info.description} [env {field_env(name)}]")(command)  # fmt: skip
+        return command
+
+    return decorate
+
+
+def load_settings(params: dict[str, Any], **overrides) -> Settings:
+    """The command's settings (flags given > environment > defaults); a bad value exits with 2."""
+    for name in unknown_variables(os.environ):
+        log.warning("environment variable %s is not a setting of this product: ignored", name)
+    try:
+        return Settings.load({k: v for k, v in params.items() if k in Settings.model_fields}, **overrides)
+    except ConfigError as exc:
+        click.echo(f"celery-monitor: {exc}", err=True)
+        sys.exit(2)
+
+
+def run_guarded(func: Callable[[], Any]) -> Any:
+    """A setting that cannot be used where it matters (a taken port...) is one line, exit 2."""
+    try:
+        return func()
+    except (SettingError, ConfigError) as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_version(), "--version", "-V", prog_name="celery-monitor", message="%(prog)s %(version)s")
+@click.option("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR [env LOG_LEVEL]")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None) -> None:
+    """Celery monitoring and analytics as a stream pipeline: broker -> Kafka -> Faust -> ClickHouse."""
+    ctx.obj = {"log_level": log_level}
+    setup_logging(log_level)
+
+
+# -- bridge -----------------------------------------------------------------------------------
+@cli.group(invoke_without_command=True, context_settings=CONTEXT)
+@setting_options("kafka", "broker", "bridge", only=("topic_task_events", "topic_worker_events", "topic_dead_letters",
+                 "topic_bridge_status", "topic_queue_lengths"), aliases={"broker_url": "--broker"})  # fmt: skip
+@click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="cluster file (TOML): several clusters in one process (bridge/clusters.py)")  # fmt: skip
+@click.option("--bridge-id", default=None, help="id on every pack (default host:pid)")
+@click.pass_context
+def bridge(ctx: click.Context, config_file: str | None, bridge_id: str | None, **params) -> None:
+    """Celery events from the broker to Kafka (acked only after Kafka acked)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj["bridge_params"] = {**params, "config_file": config_file}
+        return
+    from bridge.run import run
+
+    settings = load_settings(params)
+    sys.exit(run_guarded(lambda: run(settings, config_file, bridge_id)))
+
+
+def lifecycle_options(command):
+    """What `bridge queues` / `bridge forget` take after their name too (the bridge's own options
+    apply before it)."""
+    command = click.option("--bridge-queue", "bridge_queue", default=None, help="the bridge queue [env BRIDGE_QUEUE]")(command)
+    command = click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+                           help="cluster file (TOML) of the bridges")(command)  # fmt: skip
+    return click.option("--broker", "broker_url", default=None, help="Celery broker URL [env CELERY_BROKER_URL]")(command)
+
+
+def _lifecycle(ctx: click.Context, params: dict, **extra) -> tuple[Any, Settings]:
+    from types import SimpleNamespace
+
+    merged = {**ctx.obj.get("bridge_params", {}), **{k: v for k, v in params.items() if v is not None}}
+    settings = load_settings(merged)
+    return SimpleNamespace(config=merged.get("config_file"), **extra), settings
+
+
+@bridge.command("queues", context_settings=CONTEXT)
+@setting_options("clickhouse")
+@lifecycle_options
+@click.option("--cluster", "clusters", multiple=True, help="also check celery-monitor.bridge.NAME (repeatable)")
+@click.option("--queue", "queues", multiple=True, help="also check this queue name (repeatable)")
+@click.option("--no-history", is_flag=True, help="do not read the bridge queues seen so far from ClickHouse")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def bridge_queues(ctx, clusters, queues, no_history, fmt, **params) -> None:
+    """This product's bridge queues (AMQP): depth, consumers, configured or only known from history."""
+    from bridge.lifecycle import cmd_queues
+
+    args, settings = _lifecycle(ctx, params, clusters=list(clusters), queues=list(queues), no_history=no_history, format=fmt)
+    sys.exit(cmd_queues(args, settings))
+
+
+@bridge.command("forget", context_settings=CONTEXT)
+@click.option("--cluster", "forget_cluster", required=True, help="the retired cluster's name")
+@click.option("--queue", "queue_name", default="", help="the queue, when not celery-monitor.bridge.<cluster>")
+@click.option("--dry-run", is_flag=True, help="check and say what would be deleted, delete nothing")
+@lifecycle_options
+@click.pass_context
+def bridge_forget(ctx, forget_cluster, queue_name, dry_run, **params) -> None:
+    """Delete a retired cluster's bridge queue (refused while it has a consumer)."""
+    from bridge.lifecycle import cmd_forget
+
+    args, settings = _lifecycle(ctx, params, forget_cluster=forget_cluster, queue_name=queue_name, dry_run=dry_run)
+    sys.exit(cmd_forget(args, settings))
+
+
+# -- streams worker, sink, UI ---------------------------------------------------------------------
+@cli.command(context_settings=CONTEXT)
+@setting_options("kafka", "topics", "streams", "clickhouse", "sink")
+@click.pass_context
+def worker(ctx: click.Context, **params) -> None:
+    """The streams worker: task and worker state (Faust), alerts; the ClickHouse sink as a child process."""
+    settings = load_settings(params)
+    log.info("worker starting: settings=%s", settings.as_dict())
+    run_guarded(lambda: _run_worker(settings, ctx.obj["log_level"]))
+
+
+def _run_worker(settings: Settings, log_level: str | None) -> None:
+    from .app import create_app
+    from .topics import ensure_topics
+
+    # The app's changelogs and internal topics (a new STREAMS_APP_ID has none yet), planned as
+    # `celery-monitor topics` plans them: Faust would create them without our configuration, and a
+    # broker that auto-creates (Tansu: 4 partitions) would split what must be co-partitioned.
+    created = ensure_topics(settings, fix=False).created
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    app = create_app(settings)
+    argv = ["celery-monitor", "worker", "-l", log_level or os.environ.get("LOG_LEVEL") or "info"]
+    argv += ["--web-host", settings.web_host, "--web-port", str(settings.web_port)] if settings.web_port else ["--without-web"]
+    sys.argv = argv  # Faust's worker reads its own command line
+    if settings.sink != "process":
+        app.main()
+        return
+    # The sink in its own process: as a thread it shares the worker's GIL, and catching up on
+    # 200k events took 2.7x as long (docs/benchmarks.md). Its crash is still the worker's.
+    from .sink.child import SinkChild
+
+    child = SinkChild(settings)
+    child.start()
+    try:
+        app.main()
+    except SystemExit as exc:
+        if child.crashed and not exc.code:
+            raise SystemExit(1) from None
+        raise
+    finally:
+        child.stop()
+    if child.crashed:
+        raise SystemExit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@setting_options("kafka", "topics", "clickhouse", "sink", only=("session_timeout",))
+@click.option("--stop-with-pid", type=int, default=0, hidden=True)  # set by `worker` for its child
+def sink(stop_with_pid: int, **params) -> None:
+    """Only the ClickHouse sink (its own consumer group): insert, then commit."""
+    from .sink.consumer import ClickHouseSink
+
+    settings = load_settings(params)
+    log.info("sink starting: settings=%s", settings.as_dict())
+    consumer = ClickHouseSink(settings)
+    run_guarded(consumer.serve_health)
+    signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
+    signal.signal(signal.SIGINT, lambda *_: consumer.stop())
+    if stop_with_pid:
+        from .sink.child import stop_when_parent_goes
+
+        stop_when_parent_goes(stop_with_pid, consumer.stop)
+    consumer.run()
+
+
+@cli.command(context_settings=CONTEXT)
+@setting_options("clickhouse", "ui")
+def ui(**params) -> None:
+    """The web UI: tasks, a task's attempts, workers, analytics (read-only, over ClickHouse)."""
+    from .ui.server import UIConfigError, serve
+
+    settings = load_settings(params)
+    log.info("ui starting: settings=%s", settings.as_dict())
+    try:
+        run_guarded(lambda: serve(settings))
+    except UIConfigError as exc:
+        click.echo(f"celery-monitor ui: {exc}", err=True)
+        sys.exit(2)
+
+
+# -- schema and topics --------------------------------------------------------------------------
+@cli.command(context_settings=CONTEXT)
+@setting_options("clickhouse")
+@click.option("--print", "print_sql", is_flag=True, help="print the statements (for the chosen layout) instead of running them")
+def migrate(print_sql: bool, **params) -> None:
+    """Apply the ClickHouse schema shipped with this version (idempotent; schema_migrations)."""
+    from .clickhouse import connect
+    from .migrate import ClusterLayout, load_migrations, migrate as apply, statements_for
+
+    settings = load_settings(params)
+    layout = None
+    if settings.clickhouse_cluster:
+        replicated = settings.clickhouse_replicated
+        layout = ClusterLayout(settings.clickhouse_cluster, replicated=replicated, on_cluster=replicated)
+    if print_sql:
+        for migration in load_migrations(settings.clickhouse_database):
+            click.echo(f"-- {migration.id}_{migration.name}")
+            for statement in statements_for(migration, layout):
+                click.echo(statement + ";\n")
+        return
+    client = connect(settings, with_database=False)
+    applied = apply(client.execute, settings.clickhouse_database, layout=layout)
+    click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
+@cli.command(context_settings=CONTEXT)
+@setting_options("kafka", "topics", only=("app_id",))
+@click.option("--plan", is_flag=True, help="print every topic as JSON (name, partitions, replication_factor, config); touch nothing")
+def topics(plan: bool, **params) -> None:
+    """Create every topic the pipeline uses (and table changelogs), and fix configs that may change."""
+    from .topics import ensure_topics, plan_topics
+
+    settings = load_settings(params)
+    if plan:
+        click.echo(json.dumps([p.as_json() for p in plan_topics(settings)], indent=2))
+        return
+    changes = run_guarded(lambda: ensure_topics(settings))
+    click.echo(f"topics created: {', '.join(changes.created) or 'none (all exist)'}")
+    for name, configs in changes.fixed.items():
+        click.echo(f"topic {name}: set {', '.join(f'{k}={v}' for k, v in configs.items())}")
+    if changes.unchecked:
+        click.echo(f"configuration not reported by the broker (not compared): {', '.join(changes.unchecked)}")
+
+
+@cli.command(context_settings=CONTEXT)
+@setting_options("kafka", "topics", "broker", "clickhouse", only=("app_id", "sink_group", "session_timeout"))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--no-broker", is_flag=True, help="do not connect to the Celery broker")
+def check(fmt: str, no_broker: bool, **params) -> None:
+    """Kafka topics against the plan, the ClickHouse schema, the Celery broker, consumer lag.
+    Exit status 1 when anything loses data (a missing topic, an uncompacted changelog, fewer
+    partitions or replicas than planned, a schema behind this version, a dependency down)."""
+    from .check import render, run_checks
+
+    settings = load_settings(params)
+    report = run_checks(settings, broker=not no_broker)
+    click.echo(json.dumps(report, indent=2, default=str) if fmt == "json" else render(report))
+    sys.exit(1 if report["errors"] else 0)
+
+
+# -- analytics and tools --------------------------------------------------------------------------
+@cli.command(context_settings=CONTEXT)
+@setting_options("clickhouse")
+@click.option("--cluster", default="", help="only this cluster (default all)")
+@click.option("--name", default="", help="only tasks of this name, e.g. proj.tasks.add (default all)")
+@click.option("--window", type=float, default=0, help="only tasks first seen in the last N seconds (0 = all)")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text")
+@click.option("--plot", metavar="DIR", help="also write PNG charts (throughput, runtime percentiles, failure rate, queues) to DIR")
+def report(cluster: str, name: str, window: float, fmt: str, plot: str | None, **params) -> None:
+    """Answer the analytics questions (the queries shipped with this version) from ClickHouse."""
+    from .clickhouse import connect
+    from .report import render, run_report
+
+    settings = load_settings(params)
+    client = connect(settings)
+
+    def execute(sql: str, query_params: dict):
+        rows, types = client.execute(sql, query_params, with_column_types=True)
+        return [column for column, _ in types], rows
+
+    since = time.time() - window if window else 0
+    answers = run_report(execute, settings.clickhouse_database, {"cluster": cluster, "name": name, "since": since})
+    click.echo(render(answers, fmt))
+    if plot:
+        from pathlib import Path
+
+        from .plots import write_plots
+
+        for path in write_plots(answers, Path(plot)):
+            click.echo(f"wrote {path}", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True)
+@click.option("--at", type=float, default=None,
+              help="judge worker liveness at this epoch time on the monitor's clock (default: the newest receive time read, per cluster)")
+@setting_options(only=("worker_expiry_factor",))
+def replay(files: tuple[str, ...], at: float | None, **params) -> None:
+    """The engine over recorded events (JSON lines; '-' = stdin, .gz ok): one record per line."""
+    from .replay import replay as run_replay
+
+    settings = load_settings(params)
+    sys.exit(run_replay(list(files), at=at, expiry_factor=settings.worker_expiry_factor))
+
+
+@cli.command(context_settings=CONTEXT)
+@setting_options("clickhouse")
+@click.option("--keep-months", type=int, required=True, help="months kept, the current one included")
+@click.option("--dry-run", is_flag=True, help="print the statements only")
+def retention(keep_months: int, dry_run: bool, **params) -> None:
+    """Drop month partitions of events / events_per_minute / queue_lengths older than --keep-months."""
+    from .clickhouse import connect
+    from .retention import drop_expired
+
+    settings = load_settings(params)
+    client = connect(settings)
+    for statement in drop_expired(client.execute, settings.clickhouse_database, keep_months, dry_run=dry_run):
+        click.echo(("would run: " if dry_run else "ran: ") + statement)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--markdown", is_flag=True, help="print the reference of every setting (docs/configuration.md) instead")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def config(markdown: bool, fmt: str) -> None:
+    """The effective settings of this environment, secrets masked."""
+    from .config import effective_table, settings_markdown
+
+    if markdown:
+        click.echo(settings_markdown(), nl=False)
+        return
+    settings = load_settings({})
+    click.echo(json.dumps(settings.as_dict(), indent=2) if fmt == "json" else effective_table(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="celery-monitor")
+
+
+if __name__ == "__main__":
+    main()
