@@ -1,0 +1,30 @@
+"""Which kept RocksDB stores the worker trusts (streams/store.py): a pure rule, then real stores."""
+
+from streams.config import Settings
+from streams.store import drop_untrusted_stores, untrusted
+
+
+def test_a_store_ahead_of_its_changelog_or_behind_its_start_is_not_trusted():
+    assert untrusted(None, 0, 10) is None  # never persisted: recovery reads everything anyway
+    assert untrusted(9, 0, 10) is None  # read up to the end
+    assert untrusted(3, 0, 10) is None  # recovery reads 4..9
+    assert "ends at 9" in untrusted(10, 0, 10)  # the changelog is shorter than what it read: re-created
+    assert "ends at -1" in untrusted(0, 0, 0)  # an empty changelog (Tansu restarted on memory storage)
+    assert "deleted up to offset 49" in untrusted(20, 50, 60)  # records it never read are gone
+    assert untrusted(49, 50, 60) is None
+    assert "does not exist" in untrusted(5, None, None)
+
+
+def test_only_untrusted_partitions_are_dropped(tmp_path):
+    import faust
+    from faust.types import TP
+
+    settings = Settings.load(environ={}, app_id="store-test")
+    app = faust.App("store-test", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("tasks", default=None, partitions=4)
+    for partition, offset in ((0, 5), (1, 50), (2, 7)):
+        table.data.set_persisted_offset(TP("store-test-tasks-changelog", partition), offset)
+    marks = {0: (0, 6), 1: (0, 10), 2: (9, 20)}  # 0: trusted; 1: ahead of the log; 2: log deleted past it
+    dropped = drop_untrusted_stores(settings, app.conf.tabledir, ["tasks"], watermarks=lambda topic, partitions: marks)
+    assert sorted(p.name for p in dropped) == ["tasks-1.db", "tasks-2.db"]
+    assert sorted(p.name for p in app.conf.tabledir.glob("tasks-*.db")) == ["tasks-0.db"]
