@@ -9,7 +9,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser faketime up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops chaos clean
+.PHONY: help setup browser faketime docker image wheel up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,20 @@ browser: /usr/bin/chromedriver  ## Debian's chromium + chromium-driver (the UI's
 
 faketime: /usr/bin/faketime  ## Debian's faketime (the clock-skew integration test)
 
+# Debian's Docker engine and tools: the image test runs our own dockerd (no bridge network, host
+# networking only), debootstrap builds its base images, docker-compose validates docker-compose.yml.
+/usr/sbin/debootstrap /usr/bin/docker-compose:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker.io debootstrap docker-compose
+
+docker: /usr/sbin/debootstrap /usr/bin/docker-compose  ## Debian's docker.io, debootstrap, docker-compose (the image and its test)
+
+image: setup docker  ## build the container image celery-stream-monitor:local (a dockerd of our own unless DOCKER_HOST is set)
+	$(PY) -m devstack image
+
+wheel: setup  ## build the wheel into dist/ (with the schema, the queries and the UI's assets)
+	$(PY) -m build --wheel --no-isolation --outdir dist .
+
 up: setup  ## start Tansu, ClickHouse (and RabbitMQ/Redis if absent), create topics, apply schema
 	$(PY) -m devstack up
 
@@ -63,13 +77,13 @@ status:  ## show each service, its port and whether we own it
 logs:  ## tail the logs of the services we run
 	@$(PY) -m devstack logs
 
-unit: setup  ## unit tests only (no servers)
+unit: setup docker  ## unit tests only (no servers; docker-compose validates the compose file)
 	$(PY) -m pytest tests/unit -q
 
-integration: setup browser faketime  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
+integration: setup browser faketime docker  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
 	$(PY) -m pytest tests/integration -q
 
-test: setup browser faketime  ## all tests: unit + integration (isolated stack on free ports)
+test: setup browser faketime docker  ## all tests: unit + integration (isolated stack on free ports)
 	$(PY) -m pytest tests -q
 
 demo: setup  ## the whole pipeline end to end with a real Celery worker and the web UI, then a report (KEEP=1: keep it running)
@@ -99,8 +113,8 @@ bench-ui: setup  ## the web UI's server time per page (p50/p95) on 1M events / 2
 bench-ops: setup  ## queue-length sampling cost (RabbitMQ, Redis; depths read back exactly) and the celery-exporter metrics' cost per event
 	$(PY) -m bench.ops
 
-chaos: setup  ## faults under a real Celery workload (kill -9 bridge x3 and streams, ClickHouse down 30s, Kafka paused 20s): events lost, duplicates absorbed
-	$(PY) -m demo.chaos
+chaos: setup  ## faults under a real Celery workload (kill -9 bridge x3 and streams, ClickHouse down 30s, Kafka paused 20s, Kafka kill -9 + restart on durable storage): events lost, duplicates absorbed
+	$(PY) -m demo.chaos --plan full
 
 bench: bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops  ## every benchmark (per stage, then end to end)
 

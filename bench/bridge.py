@@ -28,6 +28,7 @@ from kombu import Connection, Queue
 from bench.engine import load_events
 from devstack.pipeline import Pipeline
 from devstack import services
+from devstack import dev_settings
 from streams.config import Settings
 from streams.connections import librdkafka_options
 from streams.packs import decode_pack
@@ -108,7 +109,7 @@ def main(argv=None) -> None:
     tansu, argv_, env = services.tansu(run_dir, port)
     tansu.start(argv_, env=env)
     metrics_addr = f"127.0.0.1:{services.free_port()}"
-    settings = Settings.load(
+    settings = dev_settings(
         kafka_bootstrap=f"127.0.0.1:{port}", broker_url=args.broker, cluster=f"bench-{os.getpid()}", bridge_metrics_addr=metrics_addr
     )
     pipeline = Pipeline(settings, run_dir / "logs")

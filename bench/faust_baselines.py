@@ -23,6 +23,7 @@ import faust
 from faust.streams import _current_event
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
+from devstack import dev_settings
 from streams import records
 from streams.config import Settings
 from streams.engine import TaskEvent, derive_task, fold_task
@@ -111,6 +112,6 @@ def create_app(settings: Settings, mode: str) -> faust.App:
 
 
 if __name__ == "__main__":
-    app = create_app(Settings.load(), sys.argv[1])
+    app = create_app(dev_settings(), sys.argv[1])
     sys.argv = [sys.argv[1], "worker", "-l", "warn", "--without-web"]
     app.main()

@@ -23,6 +23,7 @@ from pathlib import Path
 from kombu import Connection, Exchange, Queue
 
 from bench.engine import load_events
+from devstack import dev_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKERS = {"rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/12"}  # a database of its own
@@ -49,7 +50,7 @@ def sampling(name: str, url: str) -> dict:
                     for i in range(depth):
                         producer.publish({"i": i}, exchange=queue.exchange, routing_key=q, priority=i % 10)
             for count in (10, 100):
-                settings = Settings.load(environ={}, broker_url=url, cluster="bench", bridge_queues=",".join(queues[:count]), bridge_queue_discovery=False)
+                settings = dev_settings(environ={}, broker_url=url, cluster="bench", bridge_queues=",".join(queues[:count]), bridge_queue_discovery=False)
                 sampler = QueueSampler(settings, "bench", lambda records: None)
                 times = []
                 for _ in range(5):
@@ -60,7 +61,7 @@ def sampling(name: str, url: str) -> dict:
                 assert got == {q: depths[q] for q in queues[:count]}, "a depth was not read back exactly"
                 out[f"sample_{count}_queues_ms"] = round(min(times) * 1000, 2)
                 out[f"per_queue_ms_{count}"] = round(min(times) * 1000 / count, 3)
-            settings = Settings.load(environ={}, broker_url=url, cluster="bench", bridge_queue_discovery=True)
+            settings = dev_settings(environ={}, broker_url=url, cluster="bench", bridge_queue_discovery=True)
             sampler = QueueSampler(settings, "bench", lambda records: None)
             t0 = time.perf_counter()
             sampler.discover(conn)

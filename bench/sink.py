@@ -23,6 +23,7 @@ from bench.engine import load_events
 from demo.backlog import produce_events, produce_task_records
 from devstack import services
 from devstack.__main__ import prepare
+from devstack import dev_settings
 from streams.config import Settings
 from streams.report import DEFAULT_QUERIES, load_query
 from streams.clickhouse import connect
@@ -78,7 +79,7 @@ def main(argv=None) -> None:
     clickhouse.start(argv_, env=env, cwd=run_dir / "clickhouse", ready=ready, timeout=30)
     results: dict = {"machine_cores": os.cpu_count()}
     try:
-        settings = Settings.load(
+        settings = dev_settings(
             environ={}, kafka_bootstrap=f"127.0.0.1:{kafka_port}", clickhouse_port=ch_tcp, cluster="bench",
             sink_group=f"bench-sink-{os.getpid()}", sink_batch_rows=args.batch_rows, sink_batch_seconds=1.0,
         )  # fmt: skip

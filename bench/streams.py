@@ -36,6 +36,7 @@ from bench.engine import load_events
 from demo.backlog import produce_event_records, produce_events
 from devstack.pipeline import Pipeline
 from devstack import services
+from devstack import dev_settings
 from streams.config import Settings
 from streams.connections import librdkafka_options
 from streams.topics import ensure_topics
@@ -65,7 +66,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run_worker(label: str, args: list[str], settings: Settings, run_dir: Path, total: int, timeout: float, topic: str) -> dict:
     port = services.free_port()
-    worker_settings = Settings.load(
+    worker_settings = dev_settings(
         kafka_bootstrap=settings.kafka_bootstrap, app_id=f"bench-{label}-{os.getpid()}", cluster=settings.cluster,
         data_dir=str(run_dir / f"faust-{label}"), sink="off", streams_metrics_addr=f"127.0.0.1:{port}",
         topic_task_events=topic,
@@ -149,7 +150,7 @@ def rss_at(tasks: int, timeout: float) -> None:
     tansu, tansu_argv, env = services.tansu(run_dir, port)
     tansu.start(tansu_argv, env=env)
     try:
-        settings = Settings.load(kafka_bootstrap=f"127.0.0.1:{port}", cluster="rss")
+        settings = dev_settings(kafka_bootstrap=f"127.0.0.1:{port}", cluster="rss")
         ensure_topics(settings)
         t0 = time.monotonic()
         total = produce_many_tasks(settings, tasks)
@@ -181,9 +182,9 @@ def main(argv=None) -> None:
     tansu, tansu_argv, env = services.tansu(run_dir, port)
     tansu.start(tansu_argv, env=env)
     try:
-        settings = Settings.load(kafka_bootstrap=f"127.0.0.1:{port}", cluster="bench")
+        settings = dev_settings(kafka_bootstrap=f"127.0.0.1:{port}", cluster="bench")
         ensure_topics(settings)
-        ensure_topics(Settings.load(kafka_bootstrap=settings.kafka_bootstrap, topic_task_events=PER_EVENT_TOPIC))
+        ensure_topics(dev_settings(kafka_bootstrap=settings.kafka_bootstrap, topic_task_events=PER_EVENT_TOPIC))
         events = [e for e in load_events(args.events * 10 // 7) if e["type"].startswith("task-")][: max(args.events, 1)]
         t0 = time.monotonic()
         total = produce_events(settings, events)

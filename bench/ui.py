@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.engine import _recording, recorded_copies
 from devstack import services
+from devstack import dev_settings
 from streams.config import Settings
 from streams.engine import Tracker
 from streams.migrate import migrate
@@ -137,7 +138,7 @@ def main(argv=None) -> None:
     results: dict = {"machine_cores": os.cpu_count(), "goal_ms": GOAL_MS}
     ui = None
     try:
-        settings = Settings.load(environ={}, clickhouse_port=ch_tcp, ui_port=str(ui_port))
+        settings = dev_settings(environ={}, clickhouse_port=ch_tcp, ui_port=str(ui_port))
         migrate(connect(settings, with_database=False).execute, settings.clickhouse_database)
         facts = load(settings, args.events)
         results["data"] = {k: facts[k] for k in ("events", "tasks", "workers", "load_seconds")}

@@ -19,7 +19,7 @@ import urllib.request
 import uuid
 
 from devstack.__main__ import down, run_dir, up
-from streams.config import Settings
+from devstack import dev_settings
 from streams.logs import setup_logging
 from streams.report import render, run_report
 from streams.clickhouse import connect
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     run_id = uuid.uuid4().hex[:8]
     # A cluster name per run: the bridge queue is the run's own and the report shows what it read (other
     # Celery workers sending events on the same vhost are part of it too: a cluster is a vhost).
-    settings = Settings.load(cluster=f"{os.environ.get('CLUSTER') or 'demo'}-{run_id}")
+    settings = dev_settings(cluster=f"{os.environ.get('CLUSTER') or 'demo'}-{run_id}")
     started = up(settings)
     pipeline = Pipeline(settings, run_dir() / "logs", run_id)
     began = time.monotonic()

@@ -1,9 +1,10 @@
 """`make chaos`: faults under a steady real Celery workload, then: was anything lost?
 
 A Celery worker (RabbitMQ, -E) runs a steady mix of tasks (succeed / fail / recover after a
-retry / give up after retries) while the plan below kill -9s the bridge three times, kill -9s
-the streams worker (which runs the ClickHouse sink inline), stops ClickHouse and pauses Kafka
-(SIGSTOP/SIGCONT of the Tansu process). Then it waits for catch-up and compares, task by task:
+retry / give up after retries) while a plan below kill -9s the bridge three times, kill -9s the
+streams worker, stops ClickHouse, pauses Kafka (SIGSTOP/SIGCONT of the Tansu process) and kill
+-9s the Kafka broker and restarts it (Tansu on s3 storage: its log survives, as a real broker's
+does). Then it waits for catch-up and compares, task by task:
 
 - a *witness*: an independent Celery event receiver on its own queue records every event the
   workers emitted. The engine folded over the witness's events is the record an undisturbed
@@ -13,9 +14,10 @@ the streams worker (which runs the ClickHouse sink inline), stops ClickHouse and
 - duplicates absorbed: records on the Kafka task-events topic beyond the distinct events
   (at-least-once redelivery after the kills), all folded away.
 
-`python -m demo.chaos` runs the full plan on a private stack (own Tansu and ClickHouse on free
-ports, the machine's RabbitMQ) and writes bench/results/chaos.json; `make test` runs the short
-plan (tests/integration/test_chaos.py).
+`python -m demo.chaos [--plan full|short|broker-restart]` runs a plan on a private stack (own
+Tansu, S3 server and ClickHouse on free ports, the machine's RabbitMQ) and writes
+bench/results/chaos-<plan>.json; `make test` runs the short and broker-restart plans
+(tests/integration/test_chaos.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from streams.connections import kafka_python_options
 from streams.engine import Tracker
 from streams.packs import decode_pack
 
+from devstack import services
 from devstack.pipeline import Pipeline, PipelineError, wait_for_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,20 +58,28 @@ COMPARED = ("state", "retries", "events_count", "exception_type", "result", "wor
 
 @dataclass(frozen=True)
 class Plan:
+    """Faults at seconds into the run (None / () = not in this plan)."""
+
     seconds: float  # how long the workload runs
     rate: float  # tasks per second
-    bridge_kills: tuple[float, ...]  # seconds into the run
-    streams_kill: float
-    clickhouse_stop: float
-    clickhouse_down: float
-    kafka_pause: float
-    kafka_paused: float
+    bridge_kills: tuple[float, ...] = ()
+    streams_kill: float | None = None
+    clickhouse_stop: float | None = None
+    clickhouse_down: float = 0.0
+    kafka_pause: float | None = None  # SIGSTOP of the broker ...
+    kafka_paused: float = 0.0  # ... for this long, then SIGCONT
+    kafka_kills: tuple[float, ...] = ()  # kill -9 of the broker (needs durable storage: TANSU_STORAGE=s3) ...
+    kafka_down: float = 0.0  # ... restarted this long after each
+    storage: str = "memory"  # Tansu's storage for this plan
 
 
 FULL = Plan(seconds=150, rate=20, bridge_kills=(10, 45, 80), streams_kill=30, clickhouse_stop=55, clickhouse_down=30,
-            kafka_pause=100, kafka_paused=20)  # fmt: skip
+            kafka_pause=100, kafka_paused=20, kafka_kills=(125,), kafka_down=8, storage="s3")  # fmt: skip
 SHORT = Plan(seconds=45, rate=10, bridge_kills=(4, 14, 24), streams_kill=9, clickhouse_stop=17, clickhouse_down=10,
              kafka_pause=32, kafka_paused=6)  # fmt: skip
+# A Kafka broker restart (rolling upgrades, a crash): kill -9 mid-workload, down a few seconds, twice.
+BROKER_RESTART = Plan(seconds=40, rate=10, kafka_kills=(10, 26), kafka_down=5, storage="s3")
+PLANS = {"full": FULL, "short": SHORT, "broker-restart": BROKER_RESTART}
 
 
 def identity(event: dict) -> tuple:
@@ -139,11 +150,17 @@ class Faults:
         p, steps = self.plan, []
         for at in p.bridge_kills:
             steps.append((at, "kill -9 bridge, restart", self.kill_bridge))
-        steps.append((p.streams_kill, "kill -9 streams worker, restart", self.kill_streams))
-        steps.append((p.clickhouse_stop, f"stop ClickHouse for {p.clickhouse_down:.0f}s", self.stack.clickhouse.stop))
-        steps.append((p.clickhouse_stop + p.clickhouse_down, "start ClickHouse", self.stack.start_clickhouse))
-        steps.append((p.kafka_pause, f"pause Kafka (SIGSTOP Tansu) for {p.kafka_paused:.0f}s", lambda: self.signal_kafka(signal.SIGSTOP)))
-        steps.append((p.kafka_pause + p.kafka_paused, "resume Kafka (SIGCONT)", lambda: self.signal_kafka(signal.SIGCONT)))
+        if p.streams_kill is not None:
+            steps.append((p.streams_kill, "kill -9 streams worker, restart", self.kill_streams))
+        if p.clickhouse_stop is not None:
+            steps.append((p.clickhouse_stop, f"stop ClickHouse for {p.clickhouse_down:.0f}s", self.stack.clickhouse.stop))
+            steps.append((p.clickhouse_stop + p.clickhouse_down, "start ClickHouse", self.stack.start_clickhouse))
+        if p.kafka_pause is not None:
+            steps.append((p.kafka_pause, f"pause Kafka (SIGSTOP Tansu) for {p.kafka_paused:.0f}s", lambda: self.signal_kafka(signal.SIGSTOP)))
+            steps.append((p.kafka_pause + p.kafka_paused, "resume Kafka (SIGCONT)", lambda: self.signal_kafka(signal.SIGCONT)))
+        for at in p.kafka_kills:
+            steps.append((at, f"kill -9 Kafka (Tansu, {p.storage} storage) for {p.kafka_down:.0f}s", self.kill_kafka))
+            steps.append((at + p.kafka_down, "restart Kafka", self.stack.start_tansu))
         return sorted(steps, key=lambda s: s[0])
 
     def run(self, began: float) -> None:
@@ -168,6 +185,12 @@ class Faults:
 
     def signal_kafka(self, sig: int) -> None:
         os.kill(self.stack.tansu.pid(), sig)
+
+    def kill_kafka(self) -> None:
+        pid = self.stack.tansu.pid()
+        os.kill(pid, signal.SIGKILL)
+        while services.pid_alive(pid):
+            time.sleep(0.05)
 
 
 def kafka_task_events(settings: Settings, uuids: set[str]) -> int:
@@ -274,13 +297,14 @@ def main(argv=None) -> int:
     from streams.logs import setup_logging
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--short", action="store_true", help="the short plan make test runs")
+    parser.add_argument("--plan", choices=sorted(PLANS), default="full",
+                        help="full (make chaos; Tansu on s3 storage), short (make test's), broker-restart (make test's, s3)")  # fmt: skip
     args = parser.parse_args(argv)
     setup_logging("WARNING")
     logging.getLogger("celery").setLevel(logging.ERROR)
-    plan = SHORT if args.short else FULL
+    plan = PLANS[args.plan]
     run_dir = Path(tempfile.mkdtemp(prefix="chaos-"))
-    with private_stack(run_dir, prefix="celery-monitor-chaos") as stack:
+    with private_stack(run_dir, prefix="celery-monitor-chaos", storage=plan.storage) as stack:
         settings = stack.settings.replace(cluster=f"chaos-{stack.settings.app_id[-6:]}")
         pipeline = Pipeline(settings, run_dir / "logs")
         try:
@@ -294,8 +318,8 @@ def main(argv=None) -> int:
     print(summary(result))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "chaos.json").write_text(json.dumps(result, indent=2, default=str))
-    print(f"[chaos] wrote {out / 'chaos.json'}; logs in {run_dir / 'logs'}")
+    (out / f"chaos-{args.plan}.json").write_text(json.dumps(result, indent=2, default=str))
+    print(f"[chaos] wrote {out / f'chaos-{args.plan}.json'}; logs in {run_dir / 'logs'}")
     ok = result["events_lost"] == 0 and result["tasks_differing_from_undisturbed"] == 0 and result["tasks_in_unexpected_state"] == 0
     return 0 if ok else 1
 

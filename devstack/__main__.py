@@ -122,11 +122,34 @@ def up(settings: Settings) -> list[str]:
 
 def down(settings: Settings, names=("clickhouse", "tansu", "s3", "redis", "rabbitmq")) -> None:
     """Stop the services we started (by their pid files); never anything else."""
+    from .docker import Engine
+
     rd, p = run_dir(), ports(settings)
     for name in names:
         service = services.Service(name, rd, p[name])
         if service.stop():
             say(f"{name}: stopped")
+    if Engine(rd).stop():
+        say("dockerd: stopped")
+
+
+def image() -> None:
+    """`make image`: celery-stream-monitor:local from the Dockerfile. With an engine of the user's
+    (DOCKER_HOST, or /var/run/docker.sock) and the Dockerfile's public bases; else with a dockerd of
+    our own (stopped by `make down`) and local bases built from Debian packages."""
+    from .docker import IMAGE, Engine, build_image
+
+    engine = Engine(run_dir())
+    bases = os.environ.get("IMAGE_BASES", "")
+    if os.environ.get("DOCKER_HOST") or Path("/var/run/docker.sock").exists():
+        engine.env = lambda: dict(os.environ)  # the user's engine, as their docker CLI finds it
+        bases = bases or "public"
+    else:
+        if engine.start():
+            say(f"dockerd: started (socket {engine.socket}; `make down` stops it)")
+        bases = bases or "local"
+    seconds = build_image(engine, bases=bases, log=say)
+    say(f"image {IMAGE} built in {seconds:.0f}s ({bases} bases); run it with DOCKER_HOST={engine.host if bases == 'local' else '<yours>'}")
 
 
 def status(settings: Settings) -> int:
@@ -154,7 +177,7 @@ def logs(settings: Settings, lines: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "logs", "prepare", "env"))
+    parser.add_argument("command", choices=("up", "down", "status", "logs", "prepare", "env", "image"))
     parser.add_argument("--lines", type=int, default=40)
     args = parser.parse_args(argv)
     if args.command == "env":
@@ -174,6 +197,8 @@ def main(argv=None) -> None:
             logs(settings, args.lines)
         elif args.command == "prepare":
             prepare(settings)
+        elif args.command == "image":
+            image()
     except StackError as exc:
         print(f"[devstack] ERROR: {exc}", file=sys.stderr)
         sys.exit(1)

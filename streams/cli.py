@@ -6,6 +6,7 @@
     celery-monitor ui                       the web UI
     celery-monitor migrate                  apply the ClickHouse schema
     celery-monitor topics [--plan]          create/fix the Kafka topics (or print the plan)
+    celery-monitor init                     topics then migrate: what a deployment runs first
     celery-monitor check                    Kafka, ClickHouse and the Celery broker against the plan
     celery-monitor report | replay | retention | config
 
@@ -23,6 +24,7 @@ import signal
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -281,6 +283,26 @@ def topics(plan: bool, **params) -> None:
         click.echo(f"configuration not reported by the broker (not compared): {', '.join(changes.unchecked)}")
 
 
+@cli.command("init", context_settings=CONTEXT)
+@setting_options("kafka", "topics", "clickhouse", only=("app_id",))
+def init_command(**params) -> None:
+    """What a deployment needs before its first start: `topics` (create, fix configs) then `migrate`."""
+    from .clickhouse import connect
+    from .migrate import ClusterLayout, migrate as apply
+    from .topics import ensure_topics
+
+    settings = load_settings(params)
+    changes = run_guarded(lambda: ensure_topics(settings))
+    click.echo(f"topics created: {', '.join(changes.created) or 'none (all exist)'}")
+    for name, configs in changes.fixed.items():
+        click.echo(f"topic {name}: set {', '.join(f'{k}={v}' for k, v in configs.items())}")
+    layout = None
+    if settings.clickhouse_cluster:
+        layout = ClusterLayout(settings.clickhouse_cluster, replicated=settings.clickhouse_replicated, on_cluster=settings.clickhouse_replicated)
+    applied = apply(connect(settings, with_database=False).execute, settings.clickhouse_database, layout=layout)
+    click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+
+
 @cli.command(context_settings=CONTEXT)
 @setting_options("kafka", "topics", "broker", "clickhouse", only=("app_id", "sink_group", "session_timeout"))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
@@ -369,6 +391,53 @@ def config(markdown: bool, fmt: str) -> None:
         return
     settings = load_settings({})
     click.echo(json.dumps(settings.as_dict(), indent=2) if fmt == "json" else effective_table(settings))
+
+
+COMPONENTS = {"bridge": "bridge_metrics_addr", "worker": "streams_metrics_addr", "sink": "sink_metrics_addr", "ui": "ui_port"}
+
+
+def _running_component() -> str | None:
+    """The component the container's main process runs: ``celery-monitor <component>`` in the
+    command line of PID 1 (or of the process an init such as tini started as its child)."""
+    try:
+        words = Path("/proc/1/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    return next((w for w in words if w in COMPONENTS), None)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("component", required=False, type=click.Choice(sorted(COMPONENTS)))
+@click.option("--timeout", type=float, default=4.0, help="seconds to wait for the answer")
+def health(component: str | None, timeout: float) -> None:
+    """Exit 0 when a component's /healthz answers 200 (the image's HEALTHCHECK; default: the
+    component this container runs, from its main process's command line)."""
+    import urllib.error
+    import urllib.request
+
+    component = component or _running_component()
+    if component is None:
+        click.echo("celery-monitor health: name the component (bridge, worker, sink, ui)", err=True)
+        sys.exit(2)
+    settings = load_settings({})
+    if component == "ui":
+        host, port = settings.ui_host, settings.ui_port
+    else:
+        host, _, port = getattr(settings, COMPONENTS[component]).rpartition(":")
+    if port == "off":
+        click.echo(f"{component}: {field_env(COMPONENTS[component])}=off, no endpoint to ask", err=True)
+        sys.exit(1)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            click.echo(f"{component}: {answer.status} {answer.read(200).decode(errors='replace').strip()}")
+    except urllib.error.HTTPError as exc:
+        click.echo(f"{component}: {exc.code} {exc.read(200).decode(errors='replace').strip()}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"{component}: {url}: {exc}", err=True)
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

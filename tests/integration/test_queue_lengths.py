@@ -19,6 +19,7 @@ from kombu import Connection, Exchange, Queue
 from bridge.queues import QueueSampler
 from devstack.pipeline import Pipeline, PipelineError, delete_queues
 from devstack import services
+from devstack import dev_settings
 from streams.report import run_report
 from streams.clickhouse import connect
 
@@ -49,7 +50,7 @@ def delete(url: str, *names: str) -> None:
 def sample(url: str, *queues: str, discovery: bool = False, cluster: str = "ql") -> dict[str, dict]:
     from streams.config import Settings
 
-    settings = Settings.load(environ={}, broker_url=url, cluster=cluster, bridge_queues=",".join(queues), bridge_queue_discovery=discovery)
+    settings = dev_settings(environ={}, broker_url=url, cluster=cluster, bridge_queues=",".join(queues), bridge_queue_discovery=discovery)
     with Connection(url) as conn:
         records = QueueSampler(settings, "test", lambda records: None).sample(conn)
     return {r["queue"]: r for r in records}
