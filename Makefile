@@ -9,7 +9,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup browser faketime docker image wheel up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops chaos clean
+.PHONY: help setup browser faketime docker image wheel up down status logs test unit integration demo ui bench bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops bench-storage chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -116,7 +116,10 @@ bench-ops: setup  ## queue-length sampling cost (RabbitMQ, Redis; depths read ba
 chaos: setup  ## faults under a real Celery workload (kill -9 bridge x3 and streams, ClickHouse down 30s, Kafka paused 20s, Kafka kill -9 + restart on durable storage): events lost, duplicates absorbed
 	$(PY) -m demo.chaos --plan full
 
-bench: bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops  ## every benchmark (per stage, then end to end)
+bench-storage: setup  ## Tansu's durable s3 storage (moto) against memory storage: pre-load, worker catch-up, restart after kill -9
+	$(PY) -m bench.storage
+
+bench: bench-engine bench-bridge bench-streams bench-sink bench-e2e bench-ui bench-ops bench-storage  ## every benchmark (per stage, then end to end)
 
 clean: down  ## stop our services and delete the run directory and venv
 	rm -rf $(RUN_DIR) $(VENV)

@@ -2,7 +2,7 @@
 
 librdkafka (confluent-kafka) rather than kafka-python: kafka-python's pure-Python send path (size
 estimate, murmur2, accumulator) held the bridge at 16-18k events/s on one core; librdkafka does
-the same work in C (see README, benchmarks). Packs are produced to the partition the bridge
+the same work in C (see docs/benchmarks.md). Packs are produced to the partition the bridge
 computed (bridge/packs.py), so this module also reads each topic's partition count.
 """
 

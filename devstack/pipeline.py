@@ -35,6 +35,7 @@ class Proc:
     env: dict
     log_path: Path
     popen: subprocess.Popen | None = None
+    cwd: Path = ROOT  # the repository; a test of the installed package runs elsewhere
     signalled: int | None = None  # a signal we sent on purpose: its exit is not a failure
 
     def start(self) -> "Proc":
@@ -42,7 +43,7 @@ class Proc:
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, cwd=ROOT, start_new_session=True,
+            env=self.env, cwd=self.cwd, start_new_session=True,
         )  # fmt: skip
         log.close()
         return self
@@ -124,12 +125,12 @@ class Pipeline:
         if self.settings.app_id == Settings.model_fields["app_id"].default:
             self.settings = self.settings.replace(app_id=f"{self.settings.app_id}-{self.run_id}")
 
-    def _proc(self, name: str, argv: list[str], extra_env: dict | None = None) -> Proc:
+    def _proc(self, name: str, argv: list[str], extra_env: dict | None = None, cwd: Path | None = None) -> Proc:
         env = settings_env(self.settings)
         env.update(extra_env or {})
         same = sum(1 for p in self.procs if p.name == name)  # a restarted process gets its own log
         suffix = f"-{same}" if same else ""
-        proc = Proc(name, argv, env, self.log_dir / f"{name}-{self.run_id}{suffix}.log").start()
+        proc = Proc(name, argv, env, self.log_dir / f"{name}-{self.run_id}{suffix}.log", cwd=cwd or ROOT).start()
         self.procs.append(proc)
         return proc
 

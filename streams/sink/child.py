@@ -2,7 +2,7 @@
 
 Why a process: as a thread inside the worker the sink shares the Faust worker's GIL; a worker
 catching up on 200k events with the sink inline folded 7,900 - 9,300 events/s, with the sink as
-its own process 21,900 - 25,000 (README, benchmarks). The contract stays that of the inline sink:
+its own process 21,900 - 25,000 (docs/benchmarks.md). The contract stays that of the inline sink:
 it starts and stops with the worker, and a sink that dies takes the worker down (exit status 1)
 so that a supervisor restarts both. A worker killed with SIGKILL cannot stop its child: the child
 notices that its parent is gone and stops itself.
