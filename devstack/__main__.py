@@ -120,17 +120,18 @@ def up(settings: Settings) -> list[str]:
     return started
 
 
-def down(settings: Settings, names=("clickhouse", "tansu", "s3", "redis", "rabbitmq")) -> None:
+def down(settings: Settings, names=("clickhouse", "tansu", "s3", "redis", "rabbitmq", "dockerd")) -> None:
     """Stop the services we started (by their pid files); never anything else."""
     from .docker import Engine
 
     rd, p = run_dir(), ports(settings)
     for name in names:
-        service = services.Service(name, rd, p[name])
-        if service.stop():
+        if name == "dockerd":
+            stopped = Engine(rd).stop()  # `make image` / the image test's engine
+        else:
+            stopped = services.Service(name, rd, p[name]).stop()
+        if stopped:
             say(f"{name}: stopped")
-    if Engine(rd).stop():
-        say("dockerd: stopped")
 
 
 def image() -> None:
