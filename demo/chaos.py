@@ -78,7 +78,7 @@ FULL = Plan(seconds=150, rate=20, bridge_kills=(10, 45, 80), streams_kill=30, cl
 SHORT = Plan(seconds=45, rate=10, bridge_kills=(4, 14, 24), streams_kill=9, clickhouse_stop=17, clickhouse_down=10,
              kafka_pause=32, kafka_paused=6)  # fmt: skip
 # A Kafka broker restart (rolling upgrades, a crash): kill -9 mid-workload, down a few seconds, twice.
-BROKER_RESTART = Plan(seconds=40, rate=10, kafka_kills=(10, 26), kafka_down=5, storage="s3")
+BROKER_RESTART = Plan(seconds=30, rate=10, kafka_kills=(8, 19), kafka_down=4, storage="s3")
 PLANS = {"full": FULL, "short": SHORT, "broker-restart": BROKER_RESTART}
 
 

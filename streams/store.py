@@ -65,7 +65,11 @@ def drop_untrusted_stores(settings: Settings, tabledir: Path, tables: Iterable[s
         paths = compat.rocksdb_partition_paths(tabledir, table)
         if not paths:
             continue
-        marks = watermarks(changelog_name(settings, table), sorted(paths))
+        try:
+            marks = watermarks(changelog_name(settings, table), sorted(paths))
+        except Exception as exc:  # noqa: BLE001 - no answer: the store cannot be checked, and is not used unchecked
+            raise RuntimeError(f"cannot check the RocksDB store in {tabledir} against {changelog_name(settings, table)} "
+                               f"(is Kafka at {settings.kafka_bootstrap} reachable?): {exc}") from exc
         for partition, path in sorted(paths.items()):
             try:
                 persisted = compat.rocksdb_persisted_offset(path)
