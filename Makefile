@@ -62,7 +62,7 @@ docker: /usr/sbin/debootstrap /usr/bin/docker-compose  ## Debian's docker.io, de
 image: setup docker  ## build the container image celery-stream-monitor:local (a dockerd of our own unless DOCKER_HOST is set)
 	$(PY) -m devstack image
 
-wheel: setup  ## build the wheel into dist/ (with the schema, the queries and the UI's assets)
+wheel: $(VENV)/.installed $(UI_ASSETS)  ## build the wheel into dist/ (with the schema, the queries and the UI's assets)
 	$(PY) -m build --wheel --no-isolation --outdir dist .
 
 up: setup  ## start Tansu, ClickHouse (and RabbitMQ/Redis if absent), create topics, apply schema

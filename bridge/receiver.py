@@ -85,13 +85,26 @@ class BrokerReceiver:
 
     def run(self) -> None:
         url = self.settings.broker_url
-        for attempt in Retrying(
-            wait=wait_exponential(multiplier=0.5, max=30),
-            retry=lambda state: state.outcome.failed and not self.stopping,
-            before_sleep=self._on_broker_lost,
-        ):
-            with attempt:
-                self._consume(url)
+        try:
+            for attempt in Retrying(
+                wait=wait_exponential(multiplier=0.5, max=30),
+                retry=lambda state: state.outcome.failed and not self.stopping,
+                before_sleep=self._on_broker_lost,
+                sleep=self._nap,
+            ):
+                with attempt:
+                    self._consume(url)
+        except KafkaUnavailable:
+            if not self.stopping:
+                raise
+            # Nothing was acked past Kafka's last acknowledgement: the broker redelivers the rest.
+            log.warning("stopped while Kafka was unavailable; %d broker messages left unacknowledged for redelivery", len(self.pending))
+
+    def _nap(self, seconds: float) -> None:
+        """A retry's wait, cut short when the bridge is told to stop."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def _on_broker_lost(self, state) -> None:
         self.metrics.broker_reconnects.labels(self.settings.cluster).inc()
@@ -262,7 +275,10 @@ class BrokerReceiver:
         for attempt in Retrying(
             wait=wait_exponential(multiplier=0.5, max=30),
             retry=retry_if_exception_type(KafkaUnavailable),
+            stop=lambda state: self.stopping,  # a stop gives up: nothing unacknowledged by Kafka is acked
+            reraise=True,
             before_sleep=lambda st: self._on_kafka_down(st),
+            sleep=self._nap,
         ):
             with attempt:
                 batch = build()
@@ -273,6 +289,6 @@ class BrokerReceiver:
         self.metrics.kafka_errors.labels(self.settings.cluster).inc()
         self.metrics.tick(self.settings.cluster)  # waiting on Kafka is not being stuck
         log.warning(
-            "Kafka unavailable (%s); holding %d broker messages, retry %d in %.1fs (check KAFKA_BOOTSTRAP=%s, make status)",
+            "Kafka unavailable (%s); holding %d broker messages, retry %d in %.1fs (KAFKA_BOOTSTRAP=%s)",
             state.outcome.exception(), len(self.pending), state.attempt_number, state.next_action.sleep, self.settings.kafka_bootstrap,
         )

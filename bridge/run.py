@@ -31,7 +31,7 @@ def run(settings: Settings, config_file: str | None = None, bridge_id: str | Non
 
     Raises streams.listen.SettingError when BRIDGE_METRICS_ADDR cannot be bound."""
     bridge_id = bridge_id or f"{socket.gethostname()}:{os.getpid()}"
-    log.info("bridge starting: id=%s settings=%s", bridge_id, settings.as_dict())
+    log.info("bridge starting: id=%s settings not at their defaults: %s", bridge_id, settings.as_dict(changed_only=True))
     redactor = Redactor.from_settings(settings.bridge_redact_fields, settings.bridge_redact_mode, settings.bridge_redact_max_chars)
     if config_file:
         specs = load_clusters(config_file)

@@ -95,7 +95,20 @@ class Engine:
         return self.service.start(argv, ready=self.ready, timeout=timeout)
 
     def stop(self) -> bool:
-        return self.service.stop(timeout=30)
+        stopped = self.service.stop(timeout=30)
+        self.unmount()
+        return stopped
+
+    def unmount(self) -> None:
+        """dockerd leaves a mount of its own behind (exec-root/netns/default): without this, `make
+        clean` cannot remove the run directory."""
+        root = str(self.root.resolve())
+        try:
+            mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        except OSError:
+            return
+        for point in sorted((m for m in mounts if m == root or m.startswith(root + "/")), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
 
     def has_image(self, tag: str) -> bool:
         return self.docker("image", "inspect", tag, check=False).returncode == 0

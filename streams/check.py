@@ -54,12 +54,12 @@ def _kafka(settings: Settings, report: dict) -> dict:
         report["errors"].append(
             f"kafka has {out['brokers']} broker(s), TOPIC_REPLICATION_FACTOR is {settings.topic_replication_factor}: topics cannot be created"
         )
-    existing = {c.name for c in checks if c.exists}
+    existing = {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
     out["lag"] = _lag(settings, existing, report)
     return out
 
 
-def _lag(settings: Settings, existing: set[str], report: dict) -> dict:
+def _lag(settings: Settings, existing: dict[str, int], report: dict) -> dict:
     """Records not yet committed, per consumer group and topic (high watermark - committed)."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -72,7 +72,7 @@ def _lag(settings: Settings, existing: set[str], report: dict) -> dict:
     for group, topics in groups.items():
         consumer = Consumer({**librdkafka_options(settings), "group.id": group, "enable.auto.commit": False})
         try:
-            tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+            tps = [TopicPartition(t, p) for t in topics for p in range(existing[t])]
             committed = consumer.committed(tps, timeout=TIMEOUT) if tps else []
             highs = _highwaters(settings, consumer, tps)
             lag: dict[str, int | None] = {}
@@ -106,6 +106,7 @@ def _clickhouse(settings: Settings, report: dict) -> dict:
     out: dict[str, Any] = {"host": f"{settings.clickhouse_host}:{settings.clickhouse_port}", "database": db}
     shipped = [m.id for m in load_migrations(db)]
     out["schema_shipped"] = shipped[-1] if shipped else None
+    logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)  # its connect warning has a traceback; the report says it once
     try:
         client = connect(settings, with_database=False, timeout=TIMEOUT)
         out["server_version"] = client.execute("SELECT version()")[0][0]

@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import click
 
+from pydantic import SecretStr
+
 from .config import ConfigError, Settings, field_env, field_flag, fields_of, unknown_variables
 from .listen import SettingError
 from .logs import setup_logging
@@ -36,6 +38,8 @@ from .logs import setup_logging
 log = logging.getLogger("celery_monitor")
 DISTRIBUTION = "celery-stream-monitor"
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FAUST_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error", "CRITICAL": "crit"}  # faust worker -l
 
 
 def package_version() -> str:
@@ -49,6 +53,8 @@ def setting_options(*groups: str, only: tuple[str, ...] = (), aliases: dict[str,
     """Click options for the settings of some groups (and single settings): ``--kafka-bootstrap``
     etc., each None unless given, so the environment and the defaults apply."""
     names = fields_of(*groups) + [n for n in only if n not in fields_of(*groups)]
+    # Passwords and tokens are environment variables only: a flag would show them in `ps`.
+    names = [n for n in names if Settings.model_fields[n].annotation is not SecretStr]
     aliases = aliases or {}
 
     def decorate(command):
@@ -74,22 +80,55 @@ def load_settings(params: dict[str, Any], **overrides) -> Settings:
 
 
 def run_guarded(func: Callable[[], Any]) -> Any:
-    """A setting that cannot be used where it matters (a taken port...) is one line, exit 2."""
+    """A setting that cannot be used where it matters (a taken port...) is one line, exit 2; a
+    dependency that refuses or cannot be reached at start is one line, exit 1."""
     try:
         return func()
     except (SettingError, ConfigError) as exc:
         log.error("%s", exc)
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - only the dependency failures below are turned into a line
+        reason = dependency_failure(exc)
+        if reason is None:
+            raise
+        log.error("%s", reason)
+        sys.exit(1)
+
+
+def dependency_failure(exc: BaseException) -> str | None:
+    """One line for a refusal of Kafka or ClickHouse (bad credentials, unreachable at start), else None."""
+    from clickhouse_driver import errors as ch_errors
+    from confluent_kafka import KafkaException
+
+    from .errors import DependencyError
+
+    if isinstance(exc, DependencyError):
+        return str(exc)
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if hasattr(error, "str") else str(error)
+        return f"Kafka: {text} (KAFKA_BOOTSTRAP, KAFKA_SECURITY_PROTOCOL and the SASL/TLS settings say where and how)"
+    if isinstance(exc, ch_errors.ServerException):
+        first = str(exc.message).strip().splitlines()[0] if getattr(exc, "message", None) else str(exc).splitlines()[0]
+        return f"ClickHouse refused (code {exc.code}): {first}"
+    if isinstance(exc, (ch_errors.NetworkError, ch_errors.SocketTimeoutError)):
+        return f"ClickHouse unreachable: {exc} (CLICKHOUSE_HOST, CLICKHOUSE_PORT, CLICKHOUSE_SECURE)"
+    return None
 
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_version(), "--version", "-V", prog_name="celery-monitor", message="%(prog)s %(version)s")
-@click.option("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR [env LOG_LEVEL]")
+@click.option("--log-level", default=None, type=click.Choice(LOG_LEVELS, case_sensitive=False),
+              help="DEBUG, INFO (default), WARNING, ERROR [env LOG_LEVEL]")  # fmt: skip
 @click.pass_context
 def cli(ctx: click.Context, log_level: str | None) -> None:
     """Celery monitoring and analytics as a stream pipeline: broker -> Kafka -> Faust -> ClickHouse."""
-    ctx.obj = {"log_level": log_level}
-    setup_logging(log_level)
+    level = (log_level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        click.echo(f"celery-monitor: LOG_LEVEL={level!r}: must be one of {', '.join(LOG_LEVELS)}", err=True)
+        sys.exit(2)
+    ctx.obj = {"log_level": level}
+    setup_logging(level)
 
 
 # -- bridge -----------------------------------------------------------------------------------
@@ -165,7 +204,7 @@ def bridge_forget(ctx, forget_cluster, queue_name, dry_run, **params) -> None:
 def worker(ctx: click.Context, **params) -> None:
     """The streams worker: task and worker state (Faust), alerts; the ClickHouse sink as a child process."""
     settings = load_settings(params)
-    log.info("worker starting: settings=%s", settings.as_dict())
+    log.info("worker starting: settings not at their defaults: %s", settings.as_dict(changed_only=True))
     run_guarded(lambda: _run_worker(settings, ctx.obj["log_level"]))
 
 
@@ -180,7 +219,7 @@ def _run_worker(settings: Settings, log_level: str | None) -> None:
     if created:
         log.info("created topics: %s", ", ".join(created))
     app = create_app(settings)
-    argv = ["celery-monitor", "worker", "-l", log_level or os.environ.get("LOG_LEVEL") or "info"]
+    argv = ["celery-monitor", "worker", "-l", FAUST_LEVELS[log_level or "INFO"]]
     argv += ["--web-host", settings.web_host, "--web-port", str(settings.web_port)] if settings.web_port else ["--without-web"]
     sys.argv = argv  # Faust's worker reads its own command line
     if settings.sink != "process":
@@ -212,7 +251,7 @@ def sink(stop_with_pid: int, **params) -> None:
     from .sink.consumer import ClickHouseSink
 
     settings = load_settings(params)
-    log.info("sink starting: settings=%s", settings.as_dict())
+    log.info("sink starting: settings not at their defaults: %s", settings.as_dict(changed_only=True))
     consumer = ClickHouseSink(settings)
     run_guarded(consumer.serve_health)
     signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
@@ -221,7 +260,7 @@ def sink(stop_with_pid: int, **params) -> None:
         from .sink.child import stop_when_parent_goes
 
         stop_when_parent_goes(stop_with_pid, consumer.stop)
-    consumer.run()
+    run_guarded(consumer.run)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -231,7 +270,7 @@ def ui(**params) -> None:
     from .ui.server import UIConfigError, serve
 
     settings = load_settings(params)
-    log.info("ui starting: settings=%s", settings.as_dict())
+    log.info("ui starting: settings not at their defaults: %s", settings.as_dict(changed_only=True))
     try:
         run_guarded(lambda: serve(settings))
     except UIConfigError as exc:
@@ -260,7 +299,7 @@ def migrate(print_sql: bool, **params) -> None:
                 click.echo(statement + ";\n")
         return
     client = connect(settings, with_database=False)
-    applied = apply(client.execute, settings.clickhouse_database, layout=layout)
+    applied = run_guarded(lambda: apply(client.execute, settings.clickhouse_database, layout=layout))
     click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
 
@@ -275,10 +314,15 @@ def topics(plan: bool, **params) -> None:
     if plan:
         click.echo(json.dumps([p.as_json() for p in plan_topics(settings)], indent=2))
         return
-    changes = run_guarded(lambda: ensure_topics(settings))
+    _report_topics(run_guarded(lambda: ensure_topics(settings)))
+
+
+def _report_topics(changes) -> None:
     click.echo(f"topics created: {', '.join(changes.created) or 'none (all exist)'}")
     for name, configs in changes.fixed.items():
         click.echo(f"topic {name}: set {', '.join(f'{k}={v}' for k, v in configs.items())}")
+    for name, why in changes.refused.items():
+        click.echo(f"topic {name}: {why}", err=True)
     if changes.unchecked:
         click.echo(f"configuration not reported by the broker (not compared): {', '.join(changes.unchecked)}")
 
@@ -292,14 +336,11 @@ def init_command(**params) -> None:
     from .topics import ensure_topics
 
     settings = load_settings(params)
-    changes = run_guarded(lambda: ensure_topics(settings))
-    click.echo(f"topics created: {', '.join(changes.created) or 'none (all exist)'}")
-    for name, configs in changes.fixed.items():
-        click.echo(f"topic {name}: set {', '.join(f'{k}={v}' for k, v in configs.items())}")
+    _report_topics(run_guarded(lambda: ensure_topics(settings)))
     layout = None
     if settings.clickhouse_cluster:
         layout = ClusterLayout(settings.clickhouse_cluster, replicated=settings.clickhouse_replicated, on_cluster=settings.clickhouse_replicated)
-    applied = apply(connect(settings, with_database=False).execute, settings.clickhouse_database, layout=layout)
+    applied = run_guarded(lambda: apply(connect(settings, with_database=False).execute, settings.clickhouse_database, layout=layout))
     click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
 
 
@@ -340,7 +381,7 @@ def report(cluster: str, name: str, window: float, fmt: str, plot: str | None, *
         return [column for column, _ in types], rows
 
     since = time.time() - window if window else 0
-    answers = run_report(execute, settings.clickhouse_database, {"cluster": cluster, "name": name, "since": since})
+    answers = run_guarded(lambda: run_report(execute, settings.clickhouse_database, {"cluster": cluster, "name": name, "since": since}))
     click.echo(render(answers, fmt))
     if plot:
         from pathlib import Path

@@ -30,6 +30,9 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 # Prefixes of variables only this product reads: an unknown one among them is probably a typo.
 OWN_PREFIXES = ("STREAMS_", "BRIDGE_", "SINK_", "UI_", "TOPIC_", "ALERT_", "WORKER_")
+# Prefixes other software uses too (Kafka's and ClickHouse's images, Celery apps): an unknown one is
+# named only when it is close to one of ours (KAFKA_BOOTSTRAP_SERVERS, CLICKHOUSE_PASS, ...).
+SHARED_PREFIXES = ("KAFKA_", "CLICKHOUSE_", "CELERY_", "BROKER_")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOST_PORT = re.compile(r"^[^\s,:]+:\d{1,5}$")
 
@@ -462,11 +465,16 @@ class Settings(BaseSettings):
             env[_env(info)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
         return env
 
-    def as_dict(self) -> dict:
-        """For logs and `celery-monitor config`: secrets masked (a password inside a broker URL too)."""
+    def as_dict(self, changed_only: bool = False) -> dict:
+        """For logs and `celery-monitor config`: secrets masked (a password inside a broker URL too);
+        ``changed_only``: only the settings not at their defaults (what a start-up line needs)."""
         out = {}
         for name, info in type(self).model_fields.items():
             value = self.secret(name)
+            if changed_only:
+                default = info.default.get_secret_value() if isinstance(info.default, SecretStr) else info.default
+                if value == default:
+                    continue
             if _extra(info)["secret"] and value:
                 value = mask_url(value) if "://" in str(value) else "***"
             out[name] = value
@@ -512,15 +520,22 @@ def explain(exc: ValidationError, given: Mapping[str, Any]) -> str:
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """Variables with one of this product's own prefixes that no setting reads (probably typos),
-    each with the closest known name."""
+    """Variables no setting reads that look meant for one (probably typos), each with the closest
+    known name: every unknown one with this product's own prefixes, and those with a shared prefix
+    that are close to a setting's name."""
     known = {_env(i) for i in Settings.model_fields.values()}
     extra = {"RUN_DIR", "CLICKHOUSE_HTTP_PORT", "RABBITMQ_PORT", "REDIS_PORT", "STREAMS_TEST_EVENTS", "UI_SCREENSHOTS"}
     out = []
     for name in sorted(environ):
-        if name.startswith(OWN_PREFIXES) and name not in known and name not in extra:
+        if name in known or name in extra:
+            continue
+        if name.startswith(OWN_PREFIXES):
             close = difflib.get_close_matches(name, known, n=1)
             out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        elif name.startswith(SHARED_PREFIXES):
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            if close:
+                out.append(f"{name} (did you mean {close[0]}?)")
     return out
 
 
@@ -569,7 +584,8 @@ def settings_markdown() -> str:
             info = Settings.model_fields[name]
             default = info.default.get_secret_value() if isinstance(info.default, SecretStr) else info.default
             shown = "''" if default == "" else ("unset" if default is None else f"`{default!r}`".replace("|", "\\|"))
-            out.append(f"| `{_env(info)}` | `{field_flag(name)}` | {_type_text(name, info)} | {shown} | {info.description} |")
+            flag = "(environment only)" if _extra(info)["secret"] and info.annotation is SecretStr else f"`{field_flag(name)}`"
+            out.append(f"| `{_env(info)}` | {flag} | {_type_text(name, info)} | {shown} | {info.description.replace('|', chr(92) + '|')} |")
         out.append("")
     out += [
         "The local dev stack (`python -m devstack`, behind `make up`) sets `KAFKA_FLAVOR=tansu`,",

@@ -22,9 +22,13 @@ from .config import Settings
 
 
 def librdkafka_options(settings: Settings) -> dict[str, Any]:
-    """Options of a confluent-kafka Producer/Consumer/AdminClient (librdkafka's dotted names)."""
+    """Options of a confluent-kafka Producer/Consumer/AdminClient (librdkafka's dotted names); its
+    own log lines go through the ``librdkafka`` logger, the same message at most once a minute."""
+    from .logs import librdkafka_logger
+
     s = settings
-    options: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap, "security.protocol": s.kafka_security_protocol.lower()}
+    options: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap, "security.protocol": s.kafka_security_protocol.lower(),
+                               "logger": librdkafka_logger()}  # fmt: skip
     if s.kafka_security_protocol.startswith("SASL"):
         options.update({
             "sasl.mechanism": s.kafka_sasl_mechanism,

@@ -31,6 +31,7 @@ from typing import Iterable
 from . import compat
 from .config import Settings
 from .connections import librdkafka_options
+from .errors import DependencyError
 
 log = logging.getLogger("streams.store")
 WATERMARK_TIMEOUT = 10.0
@@ -68,7 +69,7 @@ def drop_untrusted_stores(settings: Settings, tabledir: Path, tables: Iterable[s
         try:
             marks = watermarks(changelog_name(settings, table), sorted(paths))
         except Exception as exc:  # noqa: BLE001 - no answer: the store cannot be checked, and is not used unchecked
-            raise RuntimeError(f"cannot check the RocksDB store in {tabledir} against {changelog_name(settings, table)} "
+            raise DependencyError(f"cannot check the RocksDB store in {tabledir} against {changelog_name(settings, table)} "
                                f"(is Kafka at {settings.kafka_bootstrap} reachable?): {exc}") from exc
         for partition, path in sorted(paths.items()):
             try:

@@ -34,6 +34,7 @@ from typing import Any
 
 from .config import Settings
 from .connections import librdkafka_options
+from .errors import DependencyError
 
 log = logging.getLogger("streams.topics")
 TABLES = ("tasks", "workers", "worker-losses", "celery-metrics")
@@ -91,7 +92,7 @@ def topic_names(settings: Settings) -> list[str]:
 def admin_client(settings: Settings):
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({**librdkafka_options(settings), "client.id": "celery-monitor-admin", "logger": log})
+    return AdminClient({**librdkafka_options(settings), "client.id": "celery-monitor-admin"})
 
 
 @dataclass
@@ -99,6 +100,7 @@ class TopicChanges:
     created: list[str] = field(default_factory=list)
     fixed: dict[str, dict[str, str]] = field(default_factory=dict)  # topic -> {config: new value}
     unchecked: list[str] = field(default_factory=list)  # the broker reported no configuration
+    refused: dict[str, str] = field(default_factory=dict)  # topic -> why a planned change was not made
 
 
 def ensure_topics(settings: Settings, fix: bool = True) -> TopicChanges:
@@ -111,8 +113,14 @@ def ensure_topics(settings: Settings, fix: bool = True) -> TopicChanges:
     admin = admin_client(settings)
     plans = plan_topics(settings)
     changes = TopicChanges()
-    existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT).topics)
+    metadata = admin.list_topics(timeout=ADMIN_TIMEOUT)
+    existing = set(metadata.topics)
     missing = [p for p in plans if p.name not in existing]
+    if missing and len(metadata.brokers) < settings.topic_replication_factor:
+        raise DependencyError(
+            f"Kafka has {len(metadata.brokers)} broker(s), fewer than TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor}: "
+            f"cannot create {', '.join(p.name for p in missing)} (set TOPIC_REPLICATION_FACTOR and TOPIC_MIN_INSYNC_REPLICAS for this cluster)"
+        )
     if missing:
         futures = admin.create_topics(
             [NewTopic(p.name, p.partitions, p.replication_factor, config=p.config) for p in missing], request_timeout=ADMIN_TIMEOUT
@@ -125,7 +133,7 @@ def ensure_topics(settings: Settings, fix: bool = True) -> TopicChanges:
                 error = exc.args[0] if exc.args else None
                 if getattr(error, "code", lambda: None)() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue  # created concurrently by another process
-                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+                raise DependencyError(f"could not create topic {name}: {exc}") from exc
     if fix:
         present = [p for p in plans if p.name in existing]
         actual = describe_configs(admin, [p.name for p in present])
@@ -136,6 +144,12 @@ def ensure_topics(settings: Settings, fix: bool = True) -> TopicChanges:
                 changes.unchecked.append(p.name)
                 continue
             diff = {k: v for k, v in p.config.items() if k in FIXABLE and configs.get(k) != v}
+            replicas = min((len(part.replicas) for part in metadata.topics[p.name].partitions.values()), default=0)
+            if "min.insync.replicas" in diff and int(diff["min.insync.replicas"]) > replicas:
+                # acks=all writes would all fail (NOT_ENOUGH_REPLICAS): never set it above the replicas there are
+                del diff["min.insync.replicas"]
+                changes.refused[p.name] = (f"min.insync.replicas={p.config['min.insync.replicas']} not set: the topic has {replicas} "
+                                           f"replica(s) (add replicas by a partition reassignment, or lower TOPIC_MIN_INSYNC_REPLICAS)")  # fmt: skip
             if diff:
                 wanted[p.name] = diff
         if wanted:
@@ -174,7 +188,7 @@ def alter_configs(admin, wanted: dict[str, dict[str, str]]) -> None:
         try:
             future.result()
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeError(f"could not change the configuration of {resource.name}: {exc}") from exc
+            raise DependencyError(f"could not change the configuration of {resource.name}: {exc}") from exc
         log.info("topic %s: set %s", resource.name, wanted[resource.name])
 
 

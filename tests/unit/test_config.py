@@ -98,8 +98,12 @@ def test_the_config_command_exits_2_naming_the_variable():
 
 
 def test_unknown_variables_with_our_prefixes_are_named_with_a_guess():
-    found = unknown_variables({"STREAMS_SINKK": "x", "KAFKA_HEAP_OPTS": "-Xmx1g", "UI_PORT": "1", "PATH": "/bin"})
-    assert found == ["STREAMS_SINKK (did you mean STREAMS_SINK?)"]
+    found = unknown_variables({"STREAMS_SINKK": "x", "KAFKA_HEAP_OPTS": "-Xmx1g", "UI_PORT": "1", "PATH": "/bin",
+                               "KAFKA_BOOTSTRAP_SERVERS": "k:9092", "CLICKHOUSE_PASS": "x", "CELERY_BROKER": "amqp://",
+                               "CLICKHOUSE_DB": "celery", "CELERY_RESULT_BACKEND": "redis://"})  # fmt: skip
+    assert found == ["CELERY_BROKER (did you mean CELERY_BROKER_URL?)", "CLICKHOUSE_DB (did you mean CLICKHOUSE_DATABASE?)",
+                     "CLICKHOUSE_PASS (did you mean CLICKHOUSE_PASSWORD?)",
+                     "KAFKA_BOOTSTRAP_SERVERS (did you mean KAFKA_BOOTSTRAP?)", "STREAMS_SINKK (did you mean STREAMS_SINK?)"]  # fmt: skip
 
 
 SASL_SSL = {
@@ -114,14 +118,14 @@ SASL_SSL = {
 
 def test_plaintext_options_for_every_client():
     plain = Settings.load(environ={})
-    assert librdkafka_options(plain) == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "plaintext"}
+    assert _no_logger(librdkafka_options(plain)) == {"bootstrap.servers": "127.0.0.1:9092", "security.protocol": "plaintext"}
     assert kafka_python_options(plain) == {"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "PLAINTEXT"}
     assert faust_credentials(plain) is None
 
 
 def test_sasl_ssl_means_the_same_to_librdkafka_aiokafka_and_kafka_python():
     s = Settings.load(environ=SASL_SSL)
-    assert librdkafka_options(s) == {
+    assert _no_logger(librdkafka_options(s)) == {
         "bootstrap.servers": "k1:9093,k2:9093",
         "security.protocol": "sasl_ssl",
         "sasl.mechanism": "SCRAM-SHA-512",
@@ -180,6 +184,22 @@ def test_docs_configuration_is_generated_from_the_model():
     assert documented == settings_markdown(), "regenerate: celery-monitor config --markdown > docs/configuration.md"
     for info in Settings.model_fields.values():
         assert f"`{info.json_schema_extra['env']}`" in documented
+
+
+def _no_logger(options: dict) -> dict:
+    assert options.pop("logger").name == "librdkafka"  # every client logs through the rate-limited logger
+    return options
+
+
+def test_librdkafka_log_lines_are_rate_limited():
+    import logging
+
+    from streams.logs import RateLimit
+
+    limit = RateLimit(60)
+    records = [logging.LogRecord("librdkafka", 40, "", 0, f"FAIL 127.0.0.1:{port}: Connection refused (after {i}ms)", None, None)
+               for i, port in enumerate((9092, 9092, 9093))]  # fmt: skip
+    assert [limit.filter(r) for r in records] == [True, False, False]
 
 
 def _self_signed(tmp_path):
