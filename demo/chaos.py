@@ -103,7 +103,9 @@ class Witness(threading.Thread):
             self.receiver = app.events.Receiver(conn, handlers={"*": self.events.append})
             # The bodies as the producers sent them: Celery's receiver replaces a task-sent
             # event's clock with its own (clients never sync clocks); the pipeline keeps it.
-            self.receiver.event_from_message = lambda body, **_: (body["type"], dict(body))
+            # Other tenants' messages on the shared broker's celeryev exchange may be anything.
+            self.receiver.event_from_message = lambda body, **_: (
+                (body.get("type"), dict(body)) if isinstance(body, dict) and isinstance(body.get("type"), str) else ("foreign", {}))
             self.receiver.capture(limit=None, timeout=None, wakeup=False)
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -33,7 +33,7 @@ from .connections import faust_credentials, librdkafka_options
 from .exporter import CeleryExporter
 from .metrics import StreamsMetrics
 from .outbox import Outbox, OutboxTable
-from .store import drop_untrusted_stores
+from .store import drop_untrusted_stores, mark_clean_stop
 from .topics import TABLES
 from .worker import StreamsWorker
 
@@ -93,7 +93,7 @@ def create_app(settings: Settings) -> faust.App:
     _register(app, settings, worker)
 
     metrics.serve(settings.streams_metrics_addr)  # now, not in a Faust task: a taken port stops the start
-    app.service(_outbox_service(app, outbox))
+    app.service(_outbox_service(app, outbox, Path(app.conf.tabledir) if rocksdb else None))
     if settings.sink == "inline":
         app.service(_sink_service(settings))
     app.monitor_metrics = metrics  # for tests and the benchmark
@@ -158,7 +158,7 @@ def _register(app: faust.App, settings: Settings, worker: StreamsWorker) -> None
         worker.measure_lag()
 
 
-def _outbox_service(app: faust.App, outbox: Outbox):
+def _outbox_service(app: faust.App, outbox: Outbox, tabledir: Path | None):
     class OutboxService(mode.Service):
         """Serves the producer's delivery reports on the event loop; drains it on stop."""
 
@@ -174,10 +174,13 @@ def _outbox_service(app: faust.App, outbox: Outbox):
                 await app.crash(exc)
 
         async def on_stop(self) -> None:
-            if not await outbox.drain():
+            drained = await outbox.drain()
+            if not drained:
                 log.warning("stopping with %d records unacknowledged; their source records are re-read", outbox.in_flight)
             self._task.cancel()
             outbox.close()
+            if tabledir is not None and drained and not app.crashed:
+                mark_clean_stop(tabledir)  # the next start trusts the stores without reading them through
 
     return OutboxService
 

@@ -210,7 +210,18 @@ def worker(ctx: click.Context, **params) -> None:
 
 def _run_worker(settings: Settings, log_level: str | None) -> None:
     from .app import create_app
-    from .topics import ensure_topics
+    from .topics import ensure_topics, partition_mismatches
+
+    if settings.store.startswith("rocksdb"):
+        try:
+            import rocksdict  # noqa: F401
+        except ImportError:
+            raise ConfigError("STREAMS_STORE=rocksdb:// needs the rocksdb extra: pip install 'celery-stream-monitor[rocksdb]' "
+                              "(the image has it)") from None  # fmt: skip
+    mismatched = partition_mismatches(settings)
+    if mismatched:
+        raise ConfigError(f"TOPIC_PARTITIONS={settings.topic_partitions} but {mismatched}: the worker's tables are "
+                          "partitioned as its sources; set TOPIC_PARTITIONS to the topics' count (`celery-monitor check`)")  # fmt: skip
 
     # The app's changelogs and internal topics (a new STREAMS_APP_ID has none yet), planned as
     # `celery-monitor topics` plans them: Faust would create them without our configuration, and a
@@ -314,10 +325,13 @@ def topics(plan: bool, **params) -> None:
     if plan:
         click.echo(json.dumps([p.as_json() for p in plan_topics(settings)], indent=2))
         return
-    _report_topics(run_guarded(lambda: ensure_topics(settings)))
+    if _report_topics(run_guarded(lambda: ensure_topics(settings))):
+        sys.exit(1)
 
 
-def _report_topics(changes) -> None:
+def _report_topics(changes) -> bool:
+    """What `topics` / `init` did; True when a topic is wrong in a way they must not change (the
+    command then exits 1)."""
     click.echo(f"topics created: {', '.join(changes.created) or 'none (all exist)'}")
     for name, configs in changes.fixed.items():
         click.echo(f"topic {name}: set {', '.join(f'{k}={v}' for k, v in configs.items())}")
@@ -325,6 +339,7 @@ def _report_topics(changes) -> None:
         click.echo(f"topic {name}: {why}", err=True)
     if changes.unchecked:
         click.echo(f"configuration not reported by the broker (not compared): {', '.join(changes.unchecked)}")
+    return bool(changes.refused)
 
 
 @cli.command("init", context_settings=CONTEXT)
@@ -336,12 +351,14 @@ def init_command(**params) -> None:
     from .topics import ensure_topics
 
     settings = load_settings(params)
-    _report_topics(run_guarded(lambda: ensure_topics(settings)))
+    wrong = _report_topics(run_guarded(lambda: ensure_topics(settings)))
     layout = None
     if settings.clickhouse_cluster:
         layout = ClusterLayout(settings.clickhouse_cluster, replicated=settings.clickhouse_replicated, on_cluster=settings.clickhouse_replicated)
     applied = run_guarded(lambda: apply(connect(settings, with_database=False).execute, settings.clickhouse_database, layout=layout))
     click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    if wrong:
+        sys.exit(1)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -407,7 +424,7 @@ def replay(files: tuple[str, ...], at: float | None, **params) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @setting_options("clickhouse")
-@click.option("--keep-months", type=int, required=True, help="months kept, the current one included")
+@click.option("--keep-months", type=click.IntRange(min=1), required=True, help="months kept, the current one included")
 @click.option("--dry-run", is_flag=True, help="print the statements only")
 def retention(keep_months: int, dry_run: bool, **params) -> None:
     """Drop month partitions of events / events_per_minute / queue_lengths older than --keep-months."""
@@ -437,19 +454,34 @@ def config(markdown: bool, fmt: str) -> None:
 COMPONENTS = {"bridge": "bridge_metrics_addr", "worker": "streams_metrics_addr", "sink": "sink_metrics_addr", "ui": "ui_port"}
 
 
+def _pid1_words() -> list[str]:
+    try:
+        return Path("/proc/1/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
 def _running_component() -> str | None:
     """The component the container's main process runs: ``celery-monitor <component>`` in the
     command line of PID 1 (or of the process an init such as tini started as its child)."""
-    try:
-        words = Path("/proc/1/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    return next((w for w in words if w in COMPONENTS), None)
+    return next((w for w in _pid1_words() if w in COMPONENTS), None)
+
+
+def _flag_of_main_process(name: str) -> str | None:
+    """The value the main process got for a setting's flag (``--flag V`` or ``--flag=V``), if any:
+    what it binds is what `health` must ask."""
+    flag, words = field_flag(name), _pid1_words()
+    for i, word in enumerate(words):
+        if word == flag and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(flag + "="):
+            return word.split("=", 1)[1]
+    return None
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("component", required=False, type=click.Choice(sorted(COMPONENTS)))
-@click.option("--timeout", type=float, default=4.0, help="seconds to wait for the answer")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=60), default=4.0, help="seconds to wait for the answer")
 def health(component: str | None, timeout: float) -> None:
     """Exit 0 when a component's /healthz answers 200 (the image's HEALTHCHECK; default: the
     component this container runs, from its main process's command line)."""
@@ -460,15 +492,17 @@ def health(component: str | None, timeout: float) -> None:
     if component is None:
         click.echo("celery-monitor health: name the component (bridge, worker, sink, ui)", err=True)
         sys.exit(2)
-    settings = load_settings({})
+    given = {n: _flag_of_main_process(n) for n in (COMPONENTS[component], "ui_host")} if _running_component() == component else {}
+    settings = load_settings({k: v for k, v in given.items() if v is not None})
     if component == "ui":
         host, port = settings.ui_host, settings.ui_port
     else:
         host, _, port = getattr(settings, COMPONENTS[component]).rpartition(":")
+    host = host.strip("[]")
     if port == "off":
         click.echo(f"{component}: {field_env(COMPONENTS[component])}=off, no endpoint to ask", err=True)
         sys.exit(1)
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # a wildcard bind answers on loopback
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:

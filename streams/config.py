@@ -33,8 +33,9 @@ OWN_PREFIXES = ("STREAMS_", "BRIDGE_", "SINK_", "UI_", "TOPIC_", "ALERT_", "WORK
 # Prefixes other software uses too (Kafka's and ClickHouse's images, Celery apps): an unknown one is
 # named only when it is close to one of ours (KAFKA_BOOTSTRAP_SERVERS, CLICKHOUSE_PASS, ...).
 SHARED_PREFIXES = ("KAFKA_", "CLICKHOUSE_", "CELERY_", "BROKER_")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HOST_PORT = re.compile(r"^[^\s,:]+:\d{1,5}$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s,:\[\]]+):([0-9]{1,5})")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}")  # Kafka's legal topic characters; room for the changelog suffixes
 
 _environ_override: ContextVar[Mapping[str, str] | None] = ContextVar("environ_override", default=None)
 
@@ -86,7 +87,7 @@ class _EnvironSource(EnvSettingsSource):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         frozen=True, extra="forbid", case_sensitive=True, env_ignore_empty=True, populate_by_name=True,
-        validate_default=True, hide_input_in_errors=True,
+        validate_default=True, hide_input_in_errors=True, str_strip_whitespace=True,
     )  # fmt: skip
 
     # -- Kafka connection ------------------------------------------------------------------
@@ -122,7 +123,8 @@ class Settings(BaseSettings):
     )
     topic_events_retention_ms: int = setting(
         7 * DAY_MS, "TOPIC_EVENTS_RETENTION_MS",
-        "retention.ms of the event topics and dead letters (the raw input: a replay can start this far back; -1 = forever)", "topics", ge=-1,
+        "retention.ms of the event topics and dead letters (the raw input: a replay can start this far back; -1 = forever)", "topics",
+        ge=-1,
     )  # fmt: skip
     topic_records_retention_ms: int = setting(
         7 * DAY_MS, "TOPIC_RECORDS_RETENTION_MS",
@@ -159,12 +161,13 @@ class Settings(BaseSettings):
     # -- Bridge -----------------------------------------------------------------------------
     bridge_queue: str = setting("", "BRIDGE_QUEUE", "AMQP: durable queue bound to celeryev with '#' (default celery-monitor.bridge.<cluster>)", "bridge")
     bridge_queue_max_length: int = setting(
-        2_000_000, "BRIDGE_QUEUE_MAX_LENGTH", "AMQP x-max-length of the bridge queue (protects the broker when the bridge is down)", "bridge", ge=1
-    )
-    bridge_queue_ttl_ms: int = setting(86_400_000, "BRIDGE_QUEUE_TTL_MS", "AMQP x-message-ttl of the bridge queue (ms)", "bridge", ge=1)
+        2_000_000, "BRIDGE_QUEUE_MAX_LENGTH", "AMQP x-max-length of the bridge queue (protects the broker when the bridge is down)", "bridge",
+        ge=1, le=2**63 - 1,
+    )  # fmt: skip
+    bridge_queue_ttl_ms: int = setting(86_400_000, "BRIDGE_QUEUE_TTL_MS", "AMQP x-message-ttl of the bridge queue (ms)", "bridge", ge=1, le=2**32 - 1)
     bridge_prefetch: int = setting(
         100, "BRIDGE_PREFETCH",
-        "AMQP prefetch: unacked broker messages in flight (a flush holds at most this many; BRIDGE_BATCH_BYTES bounds their memory)", "bridge", ge=1,
+        "AMQP prefetch: unacked broker messages in flight (a flush holds at most this many; BRIDGE_BATCH_BYTES bounds their memory)", "bridge", ge=1, le=65535,
     )  # fmt: skip
     bridge_batch_size: int = setting(
         50, "BRIDGE_BATCH_SIZE",
@@ -216,7 +219,7 @@ class Settings(BaseSettings):
     session_timeout: float | None = setting(
         None, "STREAMS_SESSION_TIMEOUT",
         "Kafka consumer session timeout, s, of the streams worker and the sink (default by KAFKA_FLAVOR: kafka 45, tansu 6 -- "
-        "Tansu's JoinGroup waits half of it)", "streams", gt=0,
+        "Tansu's JoinGroup waits half of it)", "streams", ge=1, le=3600,
     )  # fmt: skip
     worker_expiry_factor: float = setting(
         2.0, "WORKER_EXPIRY_FACTOR",
@@ -319,10 +322,25 @@ class Settings(BaseSettings):
     @classmethod
     def _bootstrap(cls, value: str) -> str:
         servers = [s.strip() for s in value.split(",")]
-        bad = [s for s in servers if not _HOST_PORT.match(s)]
+        bad = [s for s in servers if not ((m := _HOST_PORT.fullmatch(s)) and 0 < int(m.group(2)) < 65536)]
         if not servers or bad:
-            raise ValueError(f"expected host:port[,host:port...], got {', '.join(bad) or 'nothing'}")
+            raise ValueError(f"expected host:port[,host:port...] with ports 1-65535, got {', '.join(bad) or 'nothing'}")
         return ",".join(servers)
+
+    @field_validator("topic_task_events", "topic_worker_events", "topic_task_states", "topic_worker_states", "topic_dead_letters",
+                     "topic_alerts", "topic_bridge_status", "topic_queue_lengths", "app_id")  # fmt: skip
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _TOPIC.fullmatch(value):
+            raise ValueError("Kafka topic names (and the app id, which prefixes its topics) take letters, digits, '.', '_', '-' only, at most 200")
+        return value
+
+    @field_validator("topic_events_retention_ms", "topic_records_retention_ms")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value != -1 and value < 60_000:
+            raise ValueError("must be -1 (forever) or at least 60000 (a minute)")
+        return value
 
     @field_validator("store")
     @classmethod
@@ -334,7 +352,7 @@ class Settings(BaseSettings):
     @field_validator("clickhouse_database")
     @classmethod
     def _database(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):  # it is written into SQL text
+        if not _IDENTIFIER.fullmatch(value):  # it is written into SQL text
             raise ValueError("must be an identifier (letters, digits, _; not starting with a digit)")
         return value
 
@@ -354,7 +372,7 @@ class Settings(BaseSettings):
         if text.lower() in ("", "off"):
             return "off"
         port = text.rpartition(":")[2]
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValueError("expected host:port, :port or off")
         return text
 
@@ -364,15 +382,17 @@ class Settings(BaseSettings):
         text = str(value).strip()
         if text.lower() in ("", "off"):
             return "off"
-        if not text.isdigit() or not 0 < int(text) < 65536:
+        if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
             raise ValueError("expected a port number or off")
         return text
 
     @field_validator("ui_basic_auth")
     @classmethod
     def _basic_auth(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value() and ":" not in value.get_secret_value():
-            raise ValueError("must be user:password")
+        text = value.get_secret_value()
+        user, colon, password = text.partition(":")
+        if text and not (colon and user and password):
+            raise ValueError("must be user:password, both not empty")
         return value
 
     @model_validator(mode="after")
@@ -386,6 +406,10 @@ class Settings(BaseSettings):
             raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME")
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        topics = self.all_topics()
+        doubled = sorted({t for t in topics if topics.count(t) > 1})
+        if doubled:
+            raise ValueError(f"topic {', '.join(doubled)} is set for two purposes: every TOPIC_* must name its own topic")
         return self
 
     # -- resolution -------------------------------------------------------------------------
@@ -515,7 +539,8 @@ def explain(exc: ValidationError, given: Mapping[str, Any]) -> str:
         source = f"{field_flag(name)}" if name in given else _env(info)
         value = error.get("input")
         shown = "***" if _extra(info)["secret"] else repr(value)
-        lines.append(f"{source}={shown}: {message} (set {_env(info)} or {field_flag(name)}; `celery-monitor config --markdown` lists every setting)")
+        where = _env(info) if info.annotation is SecretStr else f"{_env(info)} or {field_flag(name)}"
+        lines.append(f"{source}={shown}: {message} (set {where}; `celery-monitor config --markdown` lists every setting)")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

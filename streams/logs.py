@@ -4,6 +4,11 @@ import logging
 import os
 
 
+# aiokafka logs every failed reconnect and fetch at ERROR while a broker is away: rate-limited
+AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.client", "aiokafka.cluster", "aiokafka.consumer.fetcher",
+                    "aiokafka.consumer.group_coordinator", "aiokafka.producer.sender", "faust.transport.drivers.aiokafka")  # fmt: skip
+
+
 def setup_logging(level: str | None = None) -> None:
     logging.basicConfig(
         level=(level or os.environ.get("LOG_LEVEL", "INFO")).upper(),
@@ -11,6 +16,10 @@ def setup_logging(level: str | None = None) -> None:
     )
     for noisy in ("kafka", "aiokafka", "kombu", "amqp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in AIOKAFKA_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RateLimit) for f in logger.filters):
+            logger.addFilter(RateLimit())
 
 
 class RateLimit(logging.Filter):

@@ -126,7 +126,10 @@ def fetch_range(settings, topic: str, partition: int, offsets: range) -> list[Si
     librdkafka's consumer: kafka-python's skipped records of large batches on Tansu."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**librdkafka_options(settings), "group.id": "celery-monitor-read-back", "enable.auto.commit": False})
+    from confluent_kafka import KafkaError
+
+    consumer = Consumer({**librdkafka_options(settings), "group.id": "celery-monitor-read-back", "enable.auto.commit": False,
+                         "auto.offset.reset": "error"})  # never jump over the range: an "out of range" is reported, below
     found: list[SimpleNamespace] = []
     expected = offsets.start
     tp = TopicPartition(topic, partition)
@@ -138,7 +141,16 @@ def fetch_range(settings, topic: str, partition: int, offsets: range) -> list[Si
                 raise RuntimeError(f"{topic}:{partition} offsets {expected}..{offsets.stop - 1} could not be read")
             batch = consumer.consume(max(1, offsets.stop - expected), 0.5)
             for message in batch:
-                if message.error() or message.offset() < expected:
+                if message.error():
+                    if message.error().code() == KafkaError._AUTO_OFFSET_RESET:
+                        low, _ = consumer.get_watermark_offsets(tp, timeout=5)
+                        if expected < low:  # deleted by retention meanwhile: nothing left to read there
+                            log.error("%s:%d offsets %d..%d were deleted before they could be read back", topic, partition, expected, low - 1)
+                            expected = low
+                        time.sleep(0.2)  # a broker coming back from a restart: ask again
+                        consumer.seek(TopicPartition(topic, partition, expected))
+                    continue
+                if message.offset() < expected:
                     continue
                 if message.offset() >= offsets.stop:
                     expected = offsets.stop

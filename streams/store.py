@@ -18,7 +18,10 @@ What cannot be trusted, and is dropped (that partition is rebuilt from its chang
   another Kafka cluster (the dev stack's Tansu on memory storage forgets every topic on restart);
 * a persisted offset below the changelog's first offset minus one: records after it were
   deleted, so recovery could not replay them;
-* a partition the changelog does not have (TOPIC_PARTITIONS lowered) or a changelog that is gone.
+* a partition the changelog does not have (TOPIC_PARTITIONS lowered) or a changelog that is gone;
+* a database that cannot be read: after a start that did not follow a clean stop (a crash, a
+  kill -9, a power loss), every partition database is read through once before it is trusted, so
+  a corrupt block is found here rather than by a crash loop of the worker.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ from .errors import DependencyError
 
 log = logging.getLogger("streams.store")
 WATERMARK_TIMEOUT = 10.0
+CLEAN_STOP = ".clean-stop"  # in the table directory: the last worker using it stopped gracefully
+
+
+def mark_clean_stop(tabledir: Path) -> None:
+    """Called when the worker stops gracefully: the next start need not read the stores through."""
+    if Path(tabledir).is_dir():
+        (Path(tabledir) / CLEAN_STOP).write_text("")
 
 
 def changelog_name(settings: Settings, table: str) -> str:
@@ -61,6 +71,9 @@ def drop_untrusted_stores(settings: Settings, tabledir: Path, tables: Iterable[s
     returns the paths deleted. ``watermarks(topic, partitions) -> {partition: (low, high)}``
     defaults to asking Kafka."""
     watermarks = watermarks or (lambda topic, partitions: changelog_watermarks(settings, topic, partitions))
+    marker = Path(tabledir) / CLEAN_STOP
+    clean = marker.exists()
+    marker.unlink(missing_ok=True)  # until this run stops gracefully
     dropped = []
     for table in tables:
         paths = compat.rocksdb_partition_paths(tabledir, table)
@@ -74,6 +87,8 @@ def drop_untrusted_stores(settings: Settings, tabledir: Path, tables: Iterable[s
         for partition, path in sorted(paths.items()):
             try:
                 persisted = compat.rocksdb_persisted_offset(path)
+                if not clean:  # the last run did not stop gracefully: read it through (checksums)
+                    compat.rocksdb_verify(path)
             except Exception as exc:  # noqa: BLE001 - unreadable (corrupt, another version): rebuild it
                 reason = f"it cannot be read ({exc})"
             else:

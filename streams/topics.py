@@ -139,6 +139,10 @@ def ensure_topics(settings: Settings, fix: bool = True) -> TopicChanges:
         actual = describe_configs(admin, [p.name for p in present])
         wanted: dict[str, dict[str, str]] = {}
         for p in present:
+            partitions = len(metadata.topics[p.name].partitions)
+            if partitions != p.partitions:
+                changes.refused[p.name] = (f"has {partitions} partitions, {p.partitions} planned (TOPIC_PARTITIONS): never changed "
+                                           "here (keys would move away from their state); see `celery-monitor check`")  # fmt: skip
             configs = actual.get(p.name)
             if not configs:
                 changes.unchecked.append(p.name)
@@ -148,14 +152,26 @@ def ensure_topics(settings: Settings, fix: bool = True) -> TopicChanges:
             if "min.insync.replicas" in diff and int(diff["min.insync.replicas"]) > replicas:
                 # acks=all writes would all fail (NOT_ENOUGH_REPLICAS): never set it above the replicas there are
                 del diff["min.insync.replicas"]
-                changes.refused[p.name] = (f"min.insync.replicas={p.config['min.insync.replicas']} not set: the topic has {replicas} "
-                                           f"replica(s) (add replicas by a partition reassignment, or lower TOPIC_MIN_INSYNC_REPLICAS)")  # fmt: skip
+                why = (f"min.insync.replicas={p.config['min.insync.replicas']} not set: the topic has {replicas} replica(s) (add "
+                       f"replicas by a partition reassignment, or lower TOPIC_MIN_INSYNC_REPLICAS)")  # fmt: skip
+                changes.refused[p.name] = f"{changes.refused[p.name]}; {why}" if p.name in changes.refused else why
             if diff:
                 wanted[p.name] = diff
         if wanted:
             alter_configs(admin, wanted)
             changes.fixed = wanted
     return changes
+
+
+def partition_mismatches(settings: Settings, admin=None) -> str:
+    """Existing planned topics whose partition count is not TOPIC_PARTITIONS, as one line ('' when
+    none): a worker must not start on them (its tables and internal topics are partitioned as its
+    sources, and a new app id's changelogs would be created with the wrong count)."""
+    admin = admin or admin_client(settings)
+    topics = admin.list_topics(timeout=ADMIN_TIMEOUT).topics
+    wrong = [f"{p.name} has {len(topics[p.name].partitions)}" for p in plan_topics(settings)
+             if p.name in topics and topics[p.name].error is None and len(topics[p.name].partitions) != p.partitions]  # fmt: skip
+    return ", ".join(wrong)
 
 
 def describe_configs(admin, names: list[str]) -> dict[str, dict[str, str]]:
@@ -246,8 +262,9 @@ def inspect_topics(settings: Settings, admin=None) -> list[TopicCheck]:
 def _compare(plan: TopicPlan, check: TopicCheck) -> None:
     actual = check.config or {}
     policy = actual.get("cleanup.policy")
-    if plan.role == "changelog" and policy is not None and "compact" not in policy:
-        check.errors.append(f"cleanup.policy={policy}: a changelog must be compacted, or table state older than retention.ms is lost")
+    if plan.role == "changelog" and policy is not None and policy != "compact":
+        check.errors.append(f"cleanup.policy={policy}: a changelog must be compacted only (with delete, table state older than "
+                            "retention.ms is lost)")  # fmt: skip
     elif policy is not None and policy != plan.config.get("cleanup.policy"):
         check.warnings.append(f"cleanup.policy={policy}, {plan.config.get('cleanup.policy')} planned")
     isr = actual.get("min.insync.replicas")

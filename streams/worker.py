@@ -159,11 +159,11 @@ class StreamsWorker:
         missing = self.gaps.missing_before(tp, generation, msg.offset)
         if missing:
             log.warning(
-                "records %d..%d of %s:%d were never delivered to the agent (faust#596, after table recovery); "
-                "reading them directly and holding commits there",
+                "records %d..%d of %s:%d were never delivered to the agent (faust#596 after a table recovery, or a broker "
+                "that answered fetches without them); reading them directly and holding commits there",
                 missing.start, missing.stop - 1, tp.topic, tp.partition,
             )  # fmt: skip
-            found = await asyncio.get_running_loop().run_in_executor(None, fetch_range, self.settings, tp.topic, tp.partition, missing)
+            found = await self._read_back(tp, missing)
             self._hole_read(tp, missing, found)
             out.extend(Refetched(tp, record) for record in found)
             self.metrics.offset_gaps_repaired.inc()
@@ -189,12 +189,18 @@ class StreamsWorker:
                 continue
             missing = missing[:READ_BACK_MAX_RECORDS]  # memory: the rest at the next check, if still stalled
             log.warning(
-                "records %d..%d of %s:%d were fetched but never delivered to the agent (faust#596, after table "
-                "recovery); reading them directly", missing.start, missing.stop - 1, tp.topic, tp.partition,
+                "records %d..%d of %s:%d did not reach the agent for %.0fs (faust#596 after a table recovery, or a broker "
+                "that answered fetches without them); reading them directly",
+                missing.start, missing.stop - 1, tp.topic, tp.partition, STALL_PATIENCE_SECONDS,
             )  # fmt: skip
             install_commit_floor(consumer, self.gaps.floors)
             self.gaps.floors.setdefault(tp, missing.start)
-            found = await asyncio.get_running_loop().run_in_executor(None, fetch_range, self.settings, tp.topic, tp.partition, missing)
+            try:
+                found = await asyncio.get_running_loop().run_in_executor(None, fetch_range, self.settings, tp.topic, tp.partition, missing)
+            except Exception as exc:  # noqa: BLE001 - Kafka away (a broker restart): the next check tries again
+                log.warning("reading back %s:%d offsets %d..%d failed (%s); trying again at the next check",
+                            tp.topic, tp.partition, missing.start, missing.stop - 1, exc)  # fmt: skip
+                continue
             self._hole_read(tp, missing, found)
             self.metrics.offset_gaps_repaired.inc()
             async with self.locks.setdefault(tp, asyncio.Lock()):
@@ -209,6 +215,19 @@ class StreamsWorker:
                     self.gaps.advance(tp, app.consumer_generation_id, record.offset)
                 self.gaps.advance(tp, app.consumer_generation_id, missing.stop - 1)  # and what the log does not hold
             self.quiet_since[tp] = time.monotonic()
+
+    async def _read_back(self, tp, missing: range) -> list:
+        """The records of ``missing`` (fetch_range), retried with backoff while Kafka cannot answer:
+        the partition waits, as it would for a fetch (the record that revealed the hole waits too)."""
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(None, fetch_range, self.settings, tp.topic, tp.partition, missing)
+            except Exception as exc:  # noqa: BLE001 - Kafka away: back-pressure, not a crash
+                log.warning("reading back %s:%d offsets %d..%d failed (%s); retrying in %.1fs",
+                            tp.topic, tp.partition, missing.start, missing.stop - 1, exc, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
 
     def _hole_read(self, tp, missing: range, found: list) -> None:
         """Commits are held at the first offset of a hole until it is acked; offsets the log does

@@ -23,7 +23,7 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ..config import Settings
@@ -72,6 +72,53 @@ class Batch:
         self.events.add_pack(value)
 
 
+class Continuity:
+    """Per source partition, the next offset the sink must insert: no record may be skipped.
+
+    It starts at the group's committed offset when the partition is assigned and follows every
+    record. A record past it means the consumer jumped (a broker that came back from a restart and
+    answered a fetch with "out of range", an offset reset): the sink seeks back to the expected
+    offset. Only when the same record comes again right after that seek are the offsets between
+    taken as not held by the log (compaction, transaction markers) -- the broker answers a fetch
+    at a missing offset with the next record. Pure: the consumer acts on its verdicts.
+    """
+
+    OK, SEEK, OLD = "ok", "seek", "old"
+
+    def __init__(self) -> None:
+        self.expected: dict[tuple[str, int], int] = {}
+        self.sought: dict[tuple[str, int], int] = {}  # partition -> the offset last sought back to
+
+    def assign(self, tp: tuple[str, int], committed: int | None) -> None:
+        """``committed``: the group's committed offset, None when it has none (start anywhere)."""
+        self.sought.pop(tp, None)
+        if committed is None:
+            self.expected.pop(tp, None)
+        else:
+            self.expected[tp] = committed
+
+    def revoke(self, tp: tuple[str, int]) -> None:
+        self.expected.pop(tp, None)
+        self.sought.pop(tp, None)
+
+    def check(self, tp: tuple[str, int], offset: int) -> str:
+        """OK: take it; SEEK: seek back to ``expected[tp]`` and drop it; OLD: already taken, drop it."""
+        expected = self.expected.get(tp)
+        if expected is None or offset == expected:
+            self.expected[tp] = offset + 1
+            self.sought.pop(tp, None)
+            return self.OK
+        if offset < expected:
+            return self.OLD
+        if self.sought.get(tp) == expected:  # sought back there and the log gave this record again
+            log.warning("sink: %s[%d] holds no records at offsets %d..%d; going on at %d", *tp, expected, offset - 1, offset)
+            self.expected[tp] = offset + 1
+            self.sought.pop(tp, None)
+            return self.OK
+        self.sought[tp] = expected
+        return self.SEEK
+
+
 class ClickHouseSink:
     TABLES = {"tasks": TASK_COLUMNS, "workers": WORKER_COLUMNS, "events": EVENT_COLUMNS, "queue_lengths": QUEUE_LENGTH_COLUMNS}
 
@@ -86,6 +133,7 @@ class ClickHouseSink:
             settings.topic_queue_lengths: ("queue_lengths", queue_length_row),
         }
         self._stop = threading.Event()
+        self.continuity = Continuity()
         self._last_insert = -1e9
         self.last_loop: float | None = None  # monotonic time the loop last went round (/healthz)
         self.consumer: Consumer | None = None
@@ -96,8 +144,8 @@ class ClickHouseSink:
         self._stop.set()
 
     def health(self) -> tuple[int, dict]:
-        """503 until the loop first went round and when it has not for HEALTH_STALE_SECONDS (a
-        ClickHouse outage keeps it going round: the insert is retried inside the loop)."""
+        """503 until the loop first went round and when it has not for HEALTH_STALE_SECONDS; waiting
+        for ClickHouse to come back counts as going round (a restart would not help)."""
         if self.last_loop is None:
             return 503, {"status": "starting"}
         age = time.monotonic() - self.last_loop
@@ -130,14 +178,16 @@ class ClickHouseSink:
             "client.id": f"{s.sink_group}-{id(self):x}",
             "enable.auto.commit": False,  # commit after write, and only then
             "enable.auto.offset.store": False,  # commits name their offsets: those of the inserted batch
-            "auto.offset.reset": "earliest",
+            # Never jump to another offset on its own: an "out of range" answer (a broker coming back
+            # from a restart can give one) is reported to the sink, which decides (_offset_reset).
+            "auto.offset.reset": "error",
             "session.timeout.ms": session_ms,
             "heartbeat.interval.ms": min(3000, max(300, session_ms // 6)),
             "max.poll.interval.ms": 600_000,
             # Tansu answers a Fetch only when its max-wait runs out; Kafka as soon as data arrives
             **({"fetch.wait.max.ms": 100} if s.tansu_fixes else {}),
         })  # fmt: skip
-        self.consumer.subscribe(list(self.routes), on_assign=self._on_assign)
+        self.consumer.subscribe(list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         if self.writer is None:
             self.writer = ClickHouseWriter(s)
 
@@ -231,13 +281,28 @@ class ClickHouseSink:
         return batch
 
     def _add(self, batch: Batch, messages) -> None:
-        routes, offsets = self.routes, batch.offsets
+        routes, offsets, check = self.routes, batch.offsets, self.continuity.check
+        rewound: set = set()  # partitions sought back in this call: their later records come again
         for message in messages:
             if message.error():
-                self._consumer_error(message.error())
+                if message.error().code() == KafkaError._AUTO_OFFSET_RESET:
+                    self._offset_reset(message)
+                else:
+                    self._consumer_error(message.error())
                 continue
             topic = message.topic()
-            offsets[(topic, message.partition())] = message.offset() + 1
+            tp = (topic, message.partition())
+            if tp in rewound:
+                continue
+            verdict = check(tp, message.offset())
+            if verdict != Continuity.OK:
+                if verdict == Continuity.SEEK:
+                    expected = self.continuity.expected[tp]
+                    log.warning("sink: %s[%d] jumped from offset %d to %d; reading from %d again", *tp, expected, message.offset(), expected)
+                    self.consumer.seek(TopicPartition(topic, tp[1], expected))
+                    rewound.add(tp)
+                continue
+            offsets[tp] = message.offset() + 1
             table, to_row = routes[topic]
             if to_row is None:
                 try:
@@ -256,15 +321,52 @@ class ClickHouseSink:
             return
         offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in batch.offsets.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            answers = self.consumer.commit(offsets=offsets, asynchronous=False) or []
         except KafkaException as exc:
             # A rebalance took the partitions: their new owner re-reads and re-inserts the same
             # rows, which the ReplacingMergeTree keys make harmless.
             log.warning("sink: commit after insert failed (%s); rows will be re-read and deduplicated", exc)
+            return
+        failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in answers if tp.error is not None]
+        if failed:
+            log.warning("sink: commit after insert refused for %s; those rows will be re-read and deduplicated", ", ".join(failed))
 
-    @staticmethod
-    def _on_assign(_consumer, partitions) -> None:
+    def _on_assign(self, consumer, partitions) -> None:
+        """Each partition resumes at the group's committed offset, or -- a new group -- at the
+        first offset the log holds (OFFSET_BEGINNING: with auto.offset.reset=error nothing else
+        would say where)."""
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        start = []
+        for tp in partitions:
+            offset = committed.get((tp.topic, tp.partition), -1001)
+            self.continuity.assign((tp.topic, tp.partition), offset if offset >= 0 else None)
+            start.append(TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else OFFSET_BEGINNING))
+        consumer.assign(start)
         log.info("sink: partitions assigned: %d", len(partitions))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        for tp in partitions:
+            self.continuity.revoke((tp.topic, tp.partition))
+
+    def _offset_reset(self, message) -> None:
+        """The broker answered "out of range" for where the sink reads: records it never read
+        were deleted (retention ran while the sink was behind) -- go on at the first offset held,
+        and say how many were lost -- or the broker is confused for a moment (coming back from a
+        restart) -- read the same offset again."""
+        tp = (message.topic(), message.partition())
+        expected = self.continuity.expected.get(tp)
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10)
+        if expected is None or expected < low:
+            if expected is not None:
+                log.error("sink: %s[%d] records %d..%d were deleted by the topic's retention before the sink read them; "
+                          "going on at %d", *tp, expected, low - 1, low)  # fmt: skip
+                self.continuity.expected[tp] = low
+            target = low
+        else:
+            log.warning("sink: %s[%d] offset %d out of range for the broker (%d..%d held); reading it again", *tp, expected, low, high - 1)
+            time.sleep(0.5)
+            target = expected
+        self.consumer.seek(TopicPartition(tp[0], tp[1], target))
 
     @staticmethod
     def _consumer_error(error: KafkaError) -> None:
@@ -306,6 +408,7 @@ class ClickHouseSink:
                 paused = True
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and not self._stop.is_set():
+                self.last_loop = time.monotonic()  # waiting for ClickHouse is not being stuck (/healthz)
                 # Paused partitions return nothing; should a message fetched before the pause
                 # still come, it is consumed (its offset will be committed), so it joins the
                 # newest batch (committed last).
@@ -316,8 +419,7 @@ class ClickHouseSink:
             retry=retry_if_exception_type(ClickHouseUnavailable),
             sleep=keep_membership_while_waiting,
             before_sleep=lambda st: log.warning(
-                "sink: ClickHouse unavailable (%s); holding %d rows, retry %d in %.1fs. "
-                "Check that ClickHouse runs at %s:%s (make status).",
+                "sink: ClickHouse unavailable (%s); holding %d rows, retry %d in %.1fs (CLICKHOUSE_HOST %s, CLICKHOUSE_PORT %s)",
                 st.outcome.exception(), size, st.attempt_number, st.next_action.sleep,
                 self.settings.clickhouse_host, self.settings.clickhouse_port,
             ),

@@ -39,7 +39,8 @@ def test_check_finds_what_loses_data_and_topics_fixes_what_it_may(stack):
     assert any(settings.topic_dead_letters in e and "2 partitions, 8 planned" in e for e in errors), errors
 
     fixed = cli(settings, "topics")
-    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.returncode == 1, fixed.stderr  # the dead letters' partitions are wrong, and never changed by it
+    assert f"topic {settings.topic_dead_letters}: has 2 partitions, 8 planned" in fixed.stderr
     assert f"topics created: {settings.topic_alerts}" in fixed.stdout
     assert f"topic {changelog}: set cleanup.policy=compact" in fixed.stdout
 

@@ -148,3 +148,30 @@ def test_clickhouse_down_retries_the_batch_then_commits():
     assert kinds.index("commit") > kinds.index("insert") > kinds.index("refused")
     assert kinds.index("pause") < kinds.index("insert") < kinds.index("resume")  # no fetching while ClickHouse is down
     assert writer.rows == ["u0", "u1", "u2"]
+
+
+def test_continuity_seeks_back_over_a_jump_and_accepts_only_what_the_log_lacks():
+    from streams.sink.consumer import Continuity
+
+    c = Continuity()
+    tp = ("celery.task-events.v2", 5)
+    c.assign(tp, 15)  # the group's committed offset
+    assert c.check(tp, 15) == Continuity.OK and c.expected[tp] == 16
+    assert c.check(tp, 39) == Continuity.SEEK  # a jump (an offset reset after a broker restart): read 16.. again
+    assert c.expected[tp] == 16  # (librdkafka purges the partition's fetched records on a seek)
+    assert c.check(tp, 16) == Continuity.OK and c.check(tp, 17) == Continuity.OK  # the records it had skipped
+    assert c.check(tp, 16) == Continuity.OLD  # a record taken already (fetched again) is dropped
+    assert c.check(tp, 20) == Continuity.SEEK  # 18, 19 missing: seek back to 18 ...
+    assert c.check(tp, 20) == Continuity.OK  # ... and the log answers 20 again: 18 and 19 are not in it
+    assert c.expected[tp] == 21
+
+
+def test_continuity_of_a_new_group_starts_anywhere():
+    from streams.sink.consumer import Continuity
+
+    c = Continuity()
+    tp = ("t", 0)
+    c.assign(tp, None)
+    assert c.check(tp, 7) == Continuity.OK and c.expected[tp] == 8
+    c.revoke(tp)
+    assert c.check(tp, 100) == Continuity.OK
