@@ -28,11 +28,15 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ..config import Settings
 from ..connections import librdkafka_options
+from ..stalls import fetch_range
 from ..clickhouse import ClickHouseUnavailable, ClickHouseWriter
 from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, queue_length_row, task_row, worker_row
 
 UNASSIGNED_WARNING_SECONDS = 60.0
 HEALTH_STALE_SECONDS = 120.0
+STALL_CHECK_SECONDS = 2.0
+STALL_PATIENCE_SECONDS = 6.0  # a partition with records past the expected offset and none delivered for this long
+READ_BACK_MAX_RECORDS = 500  # records read back per stalled partition per check
 
 log = logging.getLogger("streams.sink")
 
@@ -72,6 +76,30 @@ class Batch:
         self.events.add_pack(value)
 
 
+class _ReadBack:
+    """A record read back with fetch_range, shaped like the confluent-kafka messages the sink adds."""
+
+    __slots__ = ("_topic", "_partition", "_offset", "_value")
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes):
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
 class Continuity:
     """Per source partition, the next offset the sink must insert: no record may be skipped.
 
@@ -88,10 +116,12 @@ class Continuity:
     def __init__(self) -> None:
         self.expected: dict[tuple[str, int], int] = {}
         self.sought: dict[tuple[str, int], int] = {}  # partition -> the offset last sought back to
+        self.progress: dict[tuple[str, int], float] = {}  # partition -> monotonic time of its last record (or assignment)
 
     def assign(self, tp: tuple[str, int], committed: int | None) -> None:
         """``committed``: the group's committed offset, None when it has none (start anywhere)."""
         self.sought.pop(tp, None)
+        self.progress[tp] = time.monotonic()
         if committed is None:
             self.expected.pop(tp, None)
         else:
@@ -100,6 +130,7 @@ class Continuity:
     def revoke(self, tp: tuple[str, int]) -> None:
         self.expected.pop(tp, None)
         self.sought.pop(tp, None)
+        self.progress.pop(tp, None)
 
     def check(self, tp: tuple[str, int], offset: int) -> str:
         """OK: take it; SEEK: seek back to ``expected[tp]`` and drop it; OLD: already taken, drop it."""
@@ -107,6 +138,7 @@ class Continuity:
         if expected is None or offset == expected:
             self.expected[tp] = offset + 1
             self.sought.pop(tp, None)
+            self.progress[tp] = time.monotonic()
             return self.OK
         if offset < expected:
             return self.OLD
@@ -134,6 +166,7 @@ class ClickHouseSink:
         }
         self._stop = threading.Event()
         self.continuity = Continuity()
+        self._last_stall_check = 0.0
         self._last_insert = -1e9
         self.last_loop: float | None = None  # monotonic time the loop last went round (/healthz)
         self.consumer: Consumer | None = None
@@ -204,6 +237,7 @@ class ClickHouseSink:
                 unassigned_since, warned_at = time.monotonic(), 0.0
                 while not self._stop.is_set():
                     batch = self._collect()
+                    self._repair_stalls(batch)
                     now = self.last_loop = time.monotonic()
                     if self.consumer.assignment():
                         unassigned_since = now
@@ -330,6 +364,52 @@ class ClickHouseSink:
         failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in answers if tp.error is not None]
         if failed:
             log.warning("sink: commit after insert refused for %s; those rows will be re-read and deduplicated", ", ".join(failed))
+
+    def _repair_stalls(self, batch: Batch) -> None:
+        """Records the broker holds but does not hand this consumer (seen with a broker coming back
+        from a restart: fetches answered empty for minutes while the records were there) are read
+        with a consumer of their own and added to the batch; the consumer is then moved past them.
+        A partition counts as stalled when the log's end is past the next expected offset and no
+        record of it came for STALL_PATIENCE_SECONDS."""
+        now = time.monotonic()
+        if now - self._last_stall_check < STALL_CHECK_SECONDS:
+            return
+        self._last_stall_check = now
+        for tp, expected in list(self.continuity.expected.items()):
+            quiet = now - self.continuity.progress.get(tp, now)
+            if quiet < STALL_PATIENCE_SECONDS:
+                continue
+            high = self._highwater(tp)
+            if high is None or high <= expected:
+                self.continuity.progress[tp] = now  # caught up: nothing missing
+                continue
+            missing = range(expected, min(high, expected + READ_BACK_MAX_RECORDS))
+            log.warning("sink: %s[%d] offsets %d..%d held by the broker but not delivered for %.0fs; reading them directly",
+                        *tp, missing.start, missing.stop - 1, quiet)  # fmt: skip
+            try:
+                found = fetch_range(self.settings, tp[0], tp[1], missing)
+            except Exception as exc:  # noqa: BLE001 - Kafka away: the next check tries again
+                log.warning("sink: reading back %s[%d] failed (%s); trying again", *tp, exc)
+                continue
+            if found and found[0].offset > expected:  # fetch_range skips only offsets the log does not hold
+                self.continuity.expected[tp] = found[0].offset
+            self._add(batch, [_ReadBack(tp[0], tp[1], r.offset, r.value) for r in found])
+            self.continuity.expected[tp] = max(self.continuity.expected[tp], missing.stop)
+            try:
+                self.consumer.seek(TopicPartition(tp[0], tp[1], self.continuity.expected[tp]))
+            except KafkaException as exc:
+                log.debug("seek after read-back: %s", exc)
+
+    def _highwater(self, tp: tuple[str, int]) -> int | None:
+        try:
+            if self.settings.tansu_fixes:  # Tansu's ListOffsets answer is wrong (streams.tansu)
+                from ..tansu import fetch_highwaters
+
+                return next(iter(fetch_highwaters(self.settings.kafka_bootstrap.split(","), [TopicPartition(*tp)]).values()))
+            return self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=5)[1]
+        except Exception as exc:  # noqa: BLE001 - no answer now: not judged this time
+            log.debug("high watermark of %s: %s", tp, exc)
+            return None
 
     def _on_assign(self, consumer, partitions) -> None:
         """Each partition resumes at the group's committed offset, or -- a new group -- at the
