@@ -9,5 +9,5 @@ if __name__ == "__main__":
     level = []
     if "--log-level" in argv:  # a top-level option of celery-monitor, accepted here anywhere
         i = argv.index("--log-level")
-        level, argv = argv[i : i + 2], argv[:i] + argv[i + 2 :]
+        level, argv = argv[i : i + 2], argv[:i] + argv[i + 2 :]  # (without a value click says what is missing)
     main([*level, "bridge", *argv])
