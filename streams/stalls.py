@@ -114,52 +114,71 @@ async def first_offset(consumer, tp) -> int:
 
 
 def fetch_range(settings, topic: str, partition: int, offsets: range) -> list[SimpleNamespace]:
-    """The records the log holds at ``offsets`` of one partition, read outside the consumer group
-    (blocking): each as ``.offset`` and ``.value`` (bytes), in offset order.
+    """The records the log holds at ``offsets`` of one partition (``fetch_ranges`` of one)."""
+    return fetch_ranges(settings, {(topic, partition): offsets})[(topic, partition)]
+
+
+def fetch_ranges(settings, ranges: dict[tuple[str, int], range]) -> dict[tuple[str, int], list[SimpleNamespace]]:
+    """The records the log holds at the offsets of each ``(topic, partition)``, read by one
+    consumer outside the consumer group (blocking): per partition, each record as ``.offset`` and
+    ``.value`` (bytes), in offset order. One consumer for every partition: a stalled broker stalls
+    many partitions at once, and a consumer per partition cost a connection and a metadata
+    round-trip each (a check of 16 stalled partitions took 10 s).
 
     A Kafka log may skip offsets (compaction, transaction markers, a broker that lost an unacked
     tail when it crashed): the broker answers a fetch at a missing offset with the next record,
     so an offset below the first one returned is not in the log, and none is lost by skipping it.
-    The read ends at the first record at or past ``offsets.stop``, or once the consumer's position
-    (which moves past offsets the log does not hold) reaches it with nothing left to hand over.
-    Raises RuntimeError when it cannot get that far within 10 s of silence.
+    A partition's read ends at the first record at or past its ``stop``, or once the consumer's
+    position (which moves past offsets the log does not hold) reaches it with nothing left to hand
+    over. Raises RuntimeError when one cannot get that far within 10 s of silence.
     librdkafka's consumer: kafka-python's skipped records of large batches on Tansu."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    from confluent_kafka import KafkaError
-
+    found: dict[tuple[str, int], list[SimpleNamespace]] = {key: [] for key in ranges}
+    expected = {key: r.start for key, r in ranges.items() if r.stop > r.start}
+    if not expected:
+        return found
     consumer = Consumer({**librdkafka_options(settings), "group.id": "celery-monitor-read-back", "enable.auto.commit": False,
-                         "auto.offset.reset": "error"})  # never jump over the range: an "out of range" is reported, below
-    found: list[SimpleNamespace] = []
-    expected = offsets.start
-    tp = TopicPartition(topic, partition)
+                         "auto.offset.reset": "error"})  # never jump over a range: an "out of range" is reported, below
     try:
-        consumer.assign([TopicPartition(topic, partition, offsets.start)])
+        consumer.assign([TopicPartition(topic, partition, start) for (topic, partition), start in expected.items()])
         deadline = time.monotonic() + 10.0
-        while expected < offsets.stop:
+        while expected:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{topic}:{partition} offsets {expected}..{offsets.stop - 1} could not be read")
-            batch = consumer.consume(max(1, offsets.stop - expected), 0.5)
+                left = ", ".join(f"{t}:{p} offsets {o}..{ranges[t, p].stop - 1}" for (t, p), o in expected.items())
+                raise RuntimeError(f"{left} could not be read")
+            batch = consumer.consume(max(1, min(sum(ranges[k].stop - o for k, o in expected.items()), 10_000)), 0.5)
             for message in batch:
+                key = (message.topic(), message.partition())
+                if key not in expected:
+                    continue
                 if message.error():
                     if message.error().code() == KafkaError._AUTO_OFFSET_RESET:
-                        low, _ = consumer.get_watermark_offsets(tp, timeout=5)
-                        if expected < low:  # deleted by retention meanwhile: nothing left to read there
-                            log.error("%s:%d offsets %d..%d were deleted before they could be read back", topic, partition, expected, low - 1)
-                            expected = low
+                        low, _ = consumer.get_watermark_offsets(TopicPartition(*key), timeout=5)
+                        if expected[key] < low:  # deleted by retention meanwhile: nothing left to read there
+                            log.error("%s:%d offsets %d..%d were deleted before they could be read back", *key, expected[key], low - 1)
+                            expected[key] = low
                         time.sleep(0.2)  # a broker coming back from a restart: ask again
-                        consumer.seek(TopicPartition(topic, partition, expected))
+                        consumer.seek(TopicPartition(*key, expected[key]))
                     continue
-                if message.offset() < expected:
+                if message.offset() < expected[key]:
                     continue
-                if message.offset() >= offsets.stop:
-                    expected = offsets.stop
-                    break
-                found.append(SimpleNamespace(offset=message.offset(), value=message.value()))
-                expected = message.offset() + 1
+                stop = ranges[key].stop
+                if message.offset() >= stop:
+                    del expected[key]
+                    consumer.pause([TopicPartition(*key)])  # done: no more of it
+                    continue
+                found[key].append(SimpleNamespace(offset=message.offset(), value=message.value()))
+                expected[key] = message.offset() + 1
                 deadline = time.monotonic() + 10.0
-            if not batch and consumer.position([tp])[0].offset >= offsets.stop:
-                break  # fetched past the range and nothing left to hand over: the rest is not in the log
+                if expected[key] >= stop:
+                    del expected[key]
+                    consumer.pause([TopicPartition(*key)])  # done: no more of it
+            if not batch and expected:
+                positions = consumer.position([TopicPartition(*key) for key in expected])
+                for tp in positions:  # fetched past the range, nothing left to hand over: the rest is not in the log
+                    if tp.offset >= ranges[tp.topic, tp.partition].stop:
+                        del expected[tp.topic, tp.partition]
         return found
     finally:
         consumer.close()

@@ -34,10 +34,11 @@ from .folders import Folded, Outputs, PackContext, TaskFolder, Topics, WorkerFol
 from .metrics import StreamsMetrics
 from .outbox import Outbox, OutboxTable, Receipt
 from .records import decode
-from .stalls import OffsetGaps, ack_read_back, as_current_event, committed_offset, fetch_range, first_offset, install_commit_floor
+from .stalls import OffsetGaps, ack_read_back, as_current_event, committed_offset, fetch_range, fetch_ranges, first_offset, install_commit_floor
 
 log = logging.getLogger("streams.worker")
 STALL_PATIENCE_SECONDS = 6.0  # nothing of a partition for this long while its high watermark is ahead
+STALL_RECHECK_SECONDS = 2.0  # the same, for a partition read back within the last minute
 READ_BACK_MAX_RECORDS = 500  # packs read back per stalled partition per check (≈ 250k events at most)
 
 
@@ -78,6 +79,7 @@ class StreamsWorker:
         self.rebuilt: dict[str, int] = {}  # source topic -> generation whose assignment the folder indexed
         self.locks: dict = {}  # source partition -> asyncio.Lock: one record at a time, agent or repair
         self.quiet_since: dict = {}  # source partition -> monotonic time its last record reached us
+        self.read_back_at: dict = {}  # source partition -> monotonic time of its last stall read-back
         self.folds = {settings.topic_task_events: self.fold_tasks, self.names.losses: self.fold_tasks,
                       settings.topic_worker_events: self.fold_workers}  # fmt: skip
 
@@ -171,36 +173,46 @@ class StreamsWorker:
         return out
 
     async def repair_stalls(self) -> None:
-        """Records Faust fetched and dropped with no later record to reveal them (faust#596)."""
+        """Records Faust fetched and dropped with no later record to reveal them (faust#596), or
+        that a broker holds but does not hand the consumer: read back, every stalled partition
+        with one consumer. A partition read back within the last minute is judged after
+        STALL_RECHECK_SECONDS: a broker that stopped handing records keeps doing so for minutes."""
         app = self.app
         if app.rebalancing or getattr(app, "in_recovery", False):
             return
         consumer, now = app.consumer, time.monotonic()
+        wanted: dict = {}
         for tp in consumer.assignment():
-            if tp.topic not in self.folds or now - self.quiet_since.setdefault(tp, now) < STALL_PATIENCE_SECONDS:
+            recent = now - self.read_back_at.get(tp, -1e9) < 60.0
+            patience = STALL_RECHECK_SECONDS if recent else STALL_PATIENCE_SECONDS
+            if tp.topic not in self.folds or now - self.quiet_since.setdefault(tp, now) < patience:
                 continue
             highwater = consumer.highwater(tp)
             start = self.gaps.next_offset(tp)
             if highwater is None or highwater <= (start or 0):
                 continue
             missing = self.gaps.stalled(tp, highwater, start if start is not None else await first_offset(consumer, tp),
-                                        now - self.quiet_since[tp], STALL_PATIENCE_SECONDS)  # fmt: skip
-            if not missing:
-                continue
-            missing = missing[:READ_BACK_MAX_RECORDS]  # memory: the rest at the next check, if still stalled
+                                        now - self.quiet_since[tp], patience)  # fmt: skip
+            if missing:
+                wanted[tp] = missing[:READ_BACK_MAX_RECORDS]  # memory: the rest at the next check, if still stalled
+        if not wanted:
+            return
+        for tp, missing in wanted.items():
             log.warning(
                 "records %d..%d of %s:%d did not reach the agent for %.0fs (faust#596 after a table recovery, or a broker "
                 "that answered fetches without them); reading them directly",
-                missing.start, missing.stop - 1, tp.topic, tp.partition, STALL_PATIENCE_SECONDS,
+                missing.start, missing.stop - 1, tp.topic, tp.partition, now - self.quiet_since[tp],
             )  # fmt: skip
-            install_commit_floor(consumer, self.gaps.floors)
             self.gaps.floors.setdefault(tp, missing.start)
-            try:
-                found = await asyncio.get_running_loop().run_in_executor(None, fetch_range, self.settings, tp.topic, tp.partition, missing)
-            except Exception as exc:  # noqa: BLE001 - Kafka away (a broker restart): the next check tries again
-                log.warning("reading back %s:%d offsets %d..%d failed (%s); trying again at the next check",
-                            tp.topic, tp.partition, missing.start, missing.stop - 1, exc)  # fmt: skip
-                continue
+        install_commit_floor(consumer, self.gaps.floors)
+        ranges = {(tp.topic, tp.partition): missing for tp, missing in wanted.items()}
+        try:
+            records = await asyncio.get_running_loop().run_in_executor(None, fetch_ranges, self.settings, ranges)
+        except Exception as exc:  # noqa: BLE001 - Kafka away (a broker restart): the next check tries again
+            log.warning("reading back %d partitions failed (%s); trying again at the next check", len(ranges), exc)
+            return
+        for tp, missing in wanted.items():
+            found = records[tp.topic, tp.partition]
             self._hole_read(tp, missing, found)
             self.metrics.offset_gaps_repaired.inc()
             async with self.locks.setdefault(tp, asyncio.Lock()):
@@ -214,7 +226,7 @@ class StreamsWorker:
                         await self.process_one(refetched, self.folds[tp.topic])
                     self.gaps.advance(tp, app.consumer_generation_id, record.offset)
                 self.gaps.advance(tp, app.consumer_generation_id, missing.stop - 1)  # and what the log does not hold
-            self.quiet_since[tp] = time.monotonic()
+            self.quiet_since[tp] = self.read_back_at[tp] = time.monotonic()
 
     async def _read_back(self, tp, missing: range) -> list:
         """The records of ``missing`` (fetch_range), retried with backoff while Kafka cannot answer:

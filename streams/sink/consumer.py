@@ -28,7 +28,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ..config import Settings
 from ..connections import librdkafka_options
-from ..stalls import fetch_range
+from ..stalls import fetch_ranges
 from ..clickhouse import ClickHouseUnavailable, ClickHouseWriter
 from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, queue_length_row, task_row, worker_row
 
@@ -36,6 +36,7 @@ UNASSIGNED_WARNING_SECONDS = 60.0
 HEALTH_STALE_SECONDS = 120.0
 STALL_CHECK_SECONDS = 2.0
 STALL_PATIENCE_SECONDS = 6.0  # a partition with records past the expected offset and none delivered for this long
+STALL_RECHECK_SECONDS = 2.0  # the same, for a partition read back within the last minute
 READ_BACK_MAX_RECORDS = 500  # records read back per stalled partition per check
 
 log = logging.getLogger("streams.sink")
@@ -167,6 +168,7 @@ class ClickHouseSink:
         self._stop = threading.Event()
         self.continuity = Continuity()
         self._last_stall_check = 0.0
+        self._read_back_at: dict[tuple[str, int], float] = {}
         self._last_insert = -1e9
         self.last_loop: float | None = None  # monotonic time the loop last went round (/healthz)
         self.consumer: Consumer | None = None
@@ -368,48 +370,71 @@ class ClickHouseSink:
     def _repair_stalls(self, batch: Batch) -> None:
         """Records the broker holds but does not hand this consumer (seen with a broker coming back
         from a restart: fetches answered empty for minutes while the records were there) are read
-        with a consumer of their own and added to the batch; the consumer is then moved past them.
-        A partition counts as stalled when the log's end is past the next expected offset and no
-        record of it came for STALL_PATIENCE_SECONDS."""
+        with a consumer of their own (one for every stalled partition) and added to the batch; the
+        consumer is then moved past them. A partition counts as stalled when the log's end is past
+        the next expected offset and no record of it came for STALL_PATIENCE_SECONDS
+        (STALL_RECHECK_SECONDS when it was read back within the last minute: such a broker keeps
+        not handing records for minutes)."""
         now = time.monotonic()
         if now - self._last_stall_check < STALL_CHECK_SECONDS:
             return
         self._last_stall_check = now
-        for tp, expected in list(self.continuity.expected.items()):
-            quiet = now - self.continuity.progress.get(tp, now)
-            if quiet < STALL_PATIENCE_SECONDS:
-                continue
-            high = self._highwater(tp)
-            if high is None or high <= expected:
+        quiet = {}
+        for tp in self.continuity.expected:
+            patience = STALL_RECHECK_SECONDS if now - self._read_back_at.get(tp, -1e9) < 60.0 else STALL_PATIENCE_SECONDS
+            if now - self.continuity.progress.get(tp, now) >= patience:
+                quiet[tp] = now - self.continuity.progress.get(tp, now)
+        if not quiet:
+            return
+        highs = self._log_ends(list(quiet))
+        wanted: dict[tuple[str, int], range] = {}
+        for tp, seconds in quiet.items():
+            expected, high = self.continuity.expected[tp], highs.get(tp)
+            if high is None:
+                continue  # no answer now: not judged this time
+            if high <= expected:
                 self.continuity.progress[tp] = now  # caught up: nothing missing
                 continue
-            missing = range(expected, min(high, expected + READ_BACK_MAX_RECORDS))
+            wanted[tp] = range(expected, min(high, expected + READ_BACK_MAX_RECORDS))
             log.warning("sink: %s[%d] offsets %d..%d held by the broker but not delivered for %.0fs; reading them directly",
-                        *tp, missing.start, missing.stop - 1, quiet)  # fmt: skip
-            try:
-                found = fetch_range(self.settings, tp[0], tp[1], missing)
-            except Exception as exc:  # noqa: BLE001 - Kafka away: the next check tries again
-                log.warning("sink: reading back %s[%d] failed (%s); trying again", *tp, exc)
-                continue
-            if found and found[0].offset > expected:  # fetch_range skips only offsets the log does not hold
+                        *tp, wanted[tp].start, wanted[tp].stop - 1, seconds)  # fmt: skip
+        if not wanted:
+            return
+        try:
+            records = fetch_ranges(self.settings, wanted)
+        except Exception as exc:  # noqa: BLE001 - Kafka away: the next check tries again
+            log.warning("sink: reading back %d partitions failed (%s); trying again", len(wanted), exc)
+            return
+        for tp, missing in wanted.items():
+            found, expected = records[tp], self.continuity.expected[tp]
+            if found and found[0].offset > expected:  # fetch_ranges skips only offsets the log does not hold
                 self.continuity.expected[tp] = found[0].offset
             self._add(batch, [_ReadBack(tp[0], tp[1], r.offset, r.value) for r in found])
             self.continuity.expected[tp] = max(self.continuity.expected[tp], missing.stop)
+            self._read_back_at[tp] = now
             try:
                 self.consumer.seek(TopicPartition(tp[0], tp[1], self.continuity.expected[tp]))
             except KafkaException as exc:
                 log.debug("seek after read-back: %s", exc)
 
-    def _highwater(self, tp: tuple[str, int]) -> int | None:
-        try:
-            if self.settings.tansu_fixes:  # Tansu's ListOffsets answer is wrong (streams.tansu)
-                from ..tansu import fetch_highwaters
+    def _log_ends(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Each partition's log end offset, where the broker answers."""
+        if self.settings.tansu_fixes:  # Tansu's ListOffsets answer is wrong (streams.tansu)
+            from ..tansu import fetch_highwaters
 
-                return next(iter(fetch_highwaters(self.settings.kafka_bootstrap.split(","), [TopicPartition(*tp)]).values()))
-            return self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=5)[1]
-        except Exception as exc:  # noqa: BLE001 - no answer now: not judged this time
-            log.debug("high watermark of %s: %s", tp, exc)
-            return None
+            try:
+                answers = fetch_log_ends(self.settings.kafka_bootstrap.split(","), [TopicPartition(*tp) for tp in tps])
+            except Exception as exc:  # noqa: BLE001 - no answer now: not judged this time
+                log.debug("high watermarks: %s", exc)
+                return {}
+            return {(tp.topic, tp.partition): high for tp, high in answers.items()}
+        highs = {}
+        for tp in tps:
+            try:
+                highs[tp] = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=5)[1]
+            except Exception as exc:  # noqa: BLE001 - no answer now: not judged this time
+                log.debug("high watermark of %s: %s", tp, exc)
+        return highs
 
     def _on_assign(self, consumer, partitions) -> None:
         """Each partition resumes at the group's committed offset, or -- a new group -- at the
