@@ -11,9 +11,13 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import dev_settings, services
 from .__main__ import prepare, start_brokers
+
+if TYPE_CHECKING:
+    from streams.config import Settings
 
 BROKER_PORTS = {"rabbitmq": 5672, "redis": 6379}
 

@@ -30,8 +30,10 @@ PROBE_SECONDS = 10.0
 FETCH_MAX_WAIT_MS = 100
 
 
-def fetch_highwaters(bootstrap: list[str], partitions) -> dict:
-    """The high watermark of each partition, as a Fetch response reports it (blocking).
+def fetch_highwaters(bootstrap: list[str], partitions, partial: bool = False) -> dict:
+    """The high watermark of each partition, as a Fetch response reports it (blocking). Raises
+    TimeoutError when one has no answer within PROBE_SECONDS, unless ``partial``: then the
+    partitions that answered (one slow partition must not hide the others' answers).
 
     librdkafka's consumer, not kafka-python's: kafka-python 3.0's I/O loop, closed right after
     a poll, cancels its own metadata refresh and reads from the socket it just closed, which
@@ -68,6 +70,8 @@ def fetch_highwaters(bootstrap: list[str], partitions) -> dict:
                     marks[original] = high
             if len(marks) == len(tps):
                 return marks
+        if partial:
+            return marks
         raise TimeoutError(f"no Fetch high watermark for {partitions} within {PROBE_SECONDS}s")
     finally:
         probe.close()

@@ -423,7 +423,7 @@ class ClickHouseSink:
             from ..tansu import fetch_highwaters
 
             try:
-                answers = fetch_log_ends(self.settings.kafka_bootstrap.split(","), [TopicPartition(*tp) for tp in tps])
+                answers = fetch_highwaters(self.settings.kafka_bootstrap.split(","), [TopicPartition(*tp) for tp in tps], partial=True)
             except Exception as exc:  # noqa: BLE001 - no answer now: not judged this time
                 log.debug("high watermarks: %s", exc)
                 return {}
