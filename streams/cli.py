@@ -385,10 +385,15 @@ def check(fmt: str, no_broker: bool, **params) -> None:
 @click.option("--window", type=float, default=0, help="only tasks first seen in the last N seconds (0 = all)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text")
 @click.option("--plot", metavar="DIR", help="also write PNG charts (throughput, runtime percentiles, failure rate, queues) to DIR")
-def report(cluster: str, name: str, window: float, fmt: str, plot: str | None, **params) -> None:
+@click.option("--search", "search_text", metavar="TEXT",
+              help="instead of the questions, list the tasks this search finds (the UI's search box: 1234 args:x "
+                   "kwargs:key=value exception:Timeout state:FAILED -name:demo.*; --name takes a part or a glob)")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="tasks listed by --search")
+def report(cluster: str, name: str, window: float, fmt: str, plot: str | None, search_text: str | None, limit: int, **params) -> None:
     """Answer the analytics questions (the queries shipped with this version) from ClickHouse."""
     from .clickhouse import connect
-    from .report import render, run_report
+    from .report import render, run_report, search_tasks
+    from .search import SearchError, parse
 
     settings = load_settings(params)
     client = connect(settings)
@@ -398,6 +403,14 @@ def report(cluster: str, name: str, window: float, fmt: str, plot: str | None, *
         return [column for column, _ in types], rows
 
     since = time.time() - window if window else 0
+    if search_text is not None:
+        try:
+            terms = parse(search_text)
+        except SearchError as exc:
+            raise click.BadParameter(str(exc), param_hint="--search") from None
+        answer = run_guarded(lambda: search_tasks(execute, settings.clickhouse_database, terms, cluster, name, since, limit))
+        click.echo(render([answer], fmt))
+        return
     answers = run_guarded(lambda: run_report(execute, settings.clickhouse_database, {"cluster": cluster, "name": name, "since": since}))
     click.echo(render(answers, fmt))
     if plot:

@@ -30,6 +30,7 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from streams import search
 from streams.config import Settings
 from streams.engine import states as S
 from streams.report import Answer, load_query
@@ -158,9 +159,13 @@ def task_filter(request: Request, now: float) -> queries.TaskFilter:
     states = tuple(s for s in request.query_params.getlist("state") if s in S.TASK_STATES)
     window = _number(request, "window")
     uuid = _param(request, "uuid")
+    try:
+        terms = search.parse(_param(request, "q"))
+    except search.SearchError as exc:
+        raise BadRequest(f"search: {exc}") from None
     return queries.TaskFilter(
         cluster=_param(request, "cluster"), states=states, name=_param(request, "name"),
-        worker=_param(request, "worker"), uuid=uuid, since=now - window if window else 0.0,
+        worker=_param(request, "worker"), uuid=uuid, since=now - window if window else 0.0, search=terms,
     )  # fmt: skip
 
 
@@ -233,9 +238,9 @@ class UI:
         rows = queries.tasks(self.execute, self.db, self.columns("tasks"), where, self.page_size + 1, _cursor(request))
         more = len(rows) > self.page_size
         rows = rows[: self.page_size]
-        params = {k: request.query_params.getlist(k) for k in ("cluster", "state", "name", "worker", "uuid", "window")}
+        params = {k: request.query_params.getlist(k) for k in ("cluster", "state", "name", "worker", "uuid", "window", "q")}
         older = query_string(params, before=f"{rows[-1]['first_seen_at']!r}:{rows[-1]['uuid']}") if more and rows else ""
-        return {"rows": rows, "older": older, "params": params, "where": where, "paged": bool(_cursor(request)),
+        return {"rows": rows, "older": older, "params": params, "where": where, "paged": bool(_cursor(request)), "q": _param(request, "q"),
                 "limit_hit": self.page_size == self.row_limit and more}  # fmt: skip
 
     def tasks(self, request: Request) -> Response:

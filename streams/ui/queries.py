@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from streams import search as search_mod
+
 from . import badges
 
 Execute = Callable[[str, dict], tuple[list[str], list[tuple]]]
@@ -119,7 +121,8 @@ class TaskFilter:
     """The task list's filters; '' / 0 / () = no filter.
 
     ``states``: any of these states; ``since``/``until``: first seen in [since, until) (epoch s);
-    ``uuid``: the task id, or its beginning."""
+    ``uuid``: the task id, or its beginning; ``name``: a substring of the name (case-insensitive)
+    or a glob (``*``, ``?``); ``search``: terms of the search box (streams/search.py)."""
 
     cluster: str = ""
     states: tuple[str, ...] = ()
@@ -128,14 +131,22 @@ class TaskFilter:
     uuid: str = ""
     since: float = 0.0
     until: float = 0.0
+    search: tuple = ()
+
+    def terms(self) -> tuple:
+        """The name filter as a search term, then the search box's terms."""
+        return ((search_mod.Term("name", self.name),) if self.name else ()) + tuple(self.search)
+
+    def where(self) -> str:
+        """The filter's conditions (after a WHERE on the cluster); values in ``params()``."""
+        return TASK_WHERE + search_mod.condition(self.terms())[0]
 
     def params(self) -> dict:
-        return {
+        return {**search_mod.condition(self.terms())[1], 
             "cluster": self.cluster,
             "any_state": 0 if self.states else 1,
             "states": tuple(self.states) or ("",),
-            "name": self.name,
-            "worker": self.worker,
+                "worker": self.worker,
             "uuid": self.uuid,
             "since": float(self.since),
             "until": float(self.until),
@@ -144,7 +155,6 @@ class TaskFilter:
 
 TASK_WHERE = """
     AND (%(any_state)s = 1 OR state IN %(states)s)
-    AND (%(name)s = '' OR name = %(name)s)
     AND (%(worker)s = '' OR worker = %(worker)s)
     AND (%(uuid)s = '' OR startsWith(uuid, %(uuid)s))
     AND first_seen_at >= %(since)s AND (%(until)s = 0 OR first_seen_at < %(until)s)"""
@@ -177,7 +187,7 @@ def tasks(
     keys_sql = f"""
         SELECT cluster, uuid
         FROM {db}.tasks FINAL
-        WHERE {_in_cluster(where.cluster)} {TASK_WHERE}
+        WHERE {_in_cluster(where.cluster)} {where.where()}
           AND (%(before_at)s = 0 OR first_seen_at < %(before_at)s OR (first_seen_at = %(before_at)s AND uuid < %(before_uuid)s))
         ORDER BY first_seen_at DESC, uuid DESC
         LIMIT %(limit)s"""

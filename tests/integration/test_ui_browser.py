@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,10 @@ def test_each_filter_narrows_the_list(run, browser):
         ("state=RECOVERED", lambda t: t["state"] == "RECOVERED"),
         ("state=CRITICAL&state=REVOKED", lambda t: t["state"] in ("CRITICAL", "REVOKED")),
         ("name=demo.flaky", lambda t: t["name"] == "demo.flaky"),
+        ("name=DEMO.FL", lambda t: "demo.fl" in t["name"].lower()),  # a part of the name, any case
+        ("name=demo.a*", lambda t: t["name"].startswith("demo.a")),  # a glob: demo.add, demo.always_retry
+        ("q=" + quote("-state:SUCCEEDED name:demo.*"), lambda t: t["state"] != "SUCCEEDED" and t["name"].startswith("demo.")),
+        ("q=" + quote("state:FAILED kwargs:k=x"), lambda t: False),
         (f"worker={worker}", lambda t: t["worker"] == worker),
         ("worker=nobody@nowhere", lambda t: False),
         (f"uuid={some}", None),
@@ -218,6 +223,37 @@ def test_each_filter_narrows_the_list(run, browser):
     assert {u for u in got if u in mine} == {u for u, t in mine.items() if t["state"] in ("FAILED", "REJECTED")}
     assert {t["state"] for t in got.values()} == {"FAILED", "REJECTED"}
     shot(browser, "tasks-filtered")
+
+
+def test_the_search_box_finds_args_kwargs_and_exceptions_and_escapes_them(run, browser):
+    """Typed into the search box as a person would: hostile text found by a part of its args,
+    kwargs or exception message, shown escaped; a bad search is a 400 page saying why."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, cluster = run["url"], run["settings"].cluster
+    part = HOSTILE_MESSAGE[:30]  # before the right-to-left mark, which Celery's repr() of args writes as \\u202e
+    quoted = '"' + part.replace('"', '\\"') + '"'
+    both = {run["hostile_name"], run["hostile_exc"]}
+    for text, want in ((part, both),  # four words, each found
+                       (quoted, both),  # one phrase
+                       ("args:" + quoted.upper(), both),
+                       ("kwargs:k=" + quoted, set()),  # a part of a value is not the value
+                       (f"exception:{HOSTILE_MESSAGE[5:25]}", {run["hostile_exc"]}),
+                       (f"exception:{HOSTILE_MESSAGE[5:25]} -name:demo.*", set())):  # fmt: skip
+        browser.get(f"{url}/tasks?cluster={cluster}")
+        box = browser.find_element(By.CSS_SELECTOR, "input[name=q]")
+        box.send_keys(text)
+        box.send_keys(Keys.ENTER)
+        wait_for(browser, lambda d: "q=" in d.current_url, 10, "the search URL")
+        got = set(shown_rows(browser))
+        assert got == want, (text, got, want)
+        assert browser.find_element(By.CSS_SELECTOR, "input[name=q]").get_attribute("value") == text
+        assert browser.execute_script("return window.__xss") is None
+    status, body, _ = get(f"{url}/tasks?cluster={cluster}&q=" + quote('"open'))
+    assert status == 400 and "unterminated quote" in body
+    browser.get(f"{url}/tasks?cluster={cluster}&q=" + quote(f"args:{part[:20]}"))
+    shot(browser, "tasks-search")
 
 
 def test_a_retried_then_recovered_task_shows_every_attempt_on_its_worker(run, browser):

@@ -14,7 +14,9 @@ from streams.clickhouse import ClickHouseWriter, connect
 from streams.ui import queries
 from streams.ui.db import Pool, TooManyRows
 from tests.sqlkit import Chdb, insert_sql
-from tests.ui_data import CLUSTER, HOSTILE, HOSTILE_UUID, OTHER, T0, VERSIONED_UUID, ui_dataset
+from streams.search import parse
+from tests.ui_data import CLUSTER, HOSTILE, HOSTILE_UUID, OTHER, T0, VERSIONED_UUID, final_tasks, ui_dataset
+from tests.unit.test_search import SEARCHES, oracle
 
 DB = "celery_uicheck"
 
@@ -68,6 +70,9 @@ FILTERS = [
     queries.TaskFilter(uuid="2"),
     queries.TaskFilter(since=T0 + 4.5),
     queries.TaskFilter(cluster=CLUSTER, name=HOSTILE),
+    queries.TaskFilter(name="SEARCH.FIN"),  # a part of the name, any case
+    queries.TaskFilter(name="demo.*.find?r"),  # a glob
+    queries.TaskFilter(states=("FAILED",), name="demo.search", search=parse("1234 -kwargs:customer=12345")),
 ]
 
 
@@ -116,3 +121,38 @@ def test_the_pool_cannot_write_and_caps_rows(both):
     with pytest.raises(TooManyRows, match="UI_ROW_LIMIT"):  # ClickHouse's own refusal, named for the page
         pool.execute("SELECT number FROM system.numbers LIMIT %(n)s", {"n": settings.ui_row_limit + 5000})
     assert pool.execute("SELECT 1", {})[1] == [(1,)]  # the pool still works after both
+
+
+@pytest.mark.parametrize("text", SEARCHES)
+def test_search_same_on_both_and_as_the_oracle_says(both, scenario_events, text):
+    """The search box's SQL (streams/search.py) on 18.16 and on 26.x: the same rows, the ones the
+    Python oracle keeps (case folding of non-ASCII text, %, _, backslashes, globs, negation)."""
+    pool, modern, _ = both
+    present = queries.table_columns(pool.execute, DB, "tasks")
+    where = queries.TaskFilter(search=parse(text))
+    old = queries.tasks(pool.execute, DB, present, where, 1000)
+    assert_same(old, queries.tasks(modern, DB, present, where, 1000))
+    expected = final_tasks(ui_dataset(scenario_events)[1])
+    assert {(r["cluster"], r["uuid"]) for r in old} == {k for k, r in expected.items() if all(oracle(t, r) for t in where.search)}
+
+
+def test_report_search_on_the_server(both):
+    """`celery-monitor report --search` lists what the UI's search finds, in every format; a bad
+    search is a usage error saying why."""
+    import json as jsonlib
+
+    from click.testing import CliRunner
+
+    from streams.cli import cli
+
+    _, _, settings = both
+    env = {"CLICKHOUSE_HOST": settings.clickhouse_host, "CLICKHOUSE_PORT": str(settings.clickhouse_port), "CLICKHOUSE_DATABASE": DB}
+    out = CliRunner().invoke(cli, ["report", "--search", "kwargs:customer=1234", "--format", "json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert [r["uuid"] for r in jsonlib.loads(out.output)["search"]] == ["search-0001"]
+    out = CliRunner().invoke(cli, ["report", "--name", "demo.*", "--search", "ÜNÏCÖDÉ OR_NOT -state:SUCCEEDED"], env=env)
+    assert out.exit_code == 0 and "(no rows)" in out.output and "tasks found by: name:demo.* ÜNÏCÖDÉ OR_NOT -state:SUCCEEDED" in out.output
+    out = CliRunner().invoke(cli, ["report", "--search", "1234", "--name", "search", "--limit", "1"], env=env)
+    assert out.exit_code == 0 and "search-0002" in out.output and "search-0001" not in out.output  # newest first, 1 row
+    out = CliRunner().invoke(cli, ["report", "--search", "state:DONE"], env=env)
+    assert out.exit_code == 2 and "DONE is not a task state" in out.output
