@@ -26,6 +26,7 @@ DEFAULT_QUERIES = (
     "revocation_reasons",
     "rejections",
     "top_exceptions",
+    "failure_groups",
     "worker_status",
     "clusters_compared",
     "queue_lengths",

@@ -6,11 +6,13 @@ Syntax (like Flower's qualifiers, combined with AND — Flower ORs them, see doc
     1234                      any of name, args, kwargs, result, exception (type and message), traceback contain 1234
     "connection reset"        a quoted phrase (\\" and \\\\ inside quotes are a quote and a backslash)
     name:demo.fl  name:demo.*.add   the task name contains the text, or matches the glob (* and ?)
+    name:=demo.add            the task name is exactly this (case-sensitive)
     args:1234  result:ok  exception:Timeout  traceback:"line 12"    that field contains the text
     kwargs:customer=1234      the kwargs hold key 'customer' with value 1234 (as Celery's repr writes it)
     state:FAILED,RETRY        the task's state is one of these
     worker:celery@w1  worker:*@w1   the worker contains the text / matches the glob
     uuid:3f2a                 the task id starts with this
+    fingerprint:"KeyError('user <n>')"   the exception message's fingerprint (streams/failures.py) is this
     -term  -exception:Timeout  negation: tasks that do NOT match the term
 
 Every comparison is case-insensitive (the server's ``lowerUTF8`` / ``positionCaseInsensitiveUTF8``,
@@ -26,10 +28,10 @@ from dataclasses import dataclass
 
 from streams.engine.states import TASK_STATES
 
-QUALIFIERS = ("name", "args", "kwargs", "result", "exception", "traceback", "state", "worker", "uuid")
+QUALIFIERS = ("name", "args", "kwargs", "result", "exception", "traceback", "state", "worker", "uuid", "fingerprint")
 ANY = "any"
 MAX_TERMS = 20
-MAX_CHARS = 10_000  # one search text; longer is refused (the UI caps parameters at 100 kB anyway)
+MAX_CHARS = 100_000  # one search text; longer is refused (as the UI refuses any longer parameter)
 GLOB = frozenset("*?")
 REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
 
@@ -110,7 +112,7 @@ def _term(field: str, value: str, negated: bool) -> Term:
         if not value:
             raise SearchError('an empty quoted term ("")')
         return Term(ANY, value, negated)
-    if not value:
+    if not value and field != "fingerprint":  # a message with nothing to mask has the empty fingerprint
         raise SearchError(f"{field}: needs a value")
     if field == "kwargs":
         key, eq, val = value.partition("=")
@@ -187,6 +189,12 @@ def condition(terms: tuple[Term, ...], prefix: str = "s") -> tuple[str, dict]:
         elif term.field in FIELD_COLUMNS:
             p = param(term.value)
             sql = " OR ".join(_contains(c, p) for c in FIELD_COLUMNS[term.field])
+        elif term.field == "name" and term.value.startswith("=") and len(term.value) > 1:
+            sql = f"name = %({param(term.value[1:])})s"
+        elif term.field == "fingerprint":
+            from streams.failures import FRAGMENT_COLUMN, fingerprint_sql
+
+            sql = f"{fingerprint_sql(FRAGMENT_COLUMN)} = %({param(term.value)})s"
         elif term.field in ("name", "worker"):
             if is_glob(term.value):
                 sql = f"match(lowerUTF8(ifNull({term.field}, '')), lowerUTF8(%({param(glob_regex(term.value))})s))"

@@ -43,6 +43,15 @@ HAND_MADE = [
          first_seen_at=T0 + 8),
     task(SEARCH_UUIDS[1], "SUCCEEDED", 4, name="demo.search.finder", args="(12345,)", kwargs="{'customer': 12345}",
          result="'ok 100% [done]'", worker="celery@search-2", runtime=0.25, first_seen_at=T0 + 9),
+    # For failure groups: one problem three times (numbers differ), a different message, another task.
+    *[task(f"group-000{i}", "FAILED", 4, name="group.me", exception_type="KeyError", exception=f"KeyError('user {n}')",
+           traceback=f"Traceback (most recent call last):\nKeyError: 'user {n}'", worker=w, first_seen_at=T0 + 10 + i,
+           last_seen_at=T0 + 10.5 + i, failed_at=T0 + 10.5 + i)
+      for i, (n, w) in enumerate(((1234, "w-a"), (5678, "w-b"), (42, "w-a")))],
+    task("group-0003", "FAILED", 4, name="group.me", exception_type="KeyError", exception="KeyError('account 7')",
+         worker="w-a", first_seen_at=T0 + 14, last_seen_at=T0 + 14.5, failed_at=T0 + 14.5),
+    task("group-0004", "FAILED", 4, name="group.other", exception_type="TimeoutError", exception="TimeoutError('after 30s to 10.1.2.3:6379')",
+         worker="w-b", first_seen_at=T0 + 15, last_seen_at=T0 + 15.5, failed_at=T0 + 15.5),
 ]  # fmt: skip
 
 HAND_MADE_WORKERS = [

@@ -14,7 +14,7 @@ from streams.clickhouse import ClickHouseWriter, connect
 from streams.ui import queries
 from streams.ui.db import Pool, TooManyRows
 from tests.sqlkit import Chdb, insert_sql
-from streams.search import parse
+from streams.search import Term as search_term, parse
 from tests.ui_data import CLUSTER, HOSTILE, HOSTILE_UUID, OTHER, T0, VERSIONED_UUID, final_tasks, ui_dataset
 from tests.unit.test_search import SEARCHES, oracle
 
@@ -156,3 +156,43 @@ def test_report_search_on_the_server(both):
     assert out.exit_code == 0 and "search-0002" in out.output and "search-0001" not in out.output  # newest first, 1 row
     out = CliRunner().invoke(cli, ["report", "--search", "state:DONE"], env=env)
     assert out.exit_code == 2 and "DONE is not a task state" in out.output
+
+
+@pytest.mark.parametrize("sort_by", ["", "name", "state", "received", "started"])
+def test_api_queries_same_on_both(both, sort_by):
+    """The API's sorted pages (limit, offset) and queue lengths: the same on 18.16 and 26.x."""
+    pool, modern, _ = both
+    for descending in (False, True):
+        for where in (queries.TaskFilter(), queries.TaskFilter(exact_name="feas.flaky"), queries.TaskFilter(received_since=T0, search=parse("-state:FAILED"))):
+            every = queries.tasks_sorted(pool.execute, DB, where, 1000, 0, sort_by, descending)
+            old = queries.tasks_sorted(pool.execute, DB, where, 7, 1, sort_by, descending)
+            assert every and [r["uuid"] for r in old] == [r["uuid"] for r in every[1:8]]  # offset and limit
+            assert_same(every, queries.tasks_sorted(modern, DB, where, 1000, 0, sort_by, descending))
+            if where.exact_name:
+                assert {r["name"] for r in every} == {"feas.flaky"}
+            if sort_by:
+                column = queries.SORT_COLUMNS[sort_by]
+                values = [r[column] for r in every if r[column] is not None]
+                assert values == sorted(values, reverse=descending)
+    assert_same(queries.queue_lengths(pool.execute, DB, "", 100), queries.queue_lengths(modern, DB, "", 100))
+
+
+def test_failure_fingerprints_and_groups_same_on_both(both):
+    """The fingerprint's RE2 rules give Python's answer on 18.16 too; the groups are the same on both."""
+    from streams.failures import fingerprint, fingerprint_sql
+    from tests.unit.test_failures import MESSAGES
+
+    pool, modern, _ = both
+    for message, expected in MESSAGES:
+        (row,) = pool.execute(f"SELECT {fingerprint_sql('%(m)s')} AS f", {"m": message})[1]
+        assert row[0] == expected == fingerprint(message), message
+    for terms in ((), (search_term("name", "group.*"),)):
+        for since in (0.0, T0 + 11):
+            old = queries.failure_groups(pool.execute, DB, "", terms, since, T0 + 3600, 1000)
+            assert old
+            assert_same(old, queries.failure_groups(modern, DB, "", terms, since, T0 + 3600, 1000))
+    (group,) = [g for g in queries.failure_groups(pool.execute, DB, CLUSTER, (), 0.0, T0 + 3600, 1000) if g["fingerprint"] == "KeyError('user <n>')"]
+    assert group["count"] == 3 and group["workers"] == ["w-a", "w-b"] and sum(group["trend"]) == 3
+    where = queries.TaskFilter(cluster=CLUSTER, search=parse(queries.failure_group_search(group)))
+    assert sorted(r["uuid"] for r in queries.tasks(pool.execute, DB, queries.table_columns(pool.execute, DB, "tasks"), where, 100)) == [
+        "group-0000", "group-0001", "group-0002"]  # fmt: skip
