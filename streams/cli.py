@@ -289,6 +289,37 @@ def ui(**params) -> None:
         sys.exit(2)
 
 
+@cli.command(context_settings=CONTEXT)
+@setting_options("kafka", "topics", "notify", only=("session_timeout",))
+@click.option("--check", "check_only", is_flag=True, help="only read and check the rules file, print the rules, exit")
+def notify(check_only: bool, **params) -> None:
+    """The alerts topic delivered through Apprise (Slack, Teams, e-mail, webhooks...) by the rules
+    in NOTIFY_RULES; offsets committed after delivery (docs/notify.md)."""
+    from .notify import Notifier, RulesError, load_rules_file
+
+    settings = load_settings(params)
+    try:
+        rules = load_rules_file(settings.notify_rules)
+    except RulesError as exc:
+        click.echo(f"celery-monitor notify: {exc}", err=True)
+        sys.exit(2)
+    if check_only:
+        for rule in rules:
+            click.echo(f"{rule.name}: alerts {', '.join(rule.alerts)}; clusters {', '.join(rule.clusters)}; tasks {', '.join(rule.tasks)}"
+                       f"{'; not ' + ', '.join(rule.exclude_tasks) if rule.exclude_tasks else ''}; {len(rule.urls)} URL(s); "
+                       f"dedupe {rule.dedupe_seconds:g} s; at most {rule.rate_limit_per_minute}/min")  # fmt: skip
+        return
+    log.info("notify starting: settings not at their defaults: %s", settings.as_dict(changed_only=True))
+    notifier = Notifier(settings, rules)
+
+    def stop(*_):
+        notifier.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    run_guarded(notifier.run)
+
+
 # -- schema and topics --------------------------------------------------------------------------
 @cli.command(context_settings=CONTEXT)
 @setting_options("clickhouse")

@@ -61,6 +61,7 @@ GROUPS = {
     "clickhouse": "ClickHouse",
     "sink": "ClickHouse sink",
     "ui": "Web UI",
+    "notify": "Alert delivery (notify)",
 }
 
 KafkaFlavor = Literal["kafka", "tansu"]
@@ -299,6 +300,18 @@ class Settings(BaseSettings):
     )  # fmt: skip
     ui_refresh_seconds: float = setting(
         1.0, "UI_REFRESH_SECONDS", "how often live parts of the web UI (task list, task page, workers) reload", "ui", gt=0
+    )
+
+    # -- alert delivery ---------------------------------------------------------------------
+    notify_rules: str = setting(
+        "", "NOTIFY_RULES", "celery-monitor notify: the rules file (TOML: which alerts go to which Apprise URLs; docs/notify.md)", "notify"
+    )
+    notify_group: str = setting("celery-monitor-notify", "NOTIFY_GROUP", "consumer group of celery-monitor notify", "notify", min_length=1)
+    notify_ui_url: str = setting(
+        "http://127.0.0.1:9466", "NOTIFY_UI_URL", "the web UI's address as people reach it: every message links to its page there", "notify"
+    )
+    notify_retries: int = setting(
+        5, "NOTIFY_RETRIES", "delivery attempts per message and channel (backoff 1, 2, 4... s) before a recorded give-up", "notify", ge=1
     )
 
     # -- validation -------------------------------------------------------------------------
