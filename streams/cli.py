@@ -320,6 +320,24 @@ def notify(check_only: bool, **params) -> None:
     run_guarded(notifier.run)
 
 
+@cli.command(context_settings=CONTEXT)
+@setting_options("clickhouse", "ui")
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
+              help="stdio (an agent starts this command) or Streamable HTTP on UI_HOST:MCP_PORT/mcp with the UI's auth")
+def mcp(transport: str, **params) -> None:
+    """Read-only MCP server for agents: search tasks, a task with its attempts, failure groups,
+    workers, queue lengths, the analytics questions (docs/mcp.md)."""
+    from .mcp_server import serve_http, serve_stdio
+    from .ui.server import UIConfigError
+
+    settings = load_settings(params)
+    try:
+        run_guarded(lambda: serve_stdio(settings) if transport == "stdio" else serve_http(settings))
+    except UIConfigError as exc:
+        click.echo(f"celery-monitor mcp: {exc}", err=True)
+        sys.exit(2)
+
+
 # -- schema and topics --------------------------------------------------------------------------
 @cli.command(context_settings=CONTEXT)
 @setting_options("clickhouse")

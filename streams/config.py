@@ -302,6 +302,10 @@ class Settings(BaseSettings):
         1.0, "UI_REFRESH_SECONDS", "how often live parts of the web UI (task list, task page, workers) reload", "ui", gt=0
     )
 
+    mcp_port: str = setting(
+        "9467", "MCP_PORT", "celery-monitor mcp --transport http: its port, on UI_HOST and with the UI's auth (UI_BASIC_AUTH / UI_TOKEN)", "ui"
+    )
+
     # -- alert delivery ---------------------------------------------------------------------
     notify_rules: str = setting(
         "", "NOTIFY_RULES", "celery-monitor notify: the rules file (TOML: which alerts go to which Apprise URLs; docs/notify.md)", "notify"
@@ -389,7 +393,7 @@ class Settings(BaseSettings):
             raise ValueError("expected host:port, :port or off")
         return text
 
-    @field_validator("ui_port")
+    @field_validator("ui_port", "mcp_port")
     @classmethod
     def _ui_port(cls, value: str) -> str:
         text = str(value).strip()
