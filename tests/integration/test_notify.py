@@ -1,5 +1,5 @@
-"""`celery-monitor notify` against a real Kafka-protocol broker (the stack's Tansu) and a real local
-webhook server (Apprise's json:// posts to it): the expected messages arrive once, a failing
+"""`celery-monitor notify` against a real Kafka-protocol broker (the stack's Tansu), a real local
+webhook server (Apprise's json:// posts to it) and a real local SMTP server (aiosmtpd): the expected messages arrive once, a failing
 channel is given up without holding the others, and after a kill -9 the delivered alerts are not
 delivered again while the new ones are."""
 
@@ -32,6 +32,27 @@ class Hook(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class Mailbox:
+    def __init__(self):
+        self.mails: list[tuple[str, list[str], str]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        self.mails.append((envelope.mail_from, envelope.rcpt_tos, envelope.content.decode(errors="replace")))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on loopback (aiosmtpd): the e-mails Apprise's mailto:// sends."""
+    from aiosmtpd.controller import Controller
+
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller.port, box
+    controller.stop()
 
 
 @pytest.fixture
@@ -69,7 +90,7 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"{what} not within {timeout}s")
 
 
-def test_alerts_reach_the_webhook_once_across_a_kill_9(stack, hook, tmp_path):
+def test_alerts_reach_the_webhook_once_across_a_kill_9(stack, hook, smtp, tmp_path):
     from kafka.admin import KafkaAdminClient, NewTopic
 
     run = uuidlib.uuid4().hex[:8]
@@ -91,7 +112,8 @@ urls = ["json://127.0.0.1:{hook}/billing"]
 [[rule]]
 name = "workers"
 alerts = ["worker-lost"]
-urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers"]
+urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers",
+        "mailto://127.0.0.1:{smtp[0]}?from=monitor@example.org&to=ops@example.org&mode=insecure"]
 """)
     hostile = '<script>alert(1)</script>"\u202e'
     first = [alert("task-critical", f"u{i}", name="billing.charge", retries=3, exception_type="KeyError", exception=f"KeyError('user {i}')")
@@ -116,7 +138,11 @@ urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers"]
         assert "https://monitor.example/task?cluster=prod&uuid=u3" in bodies and "https://monitor.example/failures?cluster=prod&name=billing.refund" in bodies
         assert f"exception: {hostile}" in bodies  # as text: a JSON string, not markup
         wait_until(lambda: "given up after 2 attempts" in notify.log_text(), 30, "the failing channel's give-up")
-        assert "sent 7" in notify.log_text() and "suppressed 1" in notify.log_text()
+        assert "sent 8" in notify.log_text() and "suppressed 1" in notify.log_text()  # 7 webhooks + 1 e-mail
+        (mail,) = smtp[1].mails
+        assert mail[:2] == ("monitor@example.org", ["ops@example.org"])
+        assert "Subject: [prod] worker-lost: w1@host" in mail[2] and 'Content-Type: text/plain; charset="utf-8"' in mail[2]
+        assert "https://monitor.example/workers?cluster=3Dprod" in mail[2].replace("=\n", "")  # quoted-printable
         time.sleep(2)  # the batch's commit follows its deliveries
         notify.signal(signal.SIGKILL)
         notify.popen.wait(10)
