@@ -25,7 +25,7 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-ALERTS = ("task-critical", "task-orphaned", "failure-burst", "worker-lost", "clock-drift")
+ALERTS = ("task-critical", "task-orphaned", "failure-burst", "worker-lost", "clock-drift", "failure-group")
 RULE_KEYS = {"name", "alerts", "clusters", "tasks", "exclude_tasks", "states", "urls", "dedupe_seconds", "rate_limit_per_minute"}
 
 
@@ -123,12 +123,13 @@ def link(alert: dict, ui_url: str) -> str:
     kind = alert.get("alert")
     if kind in ("task-critical", "task-orphaned"):
         return f"{base}/task?{urlencode({'cluster': cluster, 'uuid': alert.get('key', '')})}"
-    if kind == "failure-burst":
+    if kind in ("failure-burst", "failure-group"):
         return f"{base}/failures?{urlencode({'cluster': cluster, 'name': alert.get('name') or ''})}"
     return f"{base}/workers?{urlencode({'cluster': cluster})}"
 
 
-DETAILS = ("name", "exception_type", "exception", "retries", "failures", "window_seconds", "hostname", "worker", "state", "skew", "threshold")
+DETAILS = ("name", "exception_type", "exception", "fingerprint", "reason", "quiet_seconds", "retries", "failures", "window_seconds",
+           "hostname", "worker", "state", "skew", "threshold")  # fmt: skip
 MAX_FIELD = 500  # characters of one field in a message (a 50 kB exception would be refused by most channels)
 
 
