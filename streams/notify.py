@@ -26,7 +26,8 @@ import orjson
 log = logging.getLogger(__name__)
 
 ALERTS = ("task-critical", "task-orphaned", "failure-burst", "worker-lost", "clock-drift", "failure-group")
-RULE_KEYS = {"name", "alerts", "clusters", "tasks", "exclude_tasks", "states", "urls", "dedupe_seconds", "rate_limit_per_minute"}
+RULE_KEYS = {"name", "alerts", "clusters", "tasks", "exclude_tasks", "states", "urls", "dedupe_seconds", "rate_limit_per_minute",
+             "group_seconds"}  # fmt: skip
 
 
 class RulesError(ValueError):
@@ -44,6 +45,7 @@ class Rule:
     states: tuple[str, ...] = ()  # task-orphaned: the task's state; '' = any
     dedupe_seconds: float = 3600.0  # the same alert key again within this: suppressed
     rate_limit_per_minute: int = 30  # more messages than this in a minute: suppressed
+    group_seconds: float = 0.0  # > 0: the alerts of this many seconds go as one message
 
     def matches(self, alert: dict) -> bool:
         if alert.get("alert") not in self.alerts:
@@ -95,7 +97,7 @@ def load_rules(text: str, source: str = "rules") -> tuple[Rule, ...]:
         wrong = [a for a in kw.get("alerts", ()) if a not in ALERTS]
         if wrong:
             raise RulesError(f"{where}: alerts {wrong} unknown (known: {', '.join(ALERTS)})")
-        for key, kind in (("dedupe_seconds", (int, float)), ("rate_limit_per_minute", int)):
+        for key, kind in (("dedupe_seconds", (int, float)), ("rate_limit_per_minute", int), ("group_seconds", (int, float))):
             if key in raw:
                 if not isinstance(raw[key], kind) or isinstance(raw[key], bool) or raw[key] < 0:
                     raise RulesError(f"{where}: {key} must be a number >= 0")
@@ -188,29 +190,59 @@ def deliver(url: str, title: str, body: str, attempts: int, sleep=time.sleep) ->
     return False
 
 
+def group_message(rule: Rule, messages: list[tuple[str, str]]) -> tuple[str, str]:
+    """One message for the alerts a rule's grouping window collected: a count in the title, each
+    alert's title and link in the body (at most GROUP_LINES of them)."""
+    if len(messages) == 1:
+        return messages[0]
+    lines = []
+    for title, body in messages[:GROUP_LINES]:
+        lines.append(f"{title}\n  {body.splitlines()[-1]}")
+    if len(messages) > GROUP_LINES:
+        lines.append(f"… and {len(messages) - GROUP_LINES:,} more")
+    return f"{len(messages)} alerts ({rule.name}): {messages[0][0]} …", "\n".join(lines)
+
+
+GROUP_LINES = 50
+
+
+@dataclass
+class Pending:
+    """A rule's grouping window: its messages and the records they came from (kept uncommitted)."""
+
+    opened: float
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    offsets: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+
+
 class Notifier:
     """The alerts topic -> rules -> Apprise, committing after delivery."""
 
-    def __init__(self, settings, rules: tuple[Rule, ...]):
-        from prometheus_client import Counter
+    def __init__(self, settings, rules: tuple[Rule, ...], clock=time.monotonic):
+        from prometheus_client import REGISTRY, Counter
 
         self.settings = settings
         self.rules = rules
+        self.clock = clock
         self.limiter = Limiter()
         self.stopping = False
         self.counts = {"sent": 0, "failed": 0, "suppressed": 0, "undecodable": 0}
-        self.metric = Counter("celery_monitor_notify_messages", "alert messages by rule and outcome (sent, failed, suppressed)",
-                              ["rule", "outcome"])  # fmt: skip
+        name = "celery_monitor_notify_messages"
+        existing = REGISTRY._names_to_collectors.get(name + "_total")  # one Notifier per process, except in tests
+        self.metric = existing or Counter(name, "alert messages by rule and outcome (sent, failed, suppressed)", ["rule", "outcome"])
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="notify")
+        self.pending: dict[str, Pending] = {}
 
     def _count(self, rule: str, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         self.metric.labels(rule, outcome).inc()
 
-    def handle(self, values: list[bytes]) -> None:
-        """Deliver what a batch of alert records asks for; returns when every delivery is done or given up."""
+    def handle(self, records: list[tuple[int, int, bytes]]) -> None:
+        """Deliver what a batch of alert records ((partition, offset, value)) asks for: rules
+        without a grouping window at once (returns when every delivery is done or given up),
+        the others into their window (``flush`` sends them)."""
         jobs = []
-        for value in values:
+        for partition, offset, value in records:
             try:
                 alert = orjson.loads(value)
                 if not isinstance(alert, dict):
@@ -223,13 +255,41 @@ class Notifier:
             for rule in self.rules:
                 if not rule.matches(alert):
                     continue
-                why = self.limiter.allow(rule, f"{alert.get('alert')}/{alert.get('cluster')}/{alert.get('key')}", time.monotonic())
+                why = self.limiter.allow(rule, f"{alert.get('alert')}/{alert.get('cluster')}/{alert.get('key')}", self.clock())
                 if why:
                     self._count(rule.name, "suppressed")
                     log.info("notify: %s %s suppressed by rule %s (%s)", alert.get("alert"), alert.get("key"), rule.name, why)
                     continue
-                for url in rule.urls:
-                    jobs.append((rule, url, self.pool.submit(deliver, url, title, body, self.settings.notify_retries)))
+                if rule.group_seconds > 0:
+                    window = self.pending.setdefault(rule.name, Pending(self.clock()))
+                    window.messages.append((title, body))
+                    window.offsets.append((partition, offset))
+                    continue
+                jobs += self._send(rule, title, body)
+        self._wait(jobs)
+
+    def flush(self, everything: bool = False) -> None:
+        """Send every grouping window that is over (``everything``: all of them)."""
+        jobs = []
+        for rule in self.rules:
+            window = self.pending.get(rule.name)
+            if window and (everything or self.clock() - window.opened >= rule.group_seconds):
+                del self.pending[rule.name]
+                jobs += self._send(rule, *group_message(rule, window.messages))
+        self._wait(jobs)
+
+    def held(self) -> dict[int, int]:
+        """partition -> the lowest offset a grouping window still holds (not to be committed past)."""
+        out: dict[int, int] = {}
+        for window in self.pending.values():
+            for partition, offset in window.offsets:
+                out[partition] = min(offset, out.get(partition, offset))
+        return out
+
+    def _send(self, rule: Rule, title: str, body: str) -> list:
+        return [(rule, url, self.pool.submit(deliver, url, title, body, self.settings.notify_retries)) for url in rule.urls]
+
+    def _wait(self, jobs: list) -> None:
         for rule, url, job in jobs:
             if job.result():
                 self._count(rule.name, "sent")
@@ -239,7 +299,7 @@ class Notifier:
                           self.settings.notify_retries)  # fmt: skip
 
     def run(self) -> None:
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         from .connections import librdkafka_options
 
@@ -257,20 +317,32 @@ class Notifier:
         })  # fmt: skip
         consumer.subscribe([s.topic_alerts])
         log.info("notify started: topic=%s group=%s rules=%s", s.topic_alerts, s.notify_group, [r.name for r in self.rules])
+        done: dict[int, int] = {}  # partition -> next offset: every record before it handled (sent, given up, or in a window)
+        committed: dict[int, int] = {}
         try:
             while not self.stopping:
-                records = consumer.consume(num_messages=200, timeout=0.5)
-                values = []
-                for record in records:
+                records = []
+                for record in consumer.consume(num_messages=200, timeout=0.5):
                     if record.error():
                         log.warning("notify: consumer error: %s", record.error())
                         continue
-                    values.append(record.value())
-                if not records:
-                    continue
-                self.handle(values)
-                consumer.commit(asynchronous=False)  # only now: every delivery of the batch is done or given up
-                log.info("notify: %s", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+                    records.append((record.partition(), record.offset(), record.value()))
+                self.handle(records)
+                for partition, offset, _ in records:
+                    done[partition] = max(offset + 1, done.get(partition, 0))
+                self.flush()
+                held = self.held()
+                # commit after delivery: up to what is handled, and never past a record a window still holds
+                wanted = {p: min(n, held.get(p, n)) for p, n in done.items()}
+                changed = [TopicPartition(s.topic_alerts, p, n) for p, n in wanted.items() if committed.get(p) != n]
+                if changed:
+                    try:
+                        consumer.commit(offsets=changed, asynchronous=False)
+                    except KafkaException as exc:  # e.g. a partition moved to another member: it re-delivers from its commit
+                        log.warning("notify: commit of %s failed: %s", [(tp.partition, tp.offset) for tp in changed], exc)
+                        continue
+                    committed.update((tp.partition, tp.offset) for tp in changed)
+                    log.info("notify: %s", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
         finally:
             consumer.close()
             self.pool.shutdown(wait=True)

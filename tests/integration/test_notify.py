@@ -110,6 +110,13 @@ exclude_tasks = ["billing.noisy"]
 urls = ["json://127.0.0.1:{hook}/billing"]
 
 [[rule]]
+name = "digest"
+alerts = ["task-critical"]
+tasks = ["billing.*"]
+group_seconds = 2
+urls = ["json://127.0.0.1:{hook}/digest"]
+
+[[rule]]
 name = "workers"
 alerts = ["worker-lost"]
 urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers",
@@ -128,8 +135,11 @@ urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers",
     log_dir = stack["run_dir"] / "logs"
     notify = Proc("notify", [sys.executable, "-m", "streams", "notify"], env, log_dir / f"notify-{run}.log").start()
     try:
-        wait_until(lambda: len(Hook.received) >= 7, 60, f"7 messages (got {len(Hook.received)}): {notify.tail()}")
+        wait_until(lambda: len(Hook.received) >= 8, 60, f"8 messages (got {len(Hook.received)}): {notify.tail()}")
         time.sleep(3)  # anything more would have come by now
+        (digest,) = [m for m in Hook.received if m["path"] == "/digest"]  # 6 alerts of 2 s in one message
+        assert digest["title"].startswith("6 alerts (digest): ") and digest["message"].count("https://monitor.example/task?") == 6
+        Hook.received.remove(digest)
         titles = sorted(m["title"] for m in Hook.received)
         assert titles == sorted([f"[prod] task-critical: billing.charge"] * 4 + ["[prod] failure-burst: billing.refund",
                                 f"[prod] task-critical: billing.{hostile}", "[prod] worker-lost: w1@host"])  # fmt: skip
@@ -138,7 +148,7 @@ urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers",
         assert "https://monitor.example/task?cluster=prod&uuid=u3" in bodies and "https://monitor.example/failures?cluster=prod&name=billing.refund" in bodies
         assert f"exception: {hostile}" in bodies  # as text: a JSON string, not markup
         wait_until(lambda: "given up after 2 attempts" in notify.log_text(), 30, "the failing channel's give-up")
-        assert "sent 8" in notify.log_text() and "suppressed 1" in notify.log_text()  # 7 webhooks + 1 e-mail
+        assert "sent 9" in notify.log_text() and "suppressed 2" in notify.log_text()  # 7 webhooks + the digest + 1 e-mail
         (mail,) = smtp[1].mails
         assert mail[:2] == ("monitor@example.org", ["ops@example.org"])
         assert "Subject: [prod] worker-lost: w1@host" in mail[2] and 'Content-Type: text/plain; charset="utf-8"' in mail[2]
@@ -148,9 +158,12 @@ urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers",
         notify.popen.wait(10)
         produce(settings, [alert("task-critical", "u9", name="billing.charge"), alert("task-critical", "u10", name="billing.charge")])
         notify = Proc("notify", [sys.executable, "-m", "streams", "notify"], env, log_dir / f"notify-{run}-2.log").start()
-        wait_until(lambda: len(Hook.received) >= 9, 60, f"2 more messages: {notify.tail()}")
+        wait_until(lambda: len(Hook.received) >= 10, 60, f"3 more messages: {notify.tail()}")
         time.sleep(3)
-        assert len(Hook.received) == 9  # the first batch was committed: not delivered again
-        assert sorted(m["message"].split("key: ")[1].split("\n")[0] for m in Hook.received[7:]) == ["u10", "u9"]
+        assert len(Hook.received) == 10  # the first batch was committed: not delivered again
+        again = [m for m in Hook.received[7:] if m["path"] == "/billing"]
+        assert sorted(m["message"].split("key: ")[1].split("\n")[0] for m in again) == ["u10", "u9"]
+        (digest,) = [m for m in Hook.received[7:] if m["path"] == "/digest"]
+        assert digest["title"].startswith("2 alerts (digest): ")
     finally:
         notify.stop()

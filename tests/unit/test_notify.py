@@ -88,3 +88,34 @@ def test_limiter_dedupes_by_key_and_rate_limits_per_rule():
     assert limiter.allow(critical, "k3", 30.0) == "rate-limited"  # 2 per minute
     assert limiter.allow(critical, "k3", 61.0) is None  # the first left the minute
     assert limiter.allow(critical, "k1", 700.0) is None  # past dedupe_seconds
+
+
+def test_grouping_windows_send_one_message_and_hold_their_offsets(monkeypatch):
+    import orjson
+
+    from streams import notify
+    from streams.config import Settings
+
+    sent = []
+    monkeypatch.setattr(notify, "deliver", lambda url, title, body, attempts: sent.append((url, title, body)) or True)
+    now = [0.0]
+    rules = load_rules('[[rule]]\nname="digest"\ngroup_seconds=10\nurls=["json://x/d"]\n[[rule]]\nname="now"\nurls=["json://x/n"]\n'
+                       'alerts=["worker-lost"]')  # fmt: skip
+    notifier = notify.Notifier(Settings.load(environ={}), rules, clock=lambda: now[0])
+    records = [(0, 5, orjson.dumps({"alert": "task-critical", "cluster": "c", "key": "u1", "name": "t"})),
+               (1, 7, orjson.dumps({"alert": "task-critical", "cluster": "c", "key": "u2", "name": "t"})),
+               (0, 6, orjson.dumps({"alert": "worker-lost", "cluster": "c", "key": "c/h", "hostname": "h"})),
+               (0, 8, b"not json")]  # fmt: skip
+    notifier.handle(records)
+    assert [s[0] for s in sent] == ["json://x/n"]  # the worker-lost alert at once; the digest rule holds all three
+    sent.clear()
+    assert notifier.held() == {0: 5, 1: 7}  # the digest's records stay uncommitted
+    now[0] = 9.0
+    notifier.flush()
+    assert sent == [] and notifier.held() == {0: 5, 1: 7}
+    now[0] = 10.0
+    notifier.flush()
+    ((url, title, body),) = sent
+    assert url == "json://x/d" and title.startswith("3 alerts (digest): [c] task-critical: t") and body.count("http://127.0.0.1:9466/") == 3
+    assert notifier.held() == {} and notifier.counts["undecodable"] == 1
+    notifier.pool.shutdown()
