@@ -311,6 +311,7 @@ def notify(check_only: bool, **params) -> None:
         return
     log.info("notify starting: settings not at their defaults: %s", settings.as_dict(changed_only=True))
     notifier = Notifier(settings, rules)
+    run_guarded(notifier.serve_metrics)
 
     def stop(*_):
         notifier.stopping = True

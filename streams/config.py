@@ -320,6 +320,9 @@ class Settings(BaseSettings):
     notify_ui_url: str = setting(
         "http://127.0.0.1:9466", "NOTIFY_UI_URL", "the web UI's address as people reach it: every message links to its page there", "notify"
     )
+    notify_metrics_addr: str = setting(
+        "127.0.0.1:9468", "NOTIFY_METRICS_ADDR", "host:port of celery-monitor notify's /metrics and /healthz ('off' = none)", "notify"
+    )
     notify_retries: int = setting(
         5, "NOTIFY_RETRIES", "delivery attempts per message and channel (backoff 1, 2, 4... s) before a recorded give-up", "notify", ge=1
     )
@@ -388,7 +391,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(REDACTABLE)}")
         return ",".join(names)
 
-    @field_validator("bridge_metrics_addr", "streams_metrics_addr", "sink_metrics_addr")
+    @field_validator("bridge_metrics_addr", "streams_metrics_addr", "sink_metrics_addr", "notify_metrics_addr")
     @classmethod
     def _address(cls, value: str) -> str:
         text = value.strip()

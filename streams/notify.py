@@ -298,6 +298,17 @@ class Notifier:
                 log.error("notify: delivery to %s (rule %s) given up after %d attempts", url.split("://")[0] + "://…", rule.name,
                           self.settings.notify_retries)  # fmt: skip
 
+    def serve_metrics(self):
+        """/metrics (celery_monitor_notify_messages_total{rule, outcome}) and /healthz on NOTIFY_METRICS_ADDR."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from .listen import serve_http
+
+        return serve_http(self.settings.notify_metrics_addr, "notify_metrics_addr", {
+            "/metrics": lambda: (200, generate_latest(), CONTENT_TYPE_LATEST),
+            "/healthz": lambda: (200, b"ok\n", "text/plain"),
+        }, name="notify-metrics")  # fmt: skip
+
     def run(self) -> None:
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 

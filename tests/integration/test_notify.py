@@ -6,9 +6,11 @@ delivered again while the new ones are."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import threading
+import urllib.request
 import time
 import uuid as uuidlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -131,7 +133,8 @@ urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers",
               alert("task-critical", "h1", name="billing." + hostile, exception=hostile),
               alert("worker-lost", "prod/w1@host", hostname="w1@host")]  # fmt: skip
     produce(settings, first)
-    env = {**settings_env(settings), "NOTIFY_RULES": str(rules)}
+    metrics_port = free_port()
+    env = {**settings_env(settings), "NOTIFY_RULES": str(rules), "NOTIFY_METRICS_ADDR": f"127.0.0.1:{metrics_port}"}
     log_dir = stack["run_dir"] / "logs"
     notify = Proc("notify", [sys.executable, "-m", "streams", "notify"], env, log_dir / f"notify-{run}.log").start()
     try:
@@ -153,6 +156,13 @@ urls = ["json://127.0.0.1:{dead}/down", "json://127.0.0.1:{hook}/workers",
         assert mail[:2] == ("monitor@example.org", ["ops@example.org"])
         assert "Subject: [prod] worker-lost: w1@host" in mail[2] and 'Content-Type: text/plain; charset="utf-8"' in mail[2]
         assert "https://monitor.example/workers?cluster=3Dprod" in mail[2].replace("=\n", "")  # quoted-printable
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        counted = {(labels.get("rule"), labels.get("outcome")): float(value) for labels, value in (
+            (dict(re.findall(r'(\w+)="([^"]*)"', found)), value)
+            for found, value in re.findall(r"^celery_monitor_notify_messages_total\{([^}]*)\} (\S+)$", metrics, re.M))}  # fmt: skip
+        assert counted == {("billing", "sent"): 6.0, ("billing", "suppressed"): 1.0, ("digest", "sent"): 1.0,
+                           ("digest", "suppressed"): 1.0, ("workers", "sent"): 2.0, ("workers", "failed"): 1.0}  # fmt: skip
         time.sleep(2)  # the batch's commit follows its deliveries
         notify.signal(signal.SIGKILL)
         notify.popen.wait(10)
