@@ -289,6 +289,56 @@ def ui(**params) -> None:
         sys.exit(2)
 
 
+@cli.command(context_settings=CONTEXT)
+@setting_options("kafka", "topics", "notify", only=("session_timeout",))
+@click.option("--check", "check_only", is_flag=True, help="only read and check the rules file, print the rules, exit")
+def notify(check_only: bool, **params) -> None:
+    """The alerts topic delivered through Apprise (Slack, Teams, e-mail, webhooks...) by the rules
+    in NOTIFY_RULES; offsets committed after delivery (docs/notify.md)."""
+    from .notify import Notifier, RulesError, load_rules_file
+
+    settings = load_settings(params)
+    try:
+        rules = load_rules_file(settings.notify_rules)
+    except RulesError as exc:
+        click.echo(f"celery-monitor notify: {exc}", err=True)
+        sys.exit(2)
+    if check_only:
+        for rule in rules:
+            click.echo(f"{rule.name}: alerts {', '.join(rule.alerts)}; clusters {', '.join(rule.clusters)}; tasks {', '.join(rule.tasks)}"
+                       f"{'; not ' + ', '.join(rule.exclude_tasks) if rule.exclude_tasks else ''}; {len(rule.urls)} URL(s); "
+                       f"dedupe {rule.dedupe_seconds:g} s; at most {rule.rate_limit_per_minute}/min")  # fmt: skip
+        return
+    log.info("notify starting: settings not at their defaults: %s", settings.as_dict(changed_only=True))
+    notifier = Notifier(settings, rules)
+    run_guarded(notifier.serve_metrics)
+
+    def stop(*_):
+        notifier.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    run_guarded(notifier.run)
+
+
+@cli.command(context_settings=CONTEXT)
+@setting_options("clickhouse", "ui")
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
+              help="stdio (an agent starts this command) or Streamable HTTP on UI_HOST:MCP_PORT/mcp with the UI's auth")
+def mcp(transport: str, **params) -> None:
+    """Read-only MCP server for agents: search tasks, a task with its attempts, failure groups,
+    workers, queue lengths, the analytics questions (docs/mcp.md)."""
+    from .mcp_server import serve_http, serve_stdio
+    from .ui.server import UIConfigError
+
+    settings = load_settings(params)
+    try:
+        run_guarded(lambda: serve_stdio(settings) if transport == "stdio" else serve_http(settings))
+    except UIConfigError as exc:
+        click.echo(f"celery-monitor mcp: {exc}", err=True)
+        sys.exit(2)
+
+
 # -- schema and topics --------------------------------------------------------------------------
 @cli.command(context_settings=CONTEXT)
 @setting_options("clickhouse")
@@ -385,10 +435,15 @@ def check(fmt: str, no_broker: bool, **params) -> None:
 @click.option("--window", type=float, default=0, help="only tasks first seen in the last N seconds (0 = all)")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text")
 @click.option("--plot", metavar="DIR", help="also write PNG charts (throughput, runtime percentiles, failure rate, queues) to DIR")
-def report(cluster: str, name: str, window: float, fmt: str, plot: str | None, **params) -> None:
+@click.option("--search", "search_text", metavar="TEXT",
+              help="instead of the questions, list the tasks this search finds (the UI's search box: 1234 args:x "
+                   "kwargs:key=value exception:Timeout state:FAILED -name:demo.*; --name takes a part or a glob)")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="tasks listed by --search")
+def report(cluster: str, name: str, window: float, fmt: str, plot: str | None, search_text: str | None, limit: int, **params) -> None:
     """Answer the analytics questions (the queries shipped with this version) from ClickHouse."""
     from .clickhouse import connect
-    from .report import render, run_report
+    from .report import render, run_report, search_tasks
+    from .search import SearchError, parse
 
     settings = load_settings(params)
     client = connect(settings)
@@ -398,6 +453,14 @@ def report(cluster: str, name: str, window: float, fmt: str, plot: str | None, *
         return [column for column, _ in types], rows
 
     since = time.time() - window if window else 0
+    if search_text is not None:
+        try:
+            terms = parse(search_text)
+        except SearchError as exc:
+            raise click.BadParameter(str(exc), param_hint="--search") from None
+        answer = run_guarded(lambda: search_tasks(execute, settings.clickhouse_database, terms, cluster, name, since, limit))
+        click.echo(render([answer], fmt))
+        return
     answers = run_guarded(lambda: run_report(execute, settings.clickhouse_database, {"cluster": cluster, "name": name, "since": since}))
     click.echo(render(answers, fmt))
     if plot:

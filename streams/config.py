@@ -61,6 +61,7 @@ GROUPS = {
     "clickhouse": "ClickHouse",
     "sink": "ClickHouse sink",
     "ui": "Web UI",
+    "notify": "Alert delivery (notify)",
 }
 
 KafkaFlavor = Literal["kafka", "tansu"]
@@ -141,7 +142,7 @@ class Settings(BaseSettings):
     topic_worker_states: str = setting("celery.worker-states.v1", "TOPIC_WORKER_STATES", "worker-state records, key = cluster/hostname", "topics")
     topic_dead_letters: str = setting("celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason", "topics")
     topic_alerts: str = setting(
-        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift", "topics"
+        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift, failure-group", "topics"
     )
     topic_bridge_status: str = setting(
         "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)", "topics"
@@ -251,6 +252,12 @@ class Settings(BaseSettings):
         20, "ALERT_FAILURE_THRESHOLD", "failure-burst alert: failures of one task name within the window", "streams", ge=1
     )
 
+    alert_group_quiet: float = setting(
+        86400.0, "ALERT_GROUP_QUIET",
+        "failure-group alert: a failure group (name, exception type, message fingerprint) failing for the first time, or again "
+        "after this many quiet seconds of the monitor's clock (0 = no failure-group alerts)", "streams", ge=0,
+    )  # fmt: skip
+
     # -- ClickHouse -------------------------------------------------------------------------
     clickhouse_host: str = setting("127.0.0.1", "CLICKHOUSE_HOST", "ClickHouse host", "clickhouse", min_length=1)
     clickhouse_port: int = setting(9000, "CLICKHOUSE_PORT", "ClickHouse native TCP port (9440: the usual TLS port)", "clickhouse", ge=1, le=65535)
@@ -299,6 +306,25 @@ class Settings(BaseSettings):
     )  # fmt: skip
     ui_refresh_seconds: float = setting(
         1.0, "UI_REFRESH_SECONDS", "how often live parts of the web UI (task list, task page, workers) reload", "ui", gt=0
+    )
+
+    mcp_port: str = setting(
+        "9467", "MCP_PORT", "celery-monitor mcp --transport http: its port, on UI_HOST and with the UI's auth (UI_BASIC_AUTH / UI_TOKEN)", "ui"
+    )
+
+    # -- alert delivery ---------------------------------------------------------------------
+    notify_rules: str = setting(
+        "", "NOTIFY_RULES", "celery-monitor notify: the rules file (TOML: which alerts go to which Apprise URLs; docs/notify.md)", "notify"
+    )
+    notify_group: str = setting("celery-monitor-notify", "NOTIFY_GROUP", "consumer group of celery-monitor notify", "notify", min_length=1)
+    notify_ui_url: str = setting(
+        "http://127.0.0.1:9466", "NOTIFY_UI_URL", "the web UI's address as people reach it: every message links to its page there", "notify"
+    )
+    notify_metrics_addr: str = setting(
+        "127.0.0.1:9468", "NOTIFY_METRICS_ADDR", "host:port of celery-monitor notify's /metrics and /healthz ('off' = none)", "notify"
+    )
+    notify_retries: int = setting(
+        5, "NOTIFY_RETRIES", "delivery attempts per message and channel (backoff 1, 2, 4... s) before a recorded give-up", "notify", ge=1
     )
 
     # -- validation -------------------------------------------------------------------------
@@ -365,7 +391,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(REDACTABLE)}")
         return ",".join(names)
 
-    @field_validator("bridge_metrics_addr", "streams_metrics_addr", "sink_metrics_addr")
+    @field_validator("bridge_metrics_addr", "streams_metrics_addr", "sink_metrics_addr", "notify_metrics_addr")
     @classmethod
     def _address(cls, value: str) -> str:
         text = value.strip()
@@ -376,7 +402,7 @@ class Settings(BaseSettings):
             raise ValueError("expected host:port, :port or off")
         return text
 
-    @field_validator("ui_port")
+    @field_validator("ui_port", "mcp_port")
     @classmethod
     def _ui_port(cls, value: str) -> str:
         text = str(value).strip()

@@ -250,7 +250,8 @@ class TaskFolder:
             if newly_failed(before[0] if before else None, record) and record.get("name"):
                 failure = {"cluster": record["cluster"], "name": record["name"],
                            "at": record.get("seen_at") or record.get("failed_at") or record["last_seen_at"],  # monitor clock
-                           "uuid": record["uuid"]}  # fmt: skip
+                           "uuid": record["uuid"], "exception_type": record.get("exception_type"),
+                           "exception": record.get("exception")}  # fmt: skip
                 out.send(topics.failures, orjson.dumps(failure), f"{record['cluster']}/{record['name']}".encode(), receipt=receipt)
             self._hold(ctx.partition, key, record, before)
             if record["state"] in FINAL_STATES and (before is None or before[0] not in FINAL_STATES):
@@ -465,3 +466,14 @@ def _bounded_type(etype: str) -> str:
 def burst_alert(bursts: FailureBursts, value: bytes) -> dict | None:
     failure = orjson.loads(value)
     return bursts.add(failure["cluster"], failure["name"], failure["at"], failure["uuid"])
+
+
+def group_alert(groups, value: bytes) -> dict | None:
+    """A failure-group alert for a failure record (failures written before the exception was
+    carried count as an empty exception)."""
+    from .failures import fingerprint
+
+    failure = orjson.loads(value)
+    exception = failure.get("exception")
+    return groups.add(failure["cluster"], failure["name"], failure.get("exception_type") or "", fingerprint(exception),
+                      failure["at"], failure["uuid"], exception)  # fmt: skip

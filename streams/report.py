@@ -26,6 +26,7 @@ DEFAULT_QUERIES = (
     "revocation_reasons",
     "rejections",
     "top_exceptions",
+    "failure_groups",
     "worker_status",
     "clusters_compared",
     "queue_lengths",
@@ -80,6 +81,21 @@ def run_report(
         columns, rows = execute(query.sql, params)
         answers.append(Answer(query, columns, rows))
     return answers
+
+
+SEARCH_COLUMNS = ("cluster", "uuid", "name", "state", "worker", "first_seen_at", "runtime", "exception_type")
+
+
+def search_tasks(execute, db: str, terms: tuple, cluster: str = "", name: str = "", since: float = 0.0, limit: int = 100) -> Answer:
+    """The tasks a search finds (newest first, at most ``limit``), as an answer ``render`` prints:
+    the same query as the UI's task list (streams/ui/queries.py)."""
+    from .ui import queries
+
+    present = queries.table_columns(execute, db, "tasks")
+    where = queries.TaskFilter(cluster=cluster, name=name, since=since, search=tuple(terms))
+    rows = queries.tasks(execute, db, present, where, limit)
+    title = "tasks found by: " + " ".join(str(t) for t in where.terms()) if where.terms() else "tasks"
+    return Answer(Query("search", title, ""), list(SEARCH_COLUMNS), [tuple(r.get(c) for c in SEARCH_COLUMNS) for r in rows])
 
 
 def render(answers: list[Answer], fmt: str = "text") -> str:

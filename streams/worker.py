@@ -28,9 +28,9 @@ from types import SimpleNamespace
 import orjson
 
 from .config import Settings
-from .engine.alerts import FailureBursts
+from .engine.alerts import FailureBursts, FailureGroups
 from .exporter import CeleryExporter
-from .folders import Folded, Outputs, PackContext, TaskFolder, Topics, WorkerFolder, burst_alert, index_partitions
+from .folders import Folded, Outputs, PackContext, TaskFolder, Topics, WorkerFolder, burst_alert, group_alert, index_partitions
 from .metrics import StreamsMetrics
 from .outbox import Outbox, OutboxTable, Receipt
 from .records import decode
@@ -75,6 +75,7 @@ class StreamsWorker:
         self.worker_folder = WorkerFolder(tables["workers"], self.outputs, settings.worker_expiry_factor,
                                           settings.worker_drift_threshold, metrics, exporter=exporter)  # fmt: skip
         self.bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)
+        self.groups = FailureGroups(settings.alert_group_quiet) if settings.alert_group_quiet > 0 else None
         self.gaps = OffsetGaps()
         self.rebuilt: dict[str, int] = {}  # source topic -> generation whose assignment the folder indexed
         self.locks: dict = {}  # source partition -> asyncio.Lock: one record at a time, agent or repair
@@ -137,11 +138,15 @@ class StreamsWorker:
         return source.ack
 
     async def fold_failure(self, event) -> None:
-        """A failure re-keyed by task name: count it towards a failure-burst alert."""
-        alert = burst_alert(self.bursts, event.value)
+        """A failure re-keyed by task name: count it towards a failure-burst alert, and a
+        failure-group alert when its group is new or back after a quiet period."""
+        found = [burst_alert(self.bursts, event.value)]
+        if self.groups is not None:
+            found.append(group_alert(self.groups, event.value))
         receipt = Receipt(event.ack)
-        if alert is not None:
-            self.outputs.alert(alert, receipt)
+        for alert in found:
+            if alert is not None:
+                self.outputs.alert(alert, receipt)
         receipt.seal()
 
     def queue_sample(self, event) -> None:

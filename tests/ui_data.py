@@ -13,6 +13,7 @@ OTHER = "other-cluster"
 HOSTILE = '<script>window.__xss=1</script>"\'&amp;<img src=x onerror="window.__xss=2">\u202eevil\u202c\u200f' + "x" * 50_000
 HOSTILE_UUID = "hostile-0001"
 VERSIONED_UUID = "versioned-0001"
+SEARCH_UUIDS = ("search-0001", "search-0002")
 T0 = 1795487000.0  # before the captures (2026-11-24)
 
 
@@ -34,6 +35,23 @@ HAND_MADE = [
     task("retry-0001", "RETRY", 4, retries=1, first_seen_at=T0 + 5),
     task("received-0001", "RECEIVED", 7, retries=2, first_seen_at=T0 + 6),
     task("other-0001", "SUCCEEDED", 4, cluster=OTHER, name="other.task", first_seen_at=T0 + 7),
+    # For search: LIKE's and regex's special characters, a backslash, quotes, non-ASCII text.
+    task(SEARCH_UUIDS[0], "FAILED", 4, name="demo.search.find", args="(1234, 'Ünïcödé ΩMEGA', '50%_off')",
+         kwargs="{'customer': 1234, 'note': 'a\\\\b \"q\"'}", exception_type="ValueError",
+         exception="ValueError('bad id 0x7f3a at 10.0.0.1')", worker="celery@search-1",
+         traceback='Traceback (most recent call last):\n  File "x.py", line 12, in run\nValueError: bad id 0x7f3a',
+         first_seen_at=T0 + 8),
+    task(SEARCH_UUIDS[1], "SUCCEEDED", 4, name="demo.search.finder", args="(12345,)", kwargs="{'customer': 12345}",
+         result="'ok 100% [done]'", worker="celery@search-2", runtime=0.25, first_seen_at=T0 + 9),
+    # For failure groups: one problem three times (numbers differ), a different message, another task.
+    *[task(f"group-000{i}", "FAILED", 4, name="group.me", exception_type="KeyError", exception=f"KeyError('user {n}')",
+           traceback=f"Traceback (most recent call last):\nKeyError: 'user {n}'", worker=w, first_seen_at=T0 + 10 + i,
+           last_seen_at=T0 + 10.5 + i, failed_at=T0 + 10.5 + i)
+      for i, (n, w) in enumerate(((1234, "w-a"), (5678, "w-b"), (42, "w-a")))],
+    task("group-0003", "FAILED", 4, name="group.me", exception_type="KeyError", exception="KeyError('account 7')",
+         worker="w-a", first_seen_at=T0 + 14, last_seen_at=T0 + 14.5, failed_at=T0 + 14.5),
+    task("group-0004", "FAILED", 4, name="group.other", exception_type="TimeoutError", exception="TimeoutError('after 30s to 10.1.2.3:6379')",
+         worker="w-b", first_seen_at=T0 + 15, last_seen_at=T0 + 15.5, failed_at=T0 + 15.5),
 ]  # fmt: skip
 
 HAND_MADE_WORKERS = [

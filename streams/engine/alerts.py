@@ -9,6 +9,9 @@ Alerts (schemas/alert.v1.json), each raised once per transition of the state it 
                       expiry x freq seconds (not a clean shutdown);
 - ``clock-drift``     a worker's clock differs from the monitor's by more than the threshold
                       (Celery's own State only logs this: "Substantial drift ...").
+- ``failure-group``   a failure group (cluster, task name, exception type, message fingerprint:
+                      streams/failures.py) failed for the first time, or again after ``quiet``
+                      seconds without failing.
 """
 
 from __future__ import annotations
@@ -112,3 +115,30 @@ class FailureBursts:
             "failure-burst", cluster, key, times[-1],
             name=name, failures=len(times), window_seconds=self.window, since=times[0], last_uuid=uuid,
         )
+
+
+class FailureGroups:
+    """The newest failure time of every failure group seen, for ``failure-group`` alerts: a
+    group's first failure (reason ``new``) and a failure ``quiet`` seconds or more after the
+    group's previous one (reason ``returned``). Fed from the topic keyed by cluster/name, so every
+    failure of a group reaches the same instance; a failure older than the newest one kept
+    raises nothing. Kept in memory: after a worker restart each group's next failure is ``new``
+    again (once)."""
+
+    def __init__(self, quiet: float):
+        self.quiet = quiet
+        self.last: dict[tuple, float] = {}
+
+    def add(self, cluster, name: str, exception_type: str, fingerprint: str, at: float, uuid: str, exception: str | None = None) -> dict | None:
+        group = (cluster, name, exception_type, fingerprint)
+        last = self.last.get(group)
+        if last is not None and at <= last:
+            return None
+        self.last[group] = at
+        if last is not None and at - last < self.quiet:
+            return None
+        details = {"reason": "new"} if last is None else {"reason": "returned", "quiet_seconds": at - last}
+        return _alert(
+            "failure-group", cluster, f"{cluster}/{name}/{exception_type}/{fingerprint}", at,
+            name=name, exception_type=exception_type or None, exception=exception, fingerprint=fingerprint, last_uuid=uuid, **details,
+        )  # fmt: skip

@@ -30,10 +30,12 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from streams import search
 from streams.config import Settings
 from streams.engine import states as S
 from streams.report import Answer, load_query
 
+from . import api
 from . import attempts as attempts_mod
 from . import badges, charts, queries, workflow
 from .db import ClickHouseDown, Pool, QueryTimeout, TooManyRows
@@ -113,6 +115,17 @@ def fmt_age(value, now: float | None = None) -> str:
     return f"{fmt_duration(age)} ago"
 
 
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(counts: list[int]) -> str:
+    """Counts as a row of block characters (0 = the lowest block), scaled to the largest."""
+    top = max(counts, default=0)
+    if not top:
+        return SPARK[0] * len(counts)
+    return "".join(SPARK[0] if not n else SPARK[1 + min(len(SPARK) - 2, int((len(SPARK) - 2) * n / top))] for n in counts)
+
+
 def untrusted(text, limit: int | None = None, full_chars: int | None = None) -> Markup:
     """Text from ClickHouse as inert, direction-isolated HTML; cut at ``limit`` characters with a
     note of the full length (``full_chars`` when the query already cut it)."""
@@ -158,9 +171,13 @@ def task_filter(request: Request, now: float) -> queries.TaskFilter:
     states = tuple(s for s in request.query_params.getlist("state") if s in S.TASK_STATES)
     window = _number(request, "window")
     uuid = _param(request, "uuid")
+    try:
+        terms = search.parse(_param(request, "q"))
+    except search.SearchError as exc:
+        raise BadRequest(f"search: {exc}") from None
     return queries.TaskFilter(
         cluster=_param(request, "cluster"), states=states, name=_param(request, "name"),
-        worker=_param(request, "worker"), uuid=uuid, since=now - window if window else 0.0,
+        worker=_param(request, "worker"), uuid=uuid, since=now - window if window else 0.0, search=terms,
     )  # fmt: skip
 
 
@@ -233,9 +250,9 @@ class UI:
         rows = queries.tasks(self.execute, self.db, self.columns("tasks"), where, self.page_size + 1, _cursor(request))
         more = len(rows) > self.page_size
         rows = rows[: self.page_size]
-        params = {k: request.query_params.getlist(k) for k in ("cluster", "state", "name", "worker", "uuid", "window")}
+        params = {k: request.query_params.getlist(k) for k in ("cluster", "state", "name", "worker", "uuid", "window", "q")}
         older = query_string(params, before=f"{rows[-1]['first_seen_at']!r}:{rows[-1]['uuid']}") if more and rows else ""
-        return {"rows": rows, "older": older, "params": params, "where": where, "paged": bool(_cursor(request)),
+        return {"rows": rows, "older": older, "params": params, "where": where, "paged": bool(_cursor(request)), "q": _param(request, "q"),
                 "limit_hit": self.page_size == self.row_limit and more}  # fmt: skip
 
     def tasks(self, request: Request) -> Response:
@@ -294,6 +311,27 @@ class UI:
 
     def task_live(self, request: Request) -> Response:
         return self.render(request, "_task_body.html", **self._task(request))
+
+    # failure groups ------------------------------------------------------------
+    def failure_groups(self, request: Request) -> tuple[list[dict], bool, float]:
+        """The groups the page's (or API's) filters ask for: cluster, name (part or glob), window (s)."""
+        now = time.time()
+        window = _number(request, "window")
+        name = _param(request, "name")
+        terms = (search.Term("name", name),) if name else ()
+        rows = queries.failure_groups(self.execute, self.db, _param(request, "cluster"), terms, now - window if window else 0.0,
+                                      now, self.row_limit + 1)  # fmt: skip
+        for row in rows:
+            row["search"] = queries.failure_group_search(row)
+        return rows[: self.row_limit], len(rows) > self.row_limit, window or 86400.0
+
+    def failures(self, request: Request) -> Response:
+        groups, cut, span = self.failure_groups(request)
+        for g in groups:
+            g["spark"] = sparkline(g["trend"])
+        names = queries.task_names(self.execute, self.db, _param(request, "cluster"), self.row_limit)
+        return self.page(request, "failures.html", groups=groups, limit_hit=cut, names=names, name=_param(request, "name"),
+                         window=request.query_params.get("window", ""), trend_span=fmt_duration(span))  # fmt: skip
 
     # workers ------------------------------------------------------------------
     def _workers(self, request: Request) -> dict:
@@ -430,10 +468,12 @@ def create_app(settings: Settings, execute=None) -> Guard:
         Route("/tasks/rows", handler(ui.task_rows)),
         Route("/task", handler(ui.task)),
         Route("/task/live", handler(ui.task_live)),
+        Route("/failures", handler(ui.failures)),
         Route("/workers", handler(ui.workers)),
         Route("/workers/rows", handler(ui.worker_rows)),
         Route("/analytics", handler(ui.analytics)),
         Route("/analytics/panel", handler(ui.analytics_panel)),
+        *api.routes(ui),
         Route("/healthz", lambda request: PlainTextResponse("ok\n")),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/vendor/{name}", vendor),

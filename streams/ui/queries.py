@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from streams import search as search_mod
+
 from . import badges
 
 Execute = Callable[[str, dict], tuple[list[str], list[tuple]]]
@@ -119,7 +121,8 @@ class TaskFilter:
     """The task list's filters; '' / 0 / () = no filter.
 
     ``states``: any of these states; ``since``/``until``: first seen in [since, until) (epoch s);
-    ``uuid``: the task id, or its beginning."""
+    ``uuid``: the task id, or its beginning; ``name``: a substring of the name (case-insensitive)
+    or a glob (``*``, ``?``); ``search``: terms of the search box (streams/search.py)."""
 
     cluster: str = ""
     states: tuple[str, ...] = ()
@@ -128,26 +131,42 @@ class TaskFilter:
     uuid: str = ""
     since: float = 0.0
     until: float = 0.0
+    search: tuple = ()
+    exact_name: str = ""  # the API's taskname= (Flower compares whole names)
+    received_since: float = 0.0  # the API's received_start / received_end (epoch s)
+    received_until: float = 0.0
+
+    def terms(self) -> tuple:
+        """The name filter as a search term, then the search box's terms."""
+        return ((search_mod.Term("name", self.name),) if self.name else ()) + tuple(self.search)
+
+    def where(self) -> str:
+        """The filter's conditions (after a WHERE on the cluster); values in ``params()``."""
+        return TASK_WHERE + search_mod.condition(self.terms())[0]
 
     def params(self) -> dict:
-        return {
+        return {**search_mod.condition(self.terms())[1], 
             "cluster": self.cluster,
             "any_state": 0 if self.states else 1,
             "states": tuple(self.states) or ("",),
-            "name": self.name,
-            "worker": self.worker,
+                "worker": self.worker,
             "uuid": self.uuid,
             "since": float(self.since),
             "until": float(self.until),
+            "exact_name": self.exact_name,
+            "received_since": float(self.received_since),
+            "received_until": float(self.received_until),
         }
 
 
 TASK_WHERE = """
     AND (%(any_state)s = 1 OR state IN %(states)s)
-    AND (%(name)s = '' OR name = %(name)s)
     AND (%(worker)s = '' OR worker = %(worker)s)
     AND (%(uuid)s = '' OR startsWith(uuid, %(uuid)s))
-    AND first_seen_at >= %(since)s AND (%(until)s = 0 OR first_seen_at < %(until)s)"""
+    AND first_seen_at >= %(since)s AND (%(until)s = 0 OR first_seen_at < %(until)s)
+    AND (%(exact_name)s = '' OR name = %(exact_name)s)
+    AND (%(received_since)s = 0 OR received_at > %(received_since)s)
+    AND (%(received_until)s = 0 OR received_at < %(received_until)s)"""
 
 
 def _latest(rows: list[dict], key: tuple[str, ...]) -> dict[tuple, dict]:
@@ -177,7 +196,7 @@ def tasks(
     keys_sql = f"""
         SELECT cluster, uuid
         FROM {db}.tasks FINAL
-        WHERE {_in_cluster(where.cluster)} {TASK_WHERE}
+        WHERE {_in_cluster(where.cluster)} {where.where()}
           AND (%(before_at)s = 0 OR first_seen_at < %(before_at)s OR (first_seen_at = %(before_at)s AND uuid < %(before_uuid)s))
         ORDER BY first_seen_at DESC, uuid DESC
         LIMIT %(limit)s"""
@@ -255,3 +274,104 @@ def workers(execute: Execute, db: str, present: frozenset[str], cluster: str, li
         ORDER BY cluster, hostname
         LIMIT %(limit)s"""
     return _rows(*execute(sql, {"cluster": cluster, "limit": limit}))
+
+
+# The API's sort keys (Flower's: name, state, received, started; '-' = descending) -> columns.
+SORT_COLUMNS = {"name": "name", "state": "state", "received": "received_at", "started": "started_at"}
+
+
+def tasks_sorted(
+    execute: Execute, db: str, where: TaskFilter, limit: int, offset: int = 0, sort_by: str = "", descending: bool = False,
+) -> list[dict]:  # fmt: skip
+    """Whole task records for the Flower-compatible API: ``limit`` rows after ``offset`` in
+    ``sort_by``'s order (SORT_COLUMNS; '' = newest first seen first), ties by uuid. Keys from
+    ``tasks FINAL``, then their rows by primary key (as ``tasks``); the sort column is chosen from
+    the fixed dict, never taken from the request."""
+    if sort_by:
+        column = SORT_COLUMNS[sort_by]
+        direction = "DESC" if descending else "ASC"
+        order = f"{column} {direction}, cluster {direction}, uuid {direction}"
+    else:
+        order = "first_seen_at DESC, cluster DESC, uuid DESC"
+    params = {**where.params(), "limit": limit, "offset": offset}
+    keys_sql = f"""
+        SELECT cluster, uuid
+        FROM {db}.tasks FINAL
+        WHERE {_in_cluster(where.cluster)} {where.where()}
+        ORDER BY {order}
+        LIMIT %(offset)s, %(limit)s"""
+    _, keys = execute(keys_sql, params)
+    if not keys:
+        return []
+    wanted = tuple(tuple(k) for k in keys) * (2 if len(keys) == 1 else 1)
+    latest = _latest(_rows(*execute(f"SELECT * FROM {db}.tasks WHERE (cluster, uuid) IN %(keys)s", {"keys": wanted})), ("cluster", "uuid"))
+    return [latest[tuple(k)] for k in keys if tuple(k) in latest]
+
+
+def queue_lengths(execute: Execute, db: str, cluster: str, limit: int) -> list[dict]:
+    """The newest sample of every task queue (role 'task'): cluster, queue, messages, consumers, newest_at."""
+    sql = f"""
+        SELECT cluster, queue, argMax(messages, sampled_at) AS messages, argMax(consumers, sampled_at) AS consumers,
+               max(sampled_at) AS newest_at
+        FROM {db}.queue_lengths
+        WHERE {_in_cluster(cluster)} AND role = 'task'
+        GROUP BY cluster, queue
+        ORDER BY cluster, queue
+        LIMIT %(limit)s"""
+    return _rows(*execute(sql, {"cluster": cluster, "limit": limit}))
+
+
+TREND_BUCKETS = 12
+
+
+def failure_groups(
+    execute: Execute, db: str, cluster: str, terms: tuple = (), since: float = 0.0, now: float = 0.0, limit: int = 100,
+) -> list[dict]:  # fmt: skip
+    """Failed and critical tasks grouped by cluster, task name, exception type and message
+    fingerprint (streams/failures.py), newest group first: count, first/last failure (epoch s),
+    workers (how many, and up to 10 names), the latest failure's task, message and traceback, and
+    a trend — failures in each of TREND_BUCKETS equal slices of [since or now − 24 h, now).
+    ``terms`` (search terms, e.g. the name filter) narrow the failures first."""
+    from streams.failures import FAILED_STATES, FRAGMENT_COLUMN, fingerprint_sql
+
+    search_sql, params = search_mod.condition(tuple(terms), prefix="f")
+    start = since if since else now - 86400
+    width = max((now - start) / TREND_BUCKETS, 1e-9)
+    trend = ", ".join(
+        f"countIf(at >= %(trend_start)s + {i} * %(trend_width)s AND at < %(trend_start)s + {i + 1} * %(trend_width)s)"
+        for i in range(TREND_BUCKETS)
+    )
+    sql = f"""
+        SELECT cluster, name, exception_type, fingerprint, count() AS count, min(at) AS first_seen, max(at) AS last_seen,
+               uniqExact(worker) AS workers_count, arraySlice(groupUniqArray(worker), 1, 10) AS workers,
+               argMax(uuid, at) AS latest_uuid, argMax(exception, at) AS latest_exception,
+               argMax(traceback, at) AS latest_traceback, [{trend}] AS trend
+        FROM
+        (
+            SELECT cluster, uuid, name, ifNull(exception_type, '') AS exception_type, {fingerprint_sql(FRAGMENT_COLUMN)} AS fingerprint,
+                   ifNull(worker, '') AS worker, ifNull(exception, '') AS exception, ifNull(traceback, '') AS traceback,
+                   ifNull(failed_at, last_seen_at) AS at
+            FROM {db}.tasks FINAL
+            WHERE {_in_cluster(cluster)} AND state IN %(failed_states)s AND first_seen_at >= %(since)s {search_sql}
+        )
+        GROUP BY cluster, name, exception_type, fingerprint
+        ORDER BY last_seen DESC, count DESC, cluster, name, exception_type, fingerprint
+        LIMIT %(limit)s"""
+    params.update(cluster=cluster, failed_states=FAILED_STATES, since=float(since), limit=limit,
+                  trend_start=float(start), trend_width=float(width))  # fmt: skip
+    rows = _rows(*execute(sql, params))
+    for row in rows:
+        row["trend"] = [int(n) for n in row["trend"]]
+        row["workers"] = sorted(row["workers"])
+    return rows
+
+
+def failure_group_search(row: dict) -> str:
+    """The search text (streams/search.py) that lists a group's failed tasks."""
+    terms = [search_mod.Term("state", "FAILED,CRITICAL")]
+    if row["name"]:
+        terms.append(search_mod.Term("name", "=" + row["name"]))
+    terms.append(search_mod.Term("fingerprint", row["fingerprint"]))
+    if row["exception_type"]:
+        terms.append(search_mod.Term("exception", row["exception_type"]))
+    return " ".join(str(t) for t in terms)

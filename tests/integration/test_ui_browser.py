@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,10 @@ def test_each_filter_narrows_the_list(run, browser):
         ("state=RECOVERED", lambda t: t["state"] == "RECOVERED"),
         ("state=CRITICAL&state=REVOKED", lambda t: t["state"] in ("CRITICAL", "REVOKED")),
         ("name=demo.flaky", lambda t: t["name"] == "demo.flaky"),
+        ("name=DEMO.FL", lambda t: "demo.fl" in t["name"].lower()),  # a part of the name, any case
+        ("name=demo.a*", lambda t: t["name"].startswith("demo.a")),  # a glob: demo.add, demo.always_retry
+        ("q=" + quote("-state:SUCCEEDED name:demo.*"), lambda t: t["state"] != "SUCCEEDED" and t["name"].startswith("demo.")),
+        ("q=" + quote("state:FAILED kwargs:k=x"), lambda t: False),
         (f"worker={worker}", lambda t: t["worker"] == worker),
         ("worker=nobody@nowhere", lambda t: False),
         (f"uuid={some}", None),
@@ -218,6 +223,112 @@ def test_each_filter_narrows_the_list(run, browser):
     assert {u for u in got if u in mine} == {u for u, t in mine.items() if t["state"] in ("FAILED", "REJECTED")}
     assert {t["state"] for t in got.values()} == {"FAILED", "REJECTED"}
     shot(browser, "tasks-filtered")
+
+
+def test_the_search_box_finds_args_kwargs_and_exceptions_and_escapes_them(run, browser):
+    """Typed into the search box as a person would: hostile text found by a part of its args,
+    kwargs or exception message, shown escaped; a bad search is a 400 page saying why."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, cluster = run["url"], run["settings"].cluster
+    part = HOSTILE_MESSAGE[:30]  # before the right-to-left mark, which Celery's repr() of args writes as \\u202e
+    quoted = '"' + part.replace('"', '\\"') + '"'
+    both = {run["hostile_name"], run["hostile_exc"]}
+    for text, want in ((part[:18], both),  # three words, each found: '<img', 'src=x', 'onerror'
+                       (quoted, both),  # one phrase
+                       ("args:" + quoted.upper(), both),
+                       ("kwargs:k=" + quoted, set()),  # a part of a value is not the value
+                       (f"exception:{HOSTILE_MESSAGE[27:34]}", {run["hostile_exc"]}),
+                       (f"exception:{HOSTILE_MESSAGE[27:34]} -name:demo.*", set())):  # fmt: skip
+        browser.get(f"{url}/tasks?cluster={cluster}")
+        box = browser.find_element(By.CSS_SELECTOR, "input[name=q]")
+        box.send_keys(text)
+        box.send_keys(Keys.ENTER)
+        wait_for(browser, lambda d: "q=" in d.current_url, 10, "the search URL")
+        got = set(shown_rows(browser))
+        assert got == want, (text, got, want)
+        assert browser.find_element(By.CSS_SELECTOR, "input[name=q]").get_attribute("value") == text
+        assert browser.execute_script("return window.__xss") is None
+    status, body, _ = get(f"{url}/tasks?cluster={cluster}&q=" + quote(part))  # onerror="... opens a quote it never closes
+    assert status == 400 and "unterminated quote" in body
+    browser.get(f"{url}/tasks?cluster={cluster}&q=" + quote(f"args:{part[:20]}"))
+    shot(browser, "tasks-search")
+
+
+def test_the_api_answers_in_flowers_shape_on_the_real_server(run):
+    """A Flower script's requests against the real UI server (ClickHouse 18.16, the run's real
+    Celery tasks): Flower's shapes and Celery's state names; the native endpoints besides."""
+    import json
+
+    from streams.ui.api import CELERY_STATE
+
+    url, worker = run["url"], run["pipeline"].worker_hostname
+
+    def api(path):
+        status, body, _ = get(url + path)
+        assert status == 200, (path, status, body[:300])
+        return json.loads(body)
+
+    tasks = api(f"/api/tasks?workername={quote(worker)}&limit=1000")
+    for uuid, expect in run["expected"].items():
+        if uuid in tasks:
+            assert tasks[uuid]["state"] == CELERY_STATE[expect["state"]] and tasks[uuid]["monitor_state"] == expect["state"]
+    received = {u for u, e in run["expected"].items() if run["rows"][u].get("received_at")}
+    assert received <= set(tasks)
+    assert all(t["worker"] == worker and t["uuid"] == u for u, t in tasks.items())
+    assert set(api(f"/api/tasks?workername={quote(worker)}&state=FAILURE")) == {
+        u for u, t in tasks.items() if t["monitor_state"] in ("FAILED", "CRITICAL")}  # fmt: skip
+    page = api(f"/api/tasks?workername={quote(worker)}&sort_by=-received&limit=3&offset=1")
+    newest_received = sorted((t["received"], u) for u, t in tasks.items() if t["received"])[::-1]
+    assert list(page) == [u for _, u in newest_received[1:4]]
+    adds = api(f"/api/tasks?taskname=demo.add&workername={quote(worker)}")
+    assert adds and {t["name"] for t in adds.values()} == {"demo.add"}
+    found = api(f"/api/tasks?workername={quote(worker)}&search=" + quote('"' + HOSTILE_MESSAGE[:30].replace('"', '\\"') + '"'))
+    assert set(found) == {run["hostile_name"], run["hostile_exc"]}
+    info = api(f"/api/task/info/{run['hostile_exc']}")
+    assert info["state"] == "FAILURE" and info["exception"].startswith("ValueError(") and "<img src=x" in info["exception"]
+    assert get(url + "/api/task/info/no-such-task")[0] == 404
+    assert "demo.add" in api("/api/task/types")["task-types"]
+    workers = api(f"/api/workers?workername={quote(worker)}")
+    assert workers[worker]["alive"] in (True, False) and workers[worker]["stats"]["pid"]
+    assert isinstance(api("/api/queues/length")["active_queues"], list)
+    cluster = run["settings"].cluster
+    assert cluster in api("/api/v1/clusters")["clusters"]
+    recovered = next(u for u, e in run["expected"].items() if e["state"] == "RECOVERED")
+    one = api(f"/api/v1/tasks/{recovered}?cluster={cluster}")
+    assert one["badge"]["label"] == leek_label(run["expected"][recovered]) and len(one["attempts"]) == run["expected"][recovered]["retries"] + 1
+    assert api("/api/openapi.json")["openapi"].startswith("3.")
+
+
+def test_failure_groups_page_groups_escapes_and_links_to_the_tasks(run, browser):
+    """The failures of the run grouped (cluster, name, exception type, fingerprint), hostile
+    messages shown as text, each group's "tasks »" listing exactly the failed tasks of the group."""
+    from selenium.webdriver.common.by import By
+
+    url, cluster, rows = run["url"], run["settings"].cluster, run["rows"]
+    browser.get(f"{url}/failures?cluster={cluster}")
+    groups = browser.execute_script(
+        "return Array.from(document.querySelectorAll('tr.group')).map(tr => ({name: tr.dataset.name, type: tr.dataset.exceptionType,"
+        " count: +tr.dataset.count, fingerprint: tr.querySelector('td.fingerprint').textContent, trend: tr.querySelector('td.trend').textContent}))"
+    )
+    failed = {u: r for u, r in rows.items() if r["state"] in ("FAILED", "CRITICAL")}
+    assert sum(g["count"] for g in groups) == len(failed) and failed
+    hostile = next(g for g in groups if g["type"] == "ValueError" and "onerror" in g["fingerprint"])
+    assert hostile["name"] == "demo.fail" and hostile["fingerprint"].startswith("ValueError('<img src=x onerror=")
+    assert len(hostile["trend"]) == 12 and set(hostile["trend"]) <= set("▁▂▃▄▅▆▇█")
+    assert browser.execute_script("return window.__xss") is None
+    shot(browser, "failures")
+    link = browser.execute_script(
+        "return Array.from(document.querySelectorAll('tr.group')).find(tr => tr.dataset.exceptionType === 'ValueError'"
+        " && tr.querySelector('td.fingerprint').textContent.includes('onerror')).querySelector('a.tasks-link').href"
+    )
+    browser.get(link)
+    got = shown_rows(browser)
+    want = {u for u, r in failed.items() if r["name"] == "demo.fail" and "onerror" in (r.get("exception") or "")}
+    assert set(got) == want and run["hostile_exc"] in want
+    assert browser.find_element(By.CSS_SELECTOR, "input[name=q]").get_attribute("value").startswith("state:FAILED,CRITICAL name:=demo.fail")
+    assert browser.execute_script("return window.__xss") is None
 
 
 def test_a_retried_then_recovered_task_shows_every_attempt_on_its_worker(run, browser):

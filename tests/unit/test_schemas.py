@@ -49,7 +49,7 @@ def test_packs_and_dead_letters(scenario_raw):
 
 
 def test_alerts():
-    from streams.engine.alerts import FailureBursts, task_alerts, worker_alerts
+    from streams.engine.alerts import FailureBursts, FailureGroups, task_alerts, worker_alerts
 
     alerts = validator("alert.v1.json")
     critical = {"cluster": "c", "uuid": "u", "state": "CRITICAL", "name": "t", "retries": 2, "failed_at": 3.0,
@@ -59,6 +59,9 @@ def test_alerts():
     bursts = FailureBursts(10.0, 2)
     bursts.add("c", "t", 1.0, "a")
     alerts.validate(bursts.add("c", "t", 2.0, "b"))
+    groups = FailureGroups(10.0)
+    alerts.validate(groups.add("c", "t", "KeyError", "KeyError('user <n>')", 1.0, "a", "KeyError('user 1')"))
+    alerts.validate(groups.add("c", "t", "", "", 20.0, "b"))
     lost = {"cluster": "c", "hostname": "w@h", "state": "OFFLINE", "offline_reason": "heartbeat-expired",
             "offline_at": None, "expires_at": 5.0, "heartbeat_at": 1.0}  # fmt: skip
     for alert in worker_alerts({**lost, "state": "HEARTBEAT", "skew": 0.0}, {**lost, "skew": -40.0, "seen_at": 1.0}, 16):

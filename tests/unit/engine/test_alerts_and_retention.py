@@ -78,3 +78,33 @@ def test_a_backlog_of_old_events_is_not_retired_while_it_is_being_folded():
     done["folded_at"] = 95.0  # the app folded these old events just now
     assert not retirable(done, now=100.0, retention=60.0)
     assert retirable(done, now=200.0, retention=60.0)
+
+
+def test_failure_groups_alert_on_a_new_group_and_on_its_return_after_a_quiet_period():
+    from streams.engine.alerts import FailureGroups
+
+    groups = FailureGroups(quiet=100.0)
+    new = groups.add("c", "t", "KeyError", "KeyError('user <n>')", 10.0, "u1", "KeyError('user 1')")
+    assert new["alert"] == "failure-group" and new["reason"] == "new" and new["key"] == "c/t/KeyError/KeyError('user <n>')"
+    assert new["last_uuid"] == "u1" and new["exception"] == "KeyError('user 1')" and new["at"] == 10.0
+    assert groups.add("c", "t", "KeyError", "KeyError('user <n>')", 60.0, "u2") is None  # not quiet long enough
+    assert groups.add("c", "t", "KeyError", "KeyError('user <n>')", 50.0, "u0") is None  # older than the newest: nothing
+    back = groups.add("c", "t", "KeyError", "KeyError('user <n>')", 160.0, "u3")
+    assert back["reason"] == "returned" and back["quiet_seconds"] == 100.0  # quiet counted from the newest failure (60)
+    assert groups.add("c", "t", "KeyError", "KeyError('account <n>')", 161.0, "u4")["reason"] == "new"  # another message
+    assert groups.add("other", "t", "KeyError", "KeyError('user <n>')", 161.0, "u5")["reason"] == "new"  # another cluster
+
+
+def test_group_alert_fingerprints_the_failure_record():
+    import orjson
+
+    from streams.engine.alerts import FailureGroups
+    from streams.folders import group_alert
+
+    groups = FailureGroups(quiet=3600.0)
+    failure = {"cluster": "c", "name": "t", "at": 5.0, "uuid": "u1", "exception_type": "KeyError", "exception": "KeyError('user 1234')"}
+    alert = group_alert(groups, orjson.dumps(failure))
+    assert alert["fingerprint"] == "KeyError('user <n>')" and alert["exception_type"] == "KeyError"
+    assert group_alert(groups, orjson.dumps({**failure, "uuid": "u2", "at": 6.0, "exception": "KeyError('user 99')"})) is None
+    old = {k: v for k, v in failure.items() if k not in ("exception_type", "exception")}  # written before the exception was carried
+    assert group_alert(groups, orjson.dumps({**old, "at": 7.0}))["fingerprint"] == ""

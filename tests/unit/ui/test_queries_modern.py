@@ -146,7 +146,7 @@ def test_every_page_renders(client, scenario_ids):
     from streams.ui.charts import CHARTS
 
     panels = [f"/analytics/panel?cluster={CLUSTER}&chart={chart_id}" for chart_id, _, _ in CHARTS.values()]
-    for path in ("/tasks", "/tasks/rows", "/workers", "/workers/rows", "/analytics", *panels,
+    for path in ("/tasks", "/tasks/rows", "/failures", "/failures?window=3600&name=feas.*", "/workers", "/workers/rows", "/analytics", *panels,
                  f"/task?cluster={CLUSTER}&uuid={scenario_ids['recovered_retry'][0]}", f"/task/live?uuid={scenario_ids['chain'][1]}"):  # fmt: skip
         response = client.get(path)
         assert response.status_code == 200, (path, response.text[:500])
@@ -157,13 +157,13 @@ def test_every_page_renders(client, scenario_ids):
 
 
 def test_hostile_text_is_escaped_on_every_page(client):
-    pages = [client.get("/tasks").text, client.get(f"/task?cluster={CLUSTER}&uuid={HOSTILE_UUID}").text,
+    pages = [client.get("/tasks").text, client.get("/failures").text, client.get(f"/task?cluster={CLUSTER}&uuid={HOSTILE_UUID}").text,
              client.get(f"/workers?cluster={OTHER}").text, client.get(f"/analytics?cluster={CLUSTER}").text,
              client.get(f"/analytics/panel?cluster={CLUSTER}&chart=failures").text,
              client.get(f"/analytics/panel?cluster={CLUSTER}&chart=exceptions").text]  # fmt: skip
     for text in pages:
         assert "<script>window.__xss" not in text and "<img src=x" not in text and "<b>Boom</b>" not in text
-    task_page = pages[1]
+    task_page = pages[2]
     assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in task_page
     assert task_page.count("x" * 50_000) >= 2  # name and args shown whole on the task page
     assert "<bdi class=\"u\">" in task_page  # right-to-left marks isolated

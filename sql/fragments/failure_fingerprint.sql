@@ -1,0 +1,4 @@
+-- fragment: failure_fingerprint — the exception message with numbers, hex ids, uuids and addresses masked
+-- (streams/failures.py RULES; generated from them: tests/unit/test_failures.py keeps this file equal).
+-- Used as {failure_fingerprint} in sql/queries/failure_groups.sql.
+substringUTF8(replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(replaceRegexpAll(ifNull(exception, ''), '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '<uuid>'), '[A-Za-z0-9_.+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+', '<email>'), '0[xX][0-9a-fA-F]+', '<hex>'), '\\b[0-9]{1,3}(\\.[0-9]{1,3}){3}(:[0-9]{1,5})?\\b', '<ip>'), '\\b[0-9a-fA-F]{1,4}(::?[0-9a-fA-F]{1,4}){3,7}\\b', '<ip>'), '\\b[0-9a-fA-F]{8,}\\b', '<hex>'), '[0-9]+', '<n>'), 1, 300)
