@@ -26,6 +26,8 @@ from bridge.packs import partition_of
 from devstack.pipeline import Pipeline, wait_for_tasks
 from devstack import services
 from streams.packs import decode_pack
+from streams.topics import ensure_topics
+from tests.integration.conftest import own_topics
 from tests.integration.test_dead_letters import publish_raw
 
 TASKS = 300  # per phase: before the pause, while Kafka is paused, after the restart
@@ -94,7 +96,12 @@ def test_restart_mid_stream_repacks_and_nothing_is_lost_or_doubled(stack, clickh
     settings = pipeline.settings.replace(cluster=f"{base.cluster}-repack-{pipeline.run_id}", app_id=f"{base.app_id}-repack",
         bridge_metrics_addr=metrics_addr, bridge_kafka_timeout=30.0,
         bridge_tick_seconds=3600.0,  # no tick in flight when Kafka is paused: the flush is what waits for acks
+        sink_group=f"repack-sink-{pipeline.run_id}",
     )  # fmt: skip
+    # topics of its own: on the suite's shared topics a new streams app reads every earlier test's
+    # events first, which a busy machine did not finish within the first phase's 90 s
+    settings = own_topics(settings, pipeline.run_id)
+    ensure_topics(settings)
     pipeline.settings = settings
     host = f"repack-{pipeline.run_id}@h"
     phases = [[str(uuidlib.uuid4()) for _ in range(TASKS)] for _ in range(3)]
