@@ -19,11 +19,49 @@ identity (type, uuid or hostname, pid, clock, timestamp), not by pack.
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
 import orjson
 
 PACK_VERSION = 2  # the one definition: the bridge writes it, the engine, the sink and this decoder read it
+
+
+def loads(value: bytes | bytearray | memoryview | str) -> Any:
+    """JSON as Celery's own receiver reads it (kombu's JSON is Python's ``json``), fast.
+
+    orjson first; where it refuses, Python's ``json`` (raises ``ValueError`` when that refuses
+    too). What only ``json`` reads -- a lone surrogate escape such as ``"\\udcff"`` (a Latin-1
+    file name in a traceback, written by kombu's ``json.dumps``), NaN/Infinity, integers beyond
+    64 bits -- is read. A lone surrogate is not Unicode: no UTF-8 writer (orjson, msgspec,
+    ClickHouse's driver) can write it, so each one becomes the text of its escape (``\\udcff``,
+    six characters, as Python's ``backslashreplace`` writes it); nothing else changes.
+    """
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+    if isinstance(value, memoryview):
+        value = value.tobytes()
+    return clean(json.loads(value))
+
+
+def clean(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings (keys too) written as its escape text."""
+    cls = value.__class__
+    if cls is str:
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if cls is list:
+        return [clean(v) for v in value]
+    if cls is dict:
+        return {clean(k): clean(v) for k, v in value.items()}
+    return value
 
 
 class InvalidPack(ValueError):
@@ -62,8 +100,8 @@ def decode_pack(value: bytes | bytearray | memoryview | None) -> Pack:
     if value is None:
         raise InvalidPack("empty record value")
     try:
-        raw = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+        raw = loads(value)
+    except ValueError as exc:
         raise InvalidPack(f"not JSON: {exc}") from None
     return pack_from_json(raw)
 

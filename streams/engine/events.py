@@ -24,6 +24,8 @@ from typing import Any, Iterator
 from ..packs import PACK_VERSION  # pure (orjson only): the engine stays free of I/O
 from .states import (
     FIELDS_READ_BY_TYPE,
+    LEGACY_FIELDS,
+    LEGACY_SIGNALS,
     MAX_TIMESTAMP,
     NUMBER,
     OTHER_K,
@@ -180,6 +182,37 @@ def _bad_type(body: dict, checks: tuple) -> str | None:
     return None
 
 
+def _signal(value: Any) -> Any:
+    if value.__class__ is str:
+        text = value.strip().upper()
+        if text.isdigit():
+            return int(text)
+        return LEGACY_SIGNALS.get(text if text.startswith("SIG") else f"SIG{text}", value)
+    return value
+
+
+def _flag(value: Any) -> Any:
+    return bool(value) if value.__class__ is int and value in (0, 1) else value
+
+
+_NORMALISE = {"signal": _signal, "flag": _flag}
+
+
+def _legacy(body: dict) -> dict | None:
+    """A copy of ``body`` with older Celery shapes of the fields the rules read normalised
+    (states.LEGACY_FIELDS); None when nothing was changed. The raw event keeps what was sent."""
+    out = None
+    for field, how in LEGACY_FIELDS.items():
+        value = body.get(field)
+        if value is not None:
+            normal = _NORMALISE[how](value)
+            if normal is not value:
+                if out is None:
+                    out = dict(body)
+                out[field] = normal
+    return out
+
+
 def _receipt(value: Any) -> float | None:
     if value.__class__ is float:
         return value
@@ -237,7 +270,12 @@ def parse_event(
         if fields:
             bad = _bad_type(body, fields)
             if bad:
-                return Invalid(bad, body)
+                legacy = _legacy(body)  # an older Celery's shape (signum as text), normalised
+                if legacy is not None:
+                    bad = _bad_type(legacy, fields)
+                if bad:
+                    return Invalid(bad, body)
+                body = legacy
         if fields is None:
             kind = OTHER_K
         else:

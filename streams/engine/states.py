@@ -86,6 +86,12 @@ TASK_FIELD_TYPES = {
     "exchange": str,
     "routing_key": str,
 }
+# Older Celery shapes of fields the rules read, normalised before the type check (rule 7):
+#   signum  Celery 4.x sends the signal of a terminate as text ("15", or a name such as "SIGTERM")
+#   flags   0/1 where a boolean belongs (expired, terminated, requeue)
+# Missing fields need no entry: every field but type/uuid/hostname/timestamp is optional.
+LEGACY_SIGNALS = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGKILL": 9, "SIGUSR1": 10, "SIGUSR2": 12, "SIGTERM": 15}
+LEGACY_FIELDS = {"signum": "signal", "expired": "flag", "terminated": "flag", "requeue": "flag"}
 WORKER_FIELD_TYPES = {
     "freq": NUMBER,
     "active": int,
