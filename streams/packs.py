@@ -85,6 +85,7 @@ class Seen(NamedTuple):
     received_at: float  # latest receive time of a task event from this worker in the flush
     timestamp: float  # the worker's own clock: latest event timestamp
     events: int  # task events from this worker in the flush
+    pid: int | None = None  # the worker process that sent them (None: an older bridge's pack)
 
 
 class Pack(NamedTuple):
@@ -136,7 +137,10 @@ def pack_from_json(raw: Any) -> Pack:
         hostname, received_at, timestamp, count = (item.get(k) for k in ("hostname", "received_at", "timestamp", "events"))
         if hostname.__class__ is not str or not _number(received_at) or not _number(timestamp) or count.__class__ is not int:
             raise InvalidPack(f"seen[{i}] needs hostname (string), received_at and timestamp (numbers), events (integer)")
-        seen.append(Seen(hostname, float(received_at), float(timestamp), count))
+        pid = item.get("pid")
+        if pid is not None and pid.__class__ is not int:
+            raise InvalidPack(f"seen[{i}]: 'pid' must be an integer")
+        seen.append(Seen(hostname, float(received_at), float(timestamp), count, pid))
     return Pack(cluster, bridge, float(read_until), tuple(entries), tuple(seen))
 
 

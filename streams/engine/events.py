@@ -125,14 +125,15 @@ class Sighting:
     worker's clock), ``events`` how many task events it stands for.
     """
 
-    __slots__ = ("cluster", "hostname", "received", "timestamp", "events")
+    __slots__ = ("cluster", "hostname", "received", "timestamp", "events", "pid")
 
-    def __init__(self, cluster, hostname, received, timestamp, events):
+    def __init__(self, cluster, hostname, received, timestamp, events, pid=None):
         self.cluster = cluster
         self.hostname = hostname
         self.received = received
         self.timestamp = timestamp
         self.events = events
+        self.pid = pid  # the worker process that sent them; None from an older bridge
 
     @property
     def key(self) -> str:
@@ -369,7 +370,9 @@ def iter_pack(pack: dict) -> Iterator[Item]:
             yield Invalid("pack 'seen' entry without a hostname string and a received_at number", seen)
             continue
         events = seen.get("events")
-        yield Sighting(cluster, hostname, received, _receipt(seen.get("timestamp")), events if events.__class__ is int else 1)
+        pid = seen.get("pid")
+        yield Sighting(cluster, hostname, received, _receipt(seen.get("timestamp")), events if events.__class__ is int else 1,
+                       pid if pid.__class__ is int else None)  # fmt: skip
     read_until = _receipt(pack.get("read_until"))
     if read_until is not None:
         yield Tick(cluster, read_until)

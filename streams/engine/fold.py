@@ -27,7 +27,7 @@ from .states import (
     AFTER_RETRIES,
     CANCELLED_K,
     DEFAULT_EXPIRY_FACTOR,
-    DEFAULT_FREQ,
+    UNKNOWN_FREQ,
     ENDING_STATE,
     AFTER_HANDBACK,
     ENDS,
@@ -556,8 +556,12 @@ def new_worker_state(cluster: str | None, hostname: str) -> WorkerState:
         "alive": None,  # latest timestamp of any event but worker-offline (worker clock)
         "latest": None,  # [rank, gauges] of the latest online/heartbeat/offline event
         "seen": None,  # newest receive time of any event from it (monitor clock)
-        "alive_seen": None,  # newest receive time of any sign of life but worker-offline (monitor clock)
+        "alive_seen": None,  # newest receive time of a worker-* event but worker-offline, or of task
+        # events whose pid is not known (packs of an older bridge) (monitor clock)
         "offline_seen": None,  # newest receive time of a worker-offline (monitor clock)
+        "offline_pid": None,  # [rank, pid] of the newest-received worker-offline
+        "task_seen": None,  # [[pid, newest receive time], ...]: task events' signs of life, the two
+        # newest pids (a worker's own final task events after its worker-offline do not undo it)
         "skew": None,  # [receive time, timestamp - receive time] of the newest-received worker event
         "judged": None,  # the watermark at which it was last found gone (monitor clock)
     }
@@ -591,6 +595,12 @@ def fold_worker(state: WorkerState | None, ev: WorkerEvent) -> tuple[WorkerState
     if state.get(mark) is None or received > state[mark]:
         state[mark] = received
         changed = True
+    if field == "offline":
+        rank = [received, ts, ev.clock, ev.pid]
+        current = state.get("offline_pid")
+        if current is None or rank > current[0]:
+            state["offline_pid"] = [rank, ev.pid]
+            changed = True
     if state["seen"] is None or received > state["seen"]:
         state["seen"] = received
         changed = True
@@ -613,14 +623,62 @@ def fold_sighting(state: WorkerState | None, seen: Sighting) -> tuple[WorkerStat
     if seen.timestamp is not None and (state["alive"] is None or seen.timestamp > state["alive"]):
         state["alive"] = seen.timestamp
         changed = True
-    if state.get("alive_seen") is None or seen.received > state["alive_seen"]:
-        state["alive_seen"] = seen.received
+    if seen.pid is None:  # an older bridge's pack: which process sent them is not known
+        if state.get("alive_seen") is None or seen.received > state["alive_seen"]:
+            state["alive_seen"] = seen.received
+            changed = True
+    elif _task_seen(state, seen.pid, seen.received):
         changed = True
     return state, changed
 
 
+def _task_seen(state: WorkerState, pid: int, received: float) -> bool:
+    """Keep the newest receive time of task events per pid, for the two newest pids (a bounded
+    join: the result is the two greatest of the per-pid maxima, whatever the order)."""
+    marks = state.get("task_seen")
+    if marks is None:
+        state["task_seen"] = [[pid, received]]
+        return True
+    for mark in marks:
+        if mark[0] == pid:
+            if received <= mark[1]:
+                return False
+            mark[1] = received
+            break
+    else:
+        marks.append([pid, received])
+    marks.sort(key=lambda m: (-m[1], m[0]))
+    del marks[2:]
+    return True
+
+
+def worker_left(state: WorkerState) -> bool:
+    """OFFLINE(left): its newest worker-offline was received at or after every other sign of life
+    of the worker -- except task events of the very process that said goodbye (same pid): a warm
+    or soft shutdown sends worker-offline first, then the events of the tasks it drains
+    (docs/emit-paths.md, "Shutdown"). A worker-online or -heartbeat, or a task event of another
+    pid (a new process under the same name), received later brings it back."""
+    offline_seen = state.get("offline_seen")
+    if offline_seen is None:  # a state stored before receive times were kept per kind: the worker's own clock
+        offline, alive = state["offline"], state["alive"]
+        return offline is not None and (alive is None or offline >= alive)
+    alive_seen = state.get("alive_seen")
+    if alive_seen is not None and alive_seen > offline_seen:
+        return False
+    marks = state.get("task_seen")
+    if marks:
+        offline_pid = state.get("offline_pid")
+        pid = offline_pid[1] if offline_pid is not None else None
+        for mark_pid, received in marks:
+            if mark_pid != pid and received > offline_seen:
+                return False
+    return True
+
+
 def _freq(state: WorkerState) -> float:
-    return (state["latest"][1].get("freq") if state["latest"] else None) or DEFAULT_FREQ
+    """The worker's heartbeat interval: the freq of its newest-received worker event; a worker
+    that never sent one (no worker-* event: --without-heartbeat) gets Celery's State default."""
+    return (state["latest"][1].get("freq") if state["latest"] else None) or UNKNOWN_FREQ
 
 
 def worker_expires_at(state: WorkerState, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> float | None:
@@ -637,7 +695,7 @@ def judge_worker(state: WorkerState, watermark: float, expiry_factor: float = DE
     write per tick. True when the state changed.
     """
     expires_at = worker_expires_at(state, expiry_factor)
-    if expires_at is None or watermark <= expires_at:
+    if expires_at is None or watermark <= expires_at or worker_left(state):
         return False
     judged = state["judged"]
     if judged is not None and judged > expires_at:
@@ -657,12 +715,7 @@ def derive_worker(state: WorkerState, now: float | None = None, expiry_factor: f
     judged = state["judged"]
     at = judged if now is None else (now if judged is None else max(now, judged))
     reason = None
-    offline_seen, alive_seen = state.get("offline_seen"), state.get("alive_seen")
-    if offline_seen is not None:  # left: its worker-offline was received after every other sign of life
-        left = alive_seen is None or offline_seen >= alive_seen
-    else:  # a state stored before receive times were kept per kind: the worker's own clock
-        left = offline is not None and (alive is None or offline >= alive)
-    if left:
+    if worker_left(state):
         status, reason = OFFLINE, OFFLINE_LEFT
     elif at is not None and expires_at is not None and at > expires_at:
         status, reason = OFFLINE, OFFLINE_HEARTBEAT_EXPIRED

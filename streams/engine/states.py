@@ -27,7 +27,10 @@ WORKER_STATES = (ONLINE, HEARTBEAT, OFFLINE)
 OFFLINE_LEFT = "left"
 OFFLINE_HEARTBEAT_EXPIRED = "heartbeat-expired"
 DEFAULT_EXPIRY_FACTOR = 2.0  # Celery's own rule: gone after 2 x freq without a heartbeat
-DEFAULT_FREQ = 2.0
+DEFAULT_FREQ = 2.0  # Celery's heartbeat interval (worker_heartbeat / --heartbeat-interval default)
+# A worker that never sent a freq (started --without-heartbeat, or seen only through its task
+# events): Celery's State gives it Worker(freq=60), alive 2 x 60 s after its last event.
+UNKNOWN_FREQ = 60.0
 
 # -- event kinds ----------------------------------------------------------------------------
 # A task event's *kind* is its type, except that task-rejected splits on `requeue`:

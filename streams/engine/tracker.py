@@ -63,11 +63,13 @@ class Tracker:
                 wkey = f"{event.cluster or ''}/{event.hostname}"
                 worker = self.workers.get(wkey)
                 received = _when(event.received, event.timestamp)
-                if worker is None or not (
-                    worker["seen"] is not None and received <= worker["seen"]
+                marks = worker.get("task_seen") if worker is not None else None
+                if marks is None or not (  # the common case, nothing new: this pid's newest receipt is later
+                    marks[0][0] == event.pid and received <= marks[0][1]
+                    and worker["seen"] is not None and received <= worker["seen"]
                     and worker["alive"] is not None and event.timestamp <= worker["alive"]
                 ):  # fmt: skip
-                    self.workers[wkey], _ = fold_sighting(worker, Sighting(event.cluster, event.hostname, received, event.timestamp, 1))
+                    self.workers[wkey], _ = fold_sighting(worker, Sighting(event.cluster, event.hostname, received, event.timestamp, 1, event.pid))
             return changed
         if cls is WorkerEvent:
             self._advance(event.cluster, _when(event.received, event.timestamp))
