@@ -138,3 +138,34 @@ def test_the_streams_folders_raise_no_worker_lost_nor_task_orphaned():
     worker = sent.on(SETTINGS.topic_worker_states)[-1]
     assert (worker["state"], worker["offline_reason"]) == ("OFFLINE", "left")
     assert sent.on(SETTINGS.topic_alerts) == []
+
+
+# -- workers without heartbeats (issue 19, item 2) ---------------------------------------------
+def _task_only(at, pid=300):
+    return [_event("task-received", at, 1, pid=pid, uuid="quiet", name="t.q", retries=0),
+            _event("task-started", at + 0.1, 2, pid=pid, uuid="quiet")]  # fmt: skip
+
+
+def test_a_worker_without_heartbeats_lives_by_celerys_freq_60_rule():
+    t = Tracker()
+    for r in _task_only(T0):
+        t.feed(r)
+    seen = T0 + 0.1
+    assert t.judge(seen + 5) == []  # the old 2 s rule declared it lost 4 s after its last event
+    (worker,) = t.worker_records(seen + 5)
+    assert (worker["state"], worker["freq"], worker["expires_at"]) == ("ONLINE", None, seen + 120)
+    (task,) = t.task_records()
+    assert task["orphaned_at"] is None
+    assert t.judge(seen + 119) == []
+    assert t.judge(seen + 121) == [f"/{HOST}"]  # silence past 2 x 60 s: lost once, its task orphaned
+    assert t.judge(seen + 200) == []
+    (task,) = t.task_records()
+    assert (task["state"], task["orphaned_at"]) == ("STARTED", seen + 120)
+
+
+def test_a_heartbeat_gives_the_worker_its_own_freq():
+    t = Tracker()
+    for r in _task_only(T0) + [_event("worker-heartbeat", T0 + 1, 3, pid=300, freq=5.0)]:
+        t.feed(r)
+    (worker,) = t.worker_records(T0 + 2)
+    assert (worker["state"], worker["expires_at"]) == ("HEARTBEAT", T0 + 1 + 10)
