@@ -110,8 +110,11 @@ def event_rank(ev: TaskEvent, rank: str, latest: tuple | None = None) -> tuple:
     latest = latest or (_when(ev.received, ev.timestamp), ev.timestamp, ev.clock, ev.hostname, ev.pid)
     if rank == "latest" or rank == "earliest":
         return latest
-    if rank == "attempt":
-        return (ev.body.get("retries") or 0, 1 if ev.kind == RECEIVED_K else 0, *latest)
+    if rank == "ran-last":
+        return (1 if ev.kind == RECEIVED_K else 0, *latest)
+    if rank == "success":
+        body = ev.body
+        return ((body.get("result") is not None) + (body.get("runtime") is not None), *latest)
     if rank == "revoke":
         return (REVOKE_RANK[_revocation(ev.body)], *latest)
     raise ValueError(f"unknown rank {rank!r}")
@@ -145,7 +148,7 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
     if plan:
         regs = state["reg"]
         latest_rank = (ts if received is None else received, ts, clock, host, pid)
-        other_rank = None  # "attempt" or "revoke": at most one of them per kind, built once
+        other_rank = None  # "ran-last", "success" or "revoke": at most one of them per kind, built once
         for name, values, rank_name in plan:
             if rank_name == "latest" or rank_name == "earliest":
                 rank = latest_rank
@@ -182,10 +185,11 @@ def mark_worker_lost(state: TaskState, hostname: str, lost_at: float) -> bool:
 class Delivery:
     """One run of the task's message on one worker (states.JOINS says which events join it)."""
 
-    __slots__ = ("host", "attempt", "known", "entries", "started", "ended", "received")
+    __slots__ = ("host", "pid", "attempt", "known", "entries", "started", "ended", "received")
 
-    def __init__(self, host: str, attempt: int, known: bool):
+    def __init__(self, host: str, attempt: int, known: bool, pid: int = 0):
         self.host = host
+        self.pid = pid  # the worker process: its task-received's (or first event's) pid
         self.attempt = attempt  # known: the task-received's retries; else a lower bound
         self.known = known
         self.entries: list[list] = []
@@ -250,22 +254,32 @@ def deliveries_of(entries: list[list]) -> list[Delivery]:
         if len(events) > 1:
             events.sort(key=_on_host)
         mine: list[Delivery] = []
+        pids: set[int] = set()  # the worker processes of the host's deliveries (a restart under the same name)
         for e in events:
             kind = e[KIND]
             if kind == RECEIVED_K:
-                d = Delivery(host, e[RETRIES] or 0, True)
+                d = Delivery(host, e[RETRIES] or 0, True, e[PID])
                 d.received = e
+                pids.add(e[PID])
                 mine.append(d)
             else:
-                d = _joinable(mine, JOINS[kind]) if mine else None
-                if d is None and kind in AFTER_HANDBACK and mine and mine[-1].ended in HANDED_BACK:
-                    d = mine[-1]
+                # A worker's task events all come from its main process: an event joins a delivery
+                # of its own pid (a worker restarted under the same hostname must not start a
+                # message the dead process had received); any delivery when none has its pid.
+                pool = mine
+                if len(pids) > 1:
+                    same = [m for m in mine if m.pid == e[PID]]
+                    if same:
+                        pool = same
+                d = _joinable(pool, JOINS[kind]) if pool else None
+                if d is None and kind in AFTER_HANDBACK and pool and pool[-1].ended in HANDED_BACK:
+                    d = pool[-1]
                 if d is None:
-                    last = mine[-1] if mine else None
+                    last = pool[-1] if pool else None
                     if last is None:
-                        d = Delivery(host, 0, False)
+                        d = Delivery(host, 0, False, e[PID])
                     else:
-                        d = Delivery(host, last.attempt + ENDS.get(last.ended, 0), last.known)
+                        d = Delivery(host, last.attempt + ENDS.get(last.ended, 0), last.known, e[PID])
                     mine.append(d)
                 if kind == STARTED_K:
                     if d.started is None:

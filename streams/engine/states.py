@@ -114,14 +114,20 @@ WORKER_FIELD_TYPES = {
 #   name: (kinds it reads, fields it keeps, rank used)
 # Ranks:  "latest"   = (receive time, timestamp, clock, host, pid): receive times are the
 #                      monitor's one clock, so events of two hosts compare without their skew
-#         "attempt"  = (retries, received-over-sent, *latest)
+#         "ran-last" = (received-over-sent, *latest): the delivery received last is the one that
+#                      ran last -- Task.replace() reuses the task id with retries back at 0, so the
+#                      attempt number cannot say which message ran last (issue 19)
 #         "earliest" = the smallest "latest" rank wins
 #         "revoke"   = (terminated > expired > plain, *latest)
+#         "success"  = (how many of result/runtime it has, *latest): the task-succeeded of a
+#                      deduplicated redelivery (worker_deduplicate_successful_tasks) or of a
+#                      success read back after a lost worker has result/runtime null, and never
+#                      hides the one that has them
 MERGE_RULES = {
-    "meta": ((SENT, RECEIVED_K), ("name", "args", "kwargs", "root_id", "parent_id", "eta", "expires"), "attempt"),
-    "route": ((SENT,), ("queue", "exchange", "routing_key"), "attempt"),
+    "meta": ((SENT, RECEIVED_K), ("name", "args", "kwargs", "root_id", "parent_id", "eta", "expires"), "ran-last"),
+    "route": ((SENT,), ("queue", "exchange", "routing_key"), "ran-last"),
     "client": ((SENT,), ("hostname",), "earliest"),
-    "success": ((SUCCEEDED_K,), ("result", "runtime"), "latest"),
+    "success": ((SUCCEEDED_K,), ("result", "runtime"), "success"),
     "failure": ((FAILED_K,), ("exception", "traceback"), "latest"),
     "retry": ((RETRIED_K,), ("exception", "traceback"), "latest"),
     "revoke": ((REVOKED_K,), ("expired", "terminated", "signum"), "revoke"),
