@@ -40,6 +40,7 @@ from .engine import (
     task_status,
     worker_key,
 )
+from .engine.fold import events_count
 from .engine.alerts import FailureBursts, newly_failed, said, task_alerts, worker_alerts
 from .engine.states import FINAL_STATES, OFFLINE, ORPHANABLE_STATES
 from .exporter import contribution
@@ -213,7 +214,7 @@ class TaskFolder:
                     if key not in counted:
                         counted[key] = contribution(state)
                 state, is_new = fold_task(state, item)
-                if is_new or published.get(key) != len(state["ev"]):
+                if is_new or published.get(key) != events_count(state):
                     states[key] = state
             elif cls is Invalid:
                 self.outputs.dead_letter(item, ctx, "task")

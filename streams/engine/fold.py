@@ -63,6 +63,8 @@ from .states import (
     SENT,
     STARTED_K,
     SUCCEEDED_K,
+    TASK_ENTRIES_KEEP,
+    TASK_ENTRIES_MAX,
     TASK_EVENT_KINDS,
     TERMINAL_PRECEDENCE,
     WRAPPER_EXCEPTIONS,
@@ -137,12 +139,17 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
     pid = ev.pid
     xtype = ev.type if kind == "other" else ""
     entries = state["ev"]
-    for e in entries:  # a task has a handful of events: a scan beats an index
+    for e in entries:  # a task has a handful of events (at most TASK_ENTRIES_MAX): a scan beats an index
         if e[4] == ts and e[3] == clock and e[0] == kind and e[1] == host and e[2] == pid and e[5] == xtype:
             return state, False  # a duplicate: the first receipt stays (per-partition order)
     received = ev.received
+    old = state.get("old")
+    if old is not None and (ts if received is None else received, ts, clock, host, pid, kind, xtype) <= tuple(old["cutoff"]):
+        return state, False  # as old as what was summarised: a duplicate of a summarised event
     retries = (ev.body.get("retries") or 0) if kind in RETRIES_KINDS else None
     entries.append((kind, host, pid, clock, ts, xtype, received, retries))
+    if len(entries) > TASK_ENTRIES_MAX:
+        _compact(state)
 
     plan = _REGISTER_PLAN.get(kind)
     if plan:
@@ -158,6 +165,66 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
             if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
                 regs[name] = (rank, values(ev))
     return state, True
+
+
+def _full_key(e: tuple) -> tuple:
+    """The monitor-clock order of entries, total (the identity ends it)."""
+    return (e[TS] if e[RECV] is None else e[RECV], e[TS], e[CLOCK], e[HOST], e[PID], e[KIND], e[XTYPE])
+
+
+def _compact(state: TaskState) -> None:
+    """Fold the oldest entries (monitor clock) into ``state["old"]`` until TASK_ENTRIES_KEEP
+    remain; the newest entry of each kind stays (terminal precedence, tags and ``*_at`` fields read
+    it). The summary keeps what the record needs of them: how many per kind, the retries they
+    proved, first/last timestamps, newest receive time, and the newest summarised entry's key
+    (``cutoff``): an event at or before it arriving later counts as one already summarised."""
+    retries_before = _analyse(state)[2]
+    entries = state["ev"]
+    ordered = sorted(entries, key=_full_key)
+    newest = {(e[KIND], e[XTYPE]): e for e in ordered}  # the last one of each kind wins: the newest
+    pinned = set(map(id, newest.values()))
+    remove = len(entries) - TASK_ENTRIES_KEEP
+    removed, kept = [], []
+    for e in ordered:
+        if remove and id(e) not in pinned:
+            removed.append(e)
+            remove -= 1
+        else:
+            kept.append(e)
+    old = state.get("old")
+    if old is None:
+        old = state["old"] = {"n": 0, "kinds": {}, "retries": 0, "first": None, "last": None, "seen": None, "cutoff": None}
+    kinds = old["kinds"]
+    for e in removed:
+        kinds[e[KIND]] = kinds.get(e[KIND], 0) + 1
+        ts, when = e[TS], _when(e[RECV], e[TS])
+        if old["first"] is None or ts < old["first"]:
+            old["first"] = ts
+        if old["last"] is None or ts > old["last"]:
+            old["last"] = ts
+        if old["seen"] is None or when > old["seen"]:
+            old["seen"] = when
+    old["n"] += len(removed)
+    old["retries"] = max(old["retries"], retries_before)
+    cutoff = list(_full_key(removed[-1])) if removed else old["cutoff"]
+    if old["cutoff"] is None or (cutoff is not None and tuple(cutoff) > tuple(old["cutoff"])):
+        old["cutoff"] = cutoff
+    state["ev"] = kept
+
+
+def events_count(state: TaskState) -> int:
+    """Distinct events merged into the task, summarised ones included."""
+    old = state.get("old")
+    return len(state["ev"]) + (old["n"] if old else 0)
+
+
+def kind_counts(state: TaskState) -> dict[str, int]:
+    """Distinct events per kind, summarised ones included."""
+    old = state.get("old")
+    counts = dict(old["kinds"]) if old else {}
+    for e in state["ev"]:
+        counts[e[KIND]] = counts.get(e[KIND], 0) + 1
+    return counts
 
 
 def _thaw(state: TaskState) -> None:
@@ -382,7 +449,11 @@ def _analyse(state: TaskState) -> tuple:
                 else:
                     del by_kind[kind]
     retried = by_kind.get(RETRIED_K)
-    if retried is not None and len(retried) > retries:
+    old = state.get("old")
+    if old is not None:  # entries summarised (a task with very many attempts)
+        retried_count = (len(retried) if retried else 0) + old["kinds"].get(RETRIED_K, 0)
+        retries = max(retries, old["retries"], retried_count)
+    elif retried is not None and len(retried) > retries:
         retries = len(retried)  # retries >= the attempts ended by task-retried
     for d in deliveries:
         if d.attempt > retries:
@@ -429,7 +500,11 @@ def task_status(state: TaskState) -> str:
 def task_seen_at(state: TaskState) -> float | None:
     """The newest receive time of the task's events (monitor clock; sender time for inputs
     without receive times)."""
-    return max((_when(e[RECV], e[TS]) for e in state["ev"]), default=None)
+    seen = max((_when(e[RECV], e[TS]) for e in state["ev"]), default=None)
+    old = state.get("old")
+    if old is not None and old["seen"] is not None and (seen is None or old["seen"] > seen):
+        seen = old["seen"]
+    return seen
 
 
 def retirable(state: TaskState, now: float, retention: float) -> bool:
@@ -479,6 +554,7 @@ def derive_task(state: TaskState) -> dict:
     """The task record: what the output topic carries and ClickHouse stores (task-state.v1)."""
     status, current, retries, by_kind, failure_type = _analyse(state)
     regs = state["reg"]
+    old = state.get("old")  # summarised entries (a task with very many attempts)
     revocation = signum = None
     revoke = regs.get("revoke")
     if revoke is not None:
@@ -488,7 +564,7 @@ def derive_task(state: TaskState) -> dict:
     failed = failure_type is not None or any(e[KIND] == FAILED_K for e in state["ev"])  # handed back too
     if IGNORED_K in by_kind or (FAILED_K in by_kind and failure_type == REJECT_EXCEPTION):
         rejection = REJECTION_IGNORED
-    elif REQUEUED_K in by_kind:
+    elif REQUEUED_K in by_kind or (old is not None and old["kinds"].get(REQUEUED_K)):
         rejection = REJECTION_REQUEUED
     else:
         rejection = None
@@ -509,6 +585,10 @@ def derive_task(state: TaskState) -> dict:
                 last = ts
             if when > seen_at:
                 seen_at = when
+    if old is not None and old["n"]:
+        first = old["first"] if first is None else min(first, old["first"])
+        last = old["last"] if last is None else max(last, old["last"])
+        seen_at = old["seen"] if seen_at is None else max(seen_at, old["seen"])
     orphaned_at = None
     lost = state.get("lost")
     if lost and worker in lost and status in ORPHANABLE_STATES and seen_at <= lost[worker]:
@@ -524,8 +604,8 @@ def derive_task(state: TaskState) -> dict:
         "revocation_reason": revocation,
         "signum": signum,
         "rejection": rejection,
-        "requeues": len(by_kind.get(REQUEUED_K, ())),
-        "cancels": len(by_kind.get(CANCELLED_K, ())),
+        "requeues": len(by_kind.get(REQUEUED_K, ())) + (old["kinds"].get(REQUEUED_K, 0) if old else 0),
+        "cancels": len(by_kind.get(CANCELLED_K, ())) + (old["kinds"].get(CANCELLED_K, 0) if old else 0),
         "exception": exc,
         "exception_type": failure_type if failed else exception_type(exc, tb),
         "traceback": tb,
@@ -551,7 +631,7 @@ def derive_task(state: TaskState) -> dict:
     record["first_seen_at"] = first
     record["last_seen_at"] = last
     record["seen_at"] = seen_at
-    record["events_count"] = len(entries)
+    record["events_count"] = len(entries) + (old["n"] if old else 0)
     return record
 
 

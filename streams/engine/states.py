@@ -154,6 +154,15 @@ for _etype, _kind in TASK_EVENT_KINDS.items():
 # Kinds that carry the attempt number (`retries`, 0-based).
 RETRIES_KINDS = frozenset({SENT, RECEIVED_K})
 
+# -- bounded state per task (issue 19) ----------------------------------------------------------
+# A task retried for ever (celery.chord_unlock retries every second with max_retries=None) must
+# not grow its state without bound (its table record passed Kafka's 1 MB at ~3,700 attempts and
+# every fold cost O(events)). Past TASK_ENTRIES_MAX entries, the oldest are folded into a summary
+# (counts per kind, the retries they proved, first/last times) until TASK_ENTRIES_KEEP remain;
+# the newest entry of each kind is always kept. The raw events all stay in ClickHouse `events`.
+TASK_ENTRIES_MAX = 512
+TASK_ENTRIES_KEEP = 256
+
 # -- attempts and deliveries (rules 2 and 4; docs/state-rules.md, "Emit paths") ---------------
 # A *delivery* is one run of the task's message on one worker; an *attempt* is one value of
 # `retries` (Task.retry sends a new message with retries + 1; a requeue or a cancel redelivers
