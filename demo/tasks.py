@@ -52,6 +52,15 @@ def always_retry(self):
     raise self.retry(exc=RuntimeError("still broken"), countdown=0.1)
 
 
+@app.task(name="demo.poll", bind=True, max_retries=None)
+def poll(self, until):
+    """A polling task, as celery.chord_unlock on a backend without native chords: retries at once,
+    without limit, until its attempt number reaches ``until``."""
+    if self.request.retries < until:
+        raise self.retry(countdown=0)
+    return self.request.retries
+
+
 @app.task(name="demo.sleep")
 def sleep(seconds):
     time.sleep(seconds)
