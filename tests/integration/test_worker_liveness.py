@@ -100,17 +100,18 @@ def _liveness_pipeline(stack, name: str):
     return pipeline, settings
 
 
-def test_a_warm_shutdown_is_not_a_lost_worker(stack):
-    """Issue 19, item 1: SIGTERM to a prefork worker running a task (what every deploy does).
-    Celery sends worker-offline at once, then the task's task-succeeded when the pool drains: the
-    worker is OFFLINE(left), never lost; the task SUCCEEDED, never orphaned."""
-    pipeline, settings = _liveness_pipeline(stack, "warm")
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_warm_shutdown_is_not_a_lost_worker(stack, pool):
+    """Issue 19, item 1: SIGTERM to a worker running a task (what every deploy does). Celery
+    sends worker-offline at once, then the task's task-succeeded when the pool drains: the worker
+    is OFFLINE(left), never lost; the task SUCCEEDED, never orphaned."""
+    pipeline, settings = _liveness_pipeline(stack, f"warm-{pool}")
     host = pipeline.worker_hostname
     mine = lambda r: r.get("cluster") == settings.cluster and r.get("hostname") == host  # noqa: E731
     try:
         pipeline.start_bridge()
         pipeline.start_streams()
-        celery = pipeline.start_celery_worker()
+        celery = pipeline.start_celery_worker(extra_args=("-P", pool))
         alive, _ = wait_for_record(settings, settings.topic_worker_states, lambda r: mine(r) and r["state"] == "HEARTBEAT", 90,
                                    pipeline.check_alive)  # fmt: skip
         freq = alive["freq"]
@@ -131,6 +132,15 @@ def test_a_warm_shutdown_is_not_a_lost_worker(stack):
         assert alerts(settings, "task-orphaned", uuid) == 0
         final = [r for r in read_topic(settings, settings.topic_task_states) if r["uuid"] == uuid][-1]
         assert (final["state"], final["orphaned_at"]) == ("SUCCEEDED", None)
+        # the path under test happened: Celery sent the task's end after its worker-offline
+        received = {}
+        for topic in (settings.topic_task_events, settings.topic_worker_events):
+            for pack in read_topic(settings, topic):
+                for entry in pack.get("events", ()):
+                    event = entry["event"]
+                    if (event.get("type"), event.get("uuid") or event.get("hostname")) in (("worker-offline", host), ("task-succeeded", uuid)):
+                        received[event["type"]] = entry["received_at"]
+        assert received["task-succeeded"] > received["worker-offline"], received
     finally:
         pipeline.stop()
         pipeline.cleanup_broker()
