@@ -43,7 +43,10 @@ def loads(value: bytes | bytearray | memoryview | str) -> Any:
         pass
     if isinstance(value, memoryview):
         value = value.tobytes()
-    return clean(json.loads(value))
+    try:
+        return clean(json.loads(value))
+    except RecursionError:  # nesting deeper than Python's stack (orjson stops at 1024 levels)
+        raise ValueError("nesting too deep") from None
 
 
 def clean(value: Any) -> Any:

@@ -154,3 +154,12 @@ def test_celery3_flags_as_numbers_and_unknown_signal_text():
     bad = {**body, "signum": "sometimes"}
     (item,) = records.decode(orjson.dumps(bad))
     assert isinstance(item, Invalid) and "signum" in item.reason
+
+
+def test_nesting_deeper_than_pythons_stack_is_one_clear_dead_letter_not_a_crash():
+    body = b"[" * 3000 + b"1" + b"]" * 3000  # orjson stops at 1024 levels, json at the recursion limit
+    with pytest.raises(ValueError, match="nesting too deep"):
+        loads(body)
+    (letter,) = Enveloper("prod", "host:1").wrap(body, "task.multi", 1.0)
+    assert b"body is not JSON: nesting too deep" in letter.value
+    assert [i.reason for i in records.decode(body)] == ["not JSON: nesting too deep"]
