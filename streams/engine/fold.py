@@ -159,6 +159,9 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
         for name, values, rank_name in plan:
             if rank_name == "latest" or rank_name == "earliest":
                 rank = latest_rank
+            elif rank_name == "success":  # event_rank's, inlined: one in four events is a success
+                body = ev.body
+                rank = ((body.get("result") is not None) + (body.get("runtime") is not None), *latest_rank)
             else:
                 rank = other_rank = other_rank or event_rank(ev, rank_name, latest_rank)
             current = regs.get(name)
@@ -321,20 +324,23 @@ def deliveries_of(entries: list[list]) -> list[Delivery]:
         if len(events) > 1:
             events.sort(key=_on_host)
         mine: list[Delivery] = []
-        pids: set[int] = set()  # the worker processes of the host's deliveries (a restart under the same name)
+        first_pid, restarted = None, False  # deliveries of more than one worker process (a restart under the same name)
         for e in events:
             kind = e[KIND]
             if kind == RECEIVED_K:
                 d = Delivery(host, e[RETRIES] or 0, True, e[PID])
                 d.received = e
-                pids.add(e[PID])
+                if first_pid is None:
+                    first_pid = e[PID]
+                elif e[PID] != first_pid:
+                    restarted = True
                 mine.append(d)
             else:
                 # A worker's task events all come from its main process: an event joins a delivery
                 # of its own pid (a worker restarted under the same hostname must not start a
                 # message the dead process had received); any delivery when none has its pid.
                 pool = mine
-                if len(pids) > 1:
+                if restarted:
                     same = [m for m in mine if m.pid == e[PID]]
                     if same:
                         pool = same
@@ -732,6 +738,12 @@ def _task_seen(state: WorkerState, pid: int, received: float) -> bool:
     marks = state.get("task_seen")
     if marks is None:
         state["task_seen"] = [[pid, received]]
+        return True
+    first = marks[0]
+    if first[0] == pid:  # the common case: the newest pid again (it stays first)
+        if received <= first[1]:
+            return False
+        first[1] = received
         return True
     for mark in marks:
         if mark[0] == pid:

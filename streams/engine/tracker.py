@@ -64,11 +64,15 @@ class Tracker:
                 worker = self.workers.get(wkey)
                 received = _when(event.received, event.timestamp)
                 marks = worker.get("task_seen") if worker is not None else None
-                if marks is None or not (  # the common case, nothing new: this pid's newest receipt is later
-                    marks[0][0] == event.pid and received <= marks[0][1]
-                    and worker["seen"] is not None and received <= worker["seen"]
-                    and worker["alive"] is not None and event.timestamp <= worker["alive"]
-                ):  # fmt: skip
+                if marks is not None and marks[0][0] == event.pid and worker["seen"] is not None:
+                    # the common case, fold_sighting inlined: the same process as its newest task events
+                    if received > worker["seen"]:
+                        worker["seen"] = received
+                    if worker["alive"] is None or event.timestamp > worker["alive"]:
+                        worker["alive"] = event.timestamp
+                    if received > marks[0][1]:
+                        marks[0][1] = received
+                else:
                     self.workers[wkey], _ = fold_sighting(worker, Sighting(event.cluster, event.hostname, received, event.timestamp, 1, event.pid))
             return changed
         if cls is WorkerEvent:
