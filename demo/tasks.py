@@ -15,6 +15,8 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    # Celery >= 5.5: a cold shutdown (SIGQUIT) first waits this long, then cancels running tasks
+    worker_soft_shutdown_timeout=float(os.environ.get("DEMO_SOFT_SHUTDOWN_TIMEOUT", "0")),
 )
 
 

@@ -143,7 +143,7 @@ class Pipeline:
         return self._proc(name, [sys.executable, "-m", "streams", "worker"], env)
 
     def start_celery_worker(self, timeout: float = 60.0, hostname: str | None = None, clock_offset: float = 0.0,
-                            extra_args: tuple[str, ...] = ()) -> Proc:  # fmt: skip
+                            extra_args: tuple[str, ...] = (), extra_env: dict | None = None) -> Proc:  # fmt: skip
         """A real Celery worker (-E) on this run's queue; ``clock_offset`` seconds shifts its wall
         clock (Debian's faketime; monotonic time left alone, as Celery's timers need it);
         ``extra_args`` go to ``celery worker`` (e.g. ``--without-heartbeat``, ``-P threads``)."""
@@ -152,7 +152,7 @@ class Pipeline:
             sys.executable, "-m", "celery", "-A", "demo.tasks", "worker", "-E", "-c", "2",
             "-Q", self.task_queue, "-n", hostname, "--without-gossip", "--without-mingle", "-l", "warning", *extra_args,
         ]  # fmt: skip
-        env = {"DEMO_QUEUE": self.task_queue}
+        env = {"DEMO_QUEUE": self.task_queue, **(extra_env or {})}
         if clock_offset:
             argv = ["faketime", "-f", f"{clock_offset:+g}s", *argv]
             env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"

@@ -171,3 +171,40 @@ def test_a_worker_without_heartbeats_is_not_lost_after_its_task_events(stack):
     finally:
         pipeline.stop()
         pipeline.cleanup_broker()
+
+
+def test_a_soft_shutdown_is_not_a_lost_worker(stack):
+    """Issue 19, item 1: Celery >= 5.5's soft shutdown (worker_soft_shutdown_timeout, SIGQUIT):
+    worker-offline, then after the soft period the running tasks' task-cancelled, from the same
+    process. The worker is OFFLINE(left), never lost; its tasks are never orphaned."""
+    pipeline, settings = _liveness_pipeline(stack, "soft")
+    host = pipeline.worker_hostname
+    mine = lambda r: r.get("cluster") == settings.cluster and r.get("hostname") == host  # noqa: E731
+    try:
+        pipeline.start_bridge()
+        pipeline.start_streams()
+        celery = pipeline.start_celery_worker(extra_env={"DEMO_SOFT_SHUTDOWN_TIMEOUT": "2"})
+        alive, _ = wait_for_record(settings, settings.topic_worker_states, lambda r: mine(r) and r["state"] == "HEARTBEAT", 90,
+                                   pipeline.check_alive)  # fmt: skip
+        freq = alive["freq"]
+        plain = pipeline.client.send_task("demo.sleep", args=(60,)).id
+        late = pipeline.client.send_task("demo.sleep_late", args=(60,)).id
+        for uuid in (plain, late):
+            wait_for_record(settings, settings.topic_task_states, lambda r: r["uuid"] == uuid and r["state"] == "STARTED", 60, pipeline.check_alive)
+        celery.signal(signal.SIGQUIT)  # soft shutdown: 2 s, then the running tasks are cancelled
+        for uuid in (plain, late):
+            wait_for_record(settings, settings.topic_task_states, lambda r: r["uuid"] == uuid and r["cancels"] >= 1, 60, pipeline.check_alive)
+        celery.popen.wait(30)
+        time.sleep(6 * freq)
+        states = [r for r in read_topic(settings, settings.topic_worker_states) if mine(r)]
+        assert (states[-1]["state"], states[-1]["offline_reason"]) == ("OFFLINE", "left")
+        assert "heartbeat-expired" not in {r["offline_reason"] for r in states}
+        assert alerts(settings, "worker-lost", host) == 0
+        assert alerts(settings, "task-orphaned", plain) == 0 and alerts(settings, "task-orphaned", late) == 0
+        records = read_topic(settings, settings.topic_task_states)
+        for uuid in (plain, late):
+            final = [r for r in records if r["uuid"] == uuid][-1]
+            assert (final["state"], final["orphaned_at"], final["cancels"]) == ("RETRY", None, 1)
+    finally:
+        pipeline.stop()
+        pipeline.cleanup_broker()
