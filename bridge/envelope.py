@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from streams.engine.events import Invalid, worker_key
+from streams.packs import loads
 from streams.records import dead_letter
 
 from .redact import Redactor
@@ -78,8 +79,8 @@ class Enveloper:
     def wrap(self, body: bytes, routing_key: str | None, received_at: float) -> list[Entry | Routed]:
         """The entries of one broker message body, in order, and a dead letter for each bad part."""
         try:
-            decoded = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            decoded = loads(body)  # orjson, else Python's json: what Celery's receiver reads is read
+        except ValueError as exc:
             return [self.dead(f"body is not JSON: {exc}", body, routing_key)]
         events = decoded if decoded.__class__ is list else [decoded]
         if not events:

@@ -8,7 +8,7 @@ So a task's events — and a worker's — stay on one partition whichever bridge
 second bridge or a replay agrees. The record key is null: the partition is the pack's.
 
 Worker-events packs also carry ``seen``: for the task events of the flush (not ``task-sent``,
-which comes from a client, not a worker), per worker hostname mapped to that partition, the last
+which comes from a client, not a worker), per worker hostname (and pid) mapped to that partition, the last
 time the bridge received one, the worker's latest timestamp and the count — any event from a
 worker is a sign of life (Celery's ``State`` does the same with ``local_received``), delivered in
 the worker's partition in receive order. ``read_until`` on every pack: the monitor-clock time up
@@ -72,9 +72,13 @@ class Seen(NamedTuple):
     received_at: float
     timestamp: float
     events: int
+    pid: int | None = None  # the worker process that sent them (a warm shutdown's last events are its own)
 
     def as_json(self) -> dict:
-        return {"hostname": self.hostname, "received_at": self.received_at, "timestamp": self.timestamp, "events": self.events}
+        out = {"hostname": self.hostname, "received_at": self.received_at, "timestamp": self.timestamp, "events": self.events}
+        if self.pid is not None:
+            out["pid"] = self.pid
+        return out
 
 
 class Packer:
@@ -136,7 +140,7 @@ class Packer:
         seen: dict[int, dict[str, list]] = {}  # worker partition -> hostname -> [received_at, timestamp, count]
         hashes, hash_of = self._hashes, self._hash
         worker_partition = self.worker_partition
-        last_host, last_mark = None, None  # a task.multi body comes from one worker
+        last_host, last_pid, last_mark = None, None, None  # a task.multi body comes from one worker
         for entry in entries:
             kind, key, item = entry
             h = hashes.get(key)
@@ -154,17 +158,20 @@ class Packer:
                     ts = event.get("timestamp")
                     if ts.__class__ is float or ts.__class__ is int:
                         received = item["received_at"]
-                        if hostname == last_host:
+                        pid = event.get("pid")
+                        if pid.__class__ is not int:
+                            pid = None
+                        if hostname == last_host and pid == last_pid:
                             mark = last_mark
                         else:
                             wp = worker_partition(hostname, workers)
                             marks = seen.get(wp)
                             if marks is None:
                                 marks = seen[wp] = {}
-                            mark = marks.get(hostname)
+                            mark = marks.get((hostname, pid))
                             if mark is None:
-                                mark = marks[hostname] = [received, ts, 0]
-                            last_host, last_mark = hostname, mark
+                                mark = marks[(hostname, pid)] = [received, ts, 0]
+                            last_host, last_pid, last_mark = hostname, pid, mark
                         if received > mark[0]:
                             mark[0] = received
                         if ts > mark[1]:
@@ -188,7 +195,7 @@ class Packer:
                 self._split(TASK, p, by_task[p], [], read_until, self.max_bytes, packs, dead)
             else:
                 marks = seen.get(p)
-                signs = [Seen(h, m[0], float(m[1]), m[2]) for h, m in marks.items()] if marks else []
+                signs = [Seen(h, m[0], float(m[1]), m[2], pid) for (h, pid), m in marks.items()] if marks else []
                 self._split(WORKER, p, by_worker[p], signs, read_until, self.max_bytes, packs, dead)
         return packs, dead
 

@@ -15,6 +15,8 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    # Celery >= 5.5: a cold shutdown (SIGQUIT) first waits this long, then cancels running tasks
+    worker_soft_shutdown_timeout=float(os.environ.get("DEMO_SOFT_SHUTDOWN_TIMEOUT", "0")),
 )
 
 
@@ -50,6 +52,15 @@ def flaky(self, succeed_on_try):
 @app.task(name="demo.always_retry", bind=True, max_retries=2)
 def always_retry(self):
     raise self.retry(exc=RuntimeError("still broken"), countdown=0.1)
+
+
+@app.task(name="demo.poll", bind=True, max_retries=None)
+def poll(self, until):
+    """A polling task, as celery.chord_unlock on a backend without native chords: retries at once,
+    without limit, until its attempt number reaches ``until``."""
+    if self.request.retries < until:
+        raise self.retry(countdown=0)
+    return self.request.retries
 
 
 @app.task(name="demo.sleep")

@@ -142,15 +142,17 @@ class Pipeline:
     def start_streams(self, name: str = "streams", **env: str) -> Proc:
         return self._proc(name, [sys.executable, "-m", "streams", "worker"], env)
 
-    def start_celery_worker(self, timeout: float = 60.0, hostname: str | None = None, clock_offset: float = 0.0) -> Proc:
+    def start_celery_worker(self, timeout: float = 60.0, hostname: str | None = None, clock_offset: float = 0.0,
+                            extra_args: tuple[str, ...] = (), extra_env: dict | None = None) -> Proc:  # fmt: skip
         """A real Celery worker (-E) on this run's queue; ``clock_offset`` seconds shifts its wall
-        clock (Debian's faketime; monotonic time left alone, as Celery's timers need it)."""
+        clock (Debian's faketime; monotonic time left alone, as Celery's timers need it);
+        ``extra_args`` go to ``celery worker`` (e.g. ``--without-heartbeat``, ``-P threads``)."""
         hostname = hostname or self.worker_hostname
         argv = [
             sys.executable, "-m", "celery", "-A", "demo.tasks", "worker", "-E", "-c", "2",
-            "-Q", self.task_queue, "-n", hostname, "--without-gossip", "--without-mingle", "-l", "warning",
+            "-Q", self.task_queue, "-n", hostname, "--without-gossip", "--without-mingle", "-l", "warning", *extra_args,
         ]  # fmt: skip
-        env = {"DEMO_QUEUE": self.task_queue}
+        env = {"DEMO_QUEUE": self.task_queue, **(extra_env or {})}
         if clock_offset:
             argv = ["faketime", "-f", f"{clock_offset:+g}s", *argv]
             env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"

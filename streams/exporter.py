@@ -136,7 +136,8 @@ def contribution(state: dict | None) -> TaskContribution:
     meta = state["reg"].get("meta")
     if meta is None or not meta[1][0]:
         return None
-    counts: dict[str, int] = {}
+    old = state.get("old")  # entries the engine summarised (a task with very many attempts)
+    counts: dict[str, int] = dict(old["kinds"]) if old else {}
     for entry in state["ev"]:
         kind = entry[0]
         counts[kind] = counts.get(kind, 0) + 1

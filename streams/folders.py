@@ -40,11 +40,20 @@ from .engine import (
     task_status,
     worker_key,
 )
+from .engine.fold import events_count
 from .engine.alerts import FailureBursts, newly_failed, said, task_alerts, worker_alerts
 from .engine.states import FINAL_STATES, OFFLINE, ORPHANABLE_STATES
 from .exporter import contribution
 
 log = logging.getLogger("streams.folders")
+
+# A table value or output record larger than this is not written: Kafka's default record limit is
+# 1 MB (the producer's message.max.bytes, the broker's max.message.bytes), and one pack that
+# cannot be written would stop its partition for good (a poison pack). The events that made it
+# go to the dead-letter topic instead (reason "too-large"); with bounded task states
+# (engine.states.TASK_ENTRIES_MAX, 64 KiB per text field) this does not happen to Celery's events.
+MAX_VALUE_BYTES = 900_000
+POISON_EXCEPTION, POISON_TOO_LARGE = "exception", "too-large"
 
 
 class Sender(Protocol):
@@ -137,6 +146,18 @@ class Outputs:
             self.metrics.dead_letters.labels(ctx.topic).inc()
         self.out.send(self.topics.dead_letters, records.dead_letter(invalid, ctx.source(), "streams"), receipt=ctx.receipt)
 
+    def poison(self, item, ctx: PackContext, reason: str, kind: str) -> None:
+        """A valid event whose fold failed (``kind`` exception) or whose record would be too large
+        to write (``too-large``): to the dead-letter topic with the reason, counted; the pack and
+        its partition move on."""
+        log.error("%s[%d]@%d: event dead-lettered (%s): %s", ctx.topic, ctx.partition, ctx.offset, kind, reason)
+        if self.metrics:
+            self.metrics.poison.labels(ctx.topic, kind).inc()
+        raw = getattr(item, "body", None)
+        if raw is None:  # a sign of life (pack 'seen' entry): what it said
+            raw = {k: getattr(item, k, None) for k in ("cluster", "hostname", "received", "timestamp", "events", "pid")}
+        self.dead_letter(Invalid(reason, raw), ctx, "task")
+
     def alert(self, alert: dict, receipt) -> None:
         if self.metrics:
             self.metrics.alerts.labels(alert["alert"]).inc()
@@ -199,6 +220,8 @@ class TaskFolder:
         published = self.published
         states: dict[str, dict] = {}
         counted: dict[str, dict | None] = {}  # key -> what the task had contributed to the exporter
+        folding: dict[str, dict] = {}  # key -> the state this pack folds into (changed or not)
+        by_key: dict[str, list] = {}  # key -> this pack's events of it (dead letters if it cannot be written)
         events = 0
         for item in items:
             cls = item.__class__
@@ -207,13 +230,33 @@ class TaskFolder:
                 if item.kind == "other" and self.metrics:  # a task-* type the rules do not know: kept, counted
                     self.metrics.other_events.labels(_bounded_type(item.type)).inc()
                 key = f"{item.cluster or ''}/{item.uuid}"
-                state = states.get(key)
-                if state is None:
-                    state = loads(table.fetch(key))
-                    if key not in counted:
-                        counted[key] = contribution(state)
-                state, is_new = fold_task(state, item)
-                if is_new or published.get(key) != len(state["ev"]):
+                try:
+                    state = folding.get(key)
+                    if state is None:
+                        state = loads(table.fetch(key))
+                        if key not in counted:
+                            counted[key] = contribution(state)
+                    state, is_new = fold_task(state, item)
+                except Exception as exc:  # noqa: BLE001 - one event must not stop its partition (a poison pack)
+                    reason = f"folding the event failed: {type(exc).__name__}: {exc}"
+                    self.outputs.poison(item, ctx, reason, POISON_EXCEPTION)
+                    try:
+                        state = self._refold(key, by_key.get(key, ()))  # the fold may have changed the state half-way
+                    except Exception:  # noqa: BLE001 - the stored state itself cannot be folded: leave it as stored
+                        for earlier in by_key.pop(key, ()):
+                            self.outputs.poison(earlier, ctx, reason, POISON_EXCEPTION)
+                        states.pop(key, None)
+                        folding.pop(key, None)
+                        continue
+                    folding[key] = state
+                    if by_key.get(key):
+                        states[key] = state
+                    else:
+                        states.pop(key, None)
+                    continue
+                folding[key] = state
+                by_key.setdefault(key, []).append(item)
+                if is_new or published.get(key) != events_count(state):
                     states[key] = state
             elif cls is Invalid:
                 self.outputs.dead_letter(item, ctx, "task")
@@ -224,29 +267,63 @@ class TaskFolder:
         if self.metrics:
             self.metrics.events_in.labels(ctx.topic).inc(events)
             self.metrics.events_merged.labels("tasks").inc(len(states))
-        return self._derive(states, ctx, now or time.time(), counted)
+        return self._derive(states, ctx, now or time.time(), counted, by_key)
 
-    def _derive(self, states: dict[str, dict], ctx: PackContext, now: float, counted: dict | None = None) -> Folded:
+    def _refold(self, key: str, items: Iterable) -> dict | None:
+        """The stored state of ``key`` with ``items`` folded again (they folded before)."""
+        state = loads(self.table.fetch(key))
+        for item in items:
+            state, _ = fold_task(state, item)
+        return state
+
+    def _derive(self, states: dict[str, dict], ctx: PackContext, now: float, counted: dict | None = None,
+                by_key: dict[str, list] | None = None) -> Folded:  # fmt: skip
         alerts = []
         derived = {}
-        for key, state in states.items():
-            record = derive_task(state)
-            if record["state"] in ORPHANABLE_STATES and record["worker"] and record["orphaned_at"] is None:
-                lost = self.losses.fetch(worker_key(record["cluster"], record["worker"]))
-                if lost is not None and mark_worker_lost(state, record["worker"], orjson.loads(lost)):
-                    record = derive_task(state)  # a task received from a worker already lost
+        for key, state in list(states.items()):
+            try:
+                record = derive_task(state)
+                if record["state"] in ORPHANABLE_STATES and record["worker"] and record["orphaned_at"] is None:
+                    lost = self.losses.fetch(worker_key(record["cluster"], record["worker"]))
+                    if lost is not None and mark_worker_lost(state, record["worker"], orjson.loads(lost)):
+                        record = derive_task(state)  # a task received from a worker already lost
+            except Exception as exc:  # noqa: BLE001 - the task's events of this pack go to the dead letters, the rest goes on
+                self._poisoned(key, states, by_key, ctx, f"deriving the task's record failed: {type(exc).__name__}: {exc}", POISON_EXCEPTION)
+                continue
             before = state.get("said")
             alerts.extend(task_alerts(before, record))
             derived[key] = record
-        return Folded(alerts, [], lambda: self._write(states, derived, ctx, now, counted))
+        return Folded(alerts, [], lambda: self._write(states, derived, ctx, now, counted, by_key))
 
-    def _write(self, states: dict[str, dict], derived: dict[str, dict], ctx: PackContext, now: float, counted: dict | None = None) -> None:
+    def _poisoned(self, key: str, states: dict, by_key: dict | None, ctx: PackContext, reason: str, kind: str) -> None:
+        """Leave ``key`` as it is stored; this pack's events of it go to the dead letters."""
+        states.pop(key, None)
+        items = (by_key or {}).get(key) or ()
+        if not items:
+            log.error("%s[%d]@%d: task %s not updated (%s): %s", ctx.topic, ctx.partition, ctx.offset, key, kind, reason)
+        for item in items:
+            self.outputs.poison(item, ctx, reason, kind)
+
+    def _write(self, states: dict[str, dict], derived: dict[str, dict], ctx: PackContext, now: float, counted: dict | None = None,
+               by_key: dict[str, list] | None = None) -> None:  # fmt: skip
         receipt = ctx.receipt
         topics = self.outputs.topics
         out = self.outputs.out
-        for key, state in states.items():
+        for key, state in list(states.items()):
             record = derived[key]
             before = state.get("said")
+            try:
+                state["said"] = [*said(record), record["worker"]]
+                state["folded_at"] = now  # retention counts from here too (engine.retirable)
+                state["p"] = ctx.partition
+                value, encoded = dumps(state), records.encode(record)
+            except Exception as exc:  # noqa: BLE001
+                self._poisoned(key, states, by_key, ctx, f"encoding the task failed: {type(exc).__name__}: {exc}", POISON_EXCEPTION)
+                continue
+            if len(value) > MAX_VALUE_BYTES or len(encoded) > MAX_VALUE_BYTES:
+                self._poisoned(key, states, by_key, ctx, f"the task's state ({len(value):,} bytes) or record ({len(encoded):,} bytes) "
+                               f"would pass {MAX_VALUE_BYTES:,} bytes (Kafka's record limit)", POISON_TOO_LARGE)  # fmt: skip
+                continue
             if newly_failed(before[0] if before else None, record) and record.get("name"):
                 failure = {"cluster": record["cluster"], "name": record["name"],
                            "at": record.get("seen_at") or record.get("failed_at") or record["last_seen_at"],  # monitor clock
@@ -256,11 +333,8 @@ class TaskFolder:
             self._hold(ctx.partition, key, record, before)
             if record["state"] in FINAL_STATES and (before is None or before[0] not in FINAL_STATES):
                 self.finished.setdefault(ctx.partition, deque()).append((now, key))
-            state["said"] = [*said(record), record["worker"]]
-            state["folded_at"] = now  # retention counts from here too (engine.retirable)
-            state["p"] = ctx.partition
-            self.table.put(key, dumps(state), ctx.partition, receipt)
-            out.send(topics.task_states, records.encode(record), state["uuid"].encode(), receipt=receipt)
+            self.table.put(key, value, ctx.partition, receipt)
+            out.send(topics.task_states, encoded, state["uuid"].encode(), receipt=receipt)
             self.published.record(key, record["events_count"])
             if self.exporter is not None and counted is not None:  # events were folded (not a loss notice)
                 self.exporter.task_changed(ctx.partition, counted.get(key), state, record)
@@ -381,15 +455,15 @@ class WorkerFolder:
 
         for item in items:
             cls = item.__class__
-            if cls is WorkerEvent:
-                events += 1
+            if cls is WorkerEvent or cls is Sighting:
+                events += cls is WorkerEvent
                 key = item.key
-                state, changed = fold_worker(touch(key, item.cluster), item)
-                if changed:
-                    states[key] = state
-            elif cls is Sighting:
-                key = item.key
-                state, changed = fold_sighting(touch(key, item.cluster), item)
+                try:
+                    fold = fold_worker if cls is WorkerEvent else fold_sighting
+                    state, changed = fold(touch(key, item.cluster), item)
+                except Exception as exc:  # noqa: BLE001 - one event must not stop its partition (a poison pack)
+                    self.outputs.poison(item, ctx, f"folding the event failed: {type(exc).__name__}: {exc}", POISON_EXCEPTION)
+                    continue
                 if changed:
                     states[key] = state
             elif cls is Tick:

@@ -29,6 +29,10 @@ class StreamsMetrics:
         self.records_out = Counter("streams_records_out_total", "Records published", ["topic"], registry=r)
         self.dead_letters = Counter("streams_dead_letters_total", "Inputs sent to the dead-letter topic", ["topic"], registry=r)
         self.alerts = Counter("streams_alerts_total", "Alerts published", ["alert"], registry=r)
+        self.poison = Counter(
+            "streams_poison_events_total", "Valid events dead-lettered because folding them failed or made a record too large "
+            "(the partition moves on)", ["topic", "reason"], registry=r,
+        )  # fmt: skip
         self.retired = Counter("streams_tasks_retired_total", "Finished tasks dropped from the table after retention", registry=r)
         self.offset_gaps_repaired = Counter(
             "streams_offset_gaps_repaired_total", "Offset gaps (records Faust never delivered) re-read", registry=r

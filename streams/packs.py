@@ -19,11 +19,52 @@ identity (type, uuid or hostname, pid, clock, timestamp), not by pack.
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
 import orjson
 
 PACK_VERSION = 2  # the one definition: the bridge writes it, the engine, the sink and this decoder read it
+
+
+def loads(value: bytes | bytearray | memoryview | str) -> Any:
+    """JSON as Celery's own receiver reads it (kombu's JSON is Python's ``json``), fast.
+
+    orjson first; where it refuses, Python's ``json`` (raises ``ValueError`` when that refuses
+    too). What only ``json`` reads -- a lone surrogate escape such as ``"\\udcff"`` (a Latin-1
+    file name in a traceback, written by kombu's ``json.dumps``), NaN/Infinity, integers beyond
+    64 bits -- is read. A lone surrogate is not Unicode: no UTF-8 writer (orjson, msgspec,
+    ClickHouse's driver) can write it, so each one becomes the text of its escape (``\\udcff``,
+    six characters, as Python's ``backslashreplace`` writes it); nothing else changes.
+    """
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+    if isinstance(value, memoryview):
+        value = value.tobytes()
+    try:
+        return clean(json.loads(value))
+    except RecursionError:  # nesting deeper than Python's stack (orjson stops at 1024 levels)
+        raise ValueError("nesting too deep") from None
+
+
+def clean(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings (keys too) written as its escape text."""
+    cls = value.__class__
+    if cls is str:
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if cls is list:
+        return [clean(v) for v in value]
+    if cls is dict:
+        return {clean(k): clean(v) for k, v in value.items()}
+    return value
 
 
 class InvalidPack(ValueError):
@@ -47,6 +88,7 @@ class Seen(NamedTuple):
     received_at: float  # latest receive time of a task event from this worker in the flush
     timestamp: float  # the worker's own clock: latest event timestamp
     events: int  # task events from this worker in the flush
+    pid: int | None = None  # the worker process that sent them (None: an older bridge's pack)
 
 
 class Pack(NamedTuple):
@@ -62,8 +104,8 @@ def decode_pack(value: bytes | bytearray | memoryview | None) -> Pack:
     if value is None:
         raise InvalidPack("empty record value")
     try:
-        raw = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+        raw = loads(value)
+    except ValueError as exc:
         raise InvalidPack(f"not JSON: {exc}") from None
     return pack_from_json(raw)
 
@@ -98,7 +140,10 @@ def pack_from_json(raw: Any) -> Pack:
         hostname, received_at, timestamp, count = (item.get(k) for k in ("hostname", "received_at", "timestamp", "events"))
         if hostname.__class__ is not str or not _number(received_at) or not _number(timestamp) or count.__class__ is not int:
             raise InvalidPack(f"seen[{i}] needs hostname (string), received_at and timestamp (numbers), events (integer)")
-        seen.append(Seen(hostname, float(received_at), float(timestamp), count))
+        pid = item.get("pid")
+        if pid is not None and pid.__class__ is not int:
+            raise InvalidPack(f"seen[{i}]: 'pid' must be an integer")
+        seen.append(Seen(hostname, float(received_at), float(timestamp), count, pid))
     return Pack(cluster, bridge, float(read_until), tuple(entries), tuple(seen))
 
 

@@ -14,6 +14,7 @@ import orjson
 
 from .engine import Invalid, iter_events
 from .engine.codec import exact
+from .packs import loads
 
 RECORD_VERSION = 1
 MAX_DEAD_LETTER_RAW = 900_000  # a dead letter's bytes at most: larger inputs are cut (and marked so) to fit a Kafka message (1 MB)
@@ -30,8 +31,8 @@ def decode(value: bytes | None) -> list:
     if value is None:
         return [Invalid("empty record value", None)]
     try:
-        decoded = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+        decoded = loads(value)  # orjson, else Python's json as Celery reads it
+    except ValueError as exc:
         return [Invalid(f"not JSON: {exc}", value)]
     return list(iter_events(decoded))
 

@@ -16,6 +16,7 @@ from typing import IO
 import orjson
 
 from .engine import Tracker
+from .packs import loads
 from .engine.states import DEFAULT_EXPIRY_FACTOR
 
 PROGRESS_MIN_BYTES = 5_000_000
@@ -61,8 +62,8 @@ def replay(
                 if not line.strip():
                     continue
                 try:
-                    value = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
+                    value = loads(line)  # orjson, else Python's json (as Celery reads events)
+                except ValueError as exc:
                     print(f"{path}:{number}: not JSON: {exc}", file=err)
                     continue
                 for invalid in tracker.feed(value):

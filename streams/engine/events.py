@@ -24,6 +24,8 @@ from typing import Any, Iterator
 from ..packs import PACK_VERSION  # pure (orjson only): the engine stays free of I/O
 from .states import (
     FIELDS_READ_BY_TYPE,
+    LEGACY_FIELDS,
+    LEGACY_SIGNALS,
     MAX_TIMESTAMP,
     NUMBER,
     OTHER_K,
@@ -123,14 +125,15 @@ class Sighting:
     worker's clock), ``events`` how many task events it stands for.
     """
 
-    __slots__ = ("cluster", "hostname", "received", "timestamp", "events")
+    __slots__ = ("cluster", "hostname", "received", "timestamp", "events", "pid")
 
-    def __init__(self, cluster, hostname, received, timestamp, events):
+    def __init__(self, cluster, hostname, received, timestamp, events, pid=None):
         self.cluster = cluster
         self.hostname = hostname
         self.received = received
         self.timestamp = timestamp
         self.events = events
+        self.pid = pid  # the worker process that sent them; None from an older bridge
 
     @property
     def key(self) -> str:
@@ -178,6 +181,37 @@ def _bad_type(body: dict, checks: tuple) -> str | None:
             if value.__class__ is int and not 0 <= value < 4_294_967_296:  # the UInt32 columns' range
                 return f"field {field!r} is out of range (0 - 2**32-1)"
     return None
+
+
+def _signal(value: Any) -> Any:
+    if value.__class__ is str:
+        text = value.strip().upper()
+        if text.isdigit():
+            return int(text)
+        return LEGACY_SIGNALS.get(text if text.startswith("SIG") else f"SIG{text}", value)
+    return value
+
+
+def _flag(value: Any) -> Any:
+    return bool(value) if value.__class__ is int and value in (0, 1) else value
+
+
+_NORMALISE = {"signal": _signal, "flag": _flag}
+
+
+def _legacy(body: dict) -> dict | None:
+    """A copy of ``body`` with older Celery shapes of the fields the rules read normalised
+    (states.LEGACY_FIELDS); None when nothing was changed. The raw event keeps what was sent."""
+    out = None
+    for field, how in LEGACY_FIELDS.items():
+        value = body.get(field)
+        if value is not None:
+            normal = _NORMALISE[how](value)
+            if normal is not value:
+                if out is None:
+                    out = dict(body)
+                out[field] = normal
+    return out
 
 
 def _receipt(value: Any) -> float | None:
@@ -237,7 +271,12 @@ def parse_event(
         if fields:
             bad = _bad_type(body, fields)
             if bad:
-                return Invalid(bad, body)
+                legacy = _legacy(body)  # an older Celery's shape (signum as text), normalised
+                if legacy is not None:
+                    bad = _bad_type(legacy, fields)
+                if bad:
+                    return Invalid(bad, body)
+                body = legacy
         if fields is None:
             kind = OTHER_K
         else:
@@ -331,7 +370,9 @@ def iter_pack(pack: dict) -> Iterator[Item]:
             yield Invalid("pack 'seen' entry without a hostname string and a received_at number", seen)
             continue
         events = seen.get("events")
-        yield Sighting(cluster, hostname, received, _receipt(seen.get("timestamp")), events if events.__class__ is int else 1)
+        pid = seen.get("pid")
+        yield Sighting(cluster, hostname, received, _receipt(seen.get("timestamp")), events if events.__class__ is int else 1,
+                       pid if pid.__class__ is int else None)  # fmt: skip
     read_until = _receipt(pack.get("read_until"))
     if read_until is not None:
         yield Tick(cluster, read_until)

@@ -27,7 +27,7 @@ from .states import (
     AFTER_RETRIES,
     CANCELLED_K,
     DEFAULT_EXPIRY_FACTOR,
-    DEFAULT_FREQ,
+    UNKNOWN_FREQ,
     ENDING_STATE,
     AFTER_HANDBACK,
     ENDS,
@@ -63,6 +63,8 @@ from .states import (
     SENT,
     STARTED_K,
     SUCCEEDED_K,
+    TASK_ENTRIES_KEEP,
+    TASK_ENTRIES_MAX,
     TASK_EVENT_KINDS,
     TERMINAL_PRECEDENCE,
     WRAPPER_EXCEPTIONS,
@@ -110,8 +112,11 @@ def event_rank(ev: TaskEvent, rank: str, latest: tuple | None = None) -> tuple:
     latest = latest or (_when(ev.received, ev.timestamp), ev.timestamp, ev.clock, ev.hostname, ev.pid)
     if rank == "latest" or rank == "earliest":
         return latest
-    if rank == "attempt":
-        return (ev.body.get("retries") or 0, 1 if ev.kind == RECEIVED_K else 0, *latest)
+    if rank == "ran-last":
+        return (1 if ev.kind == RECEIVED_K else 0, *latest)
+    if rank == "success":
+        body = ev.body
+        return ((body.get("result") is not None) + (body.get("runtime") is not None), *latest)
     if rank == "revoke":
         return (REVOKE_RANK[_revocation(ev.body)], *latest)
     raise ValueError(f"unknown rank {rank!r}")
@@ -134,27 +139,95 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
     pid = ev.pid
     xtype = ev.type if kind == "other" else ""
     entries = state["ev"]
-    for e in entries:  # a task has a handful of events: a scan beats an index
+    for e in entries:  # a task has a handful of events (at most TASK_ENTRIES_MAX): a scan beats an index
         if e[4] == ts and e[3] == clock and e[0] == kind and e[1] == host and e[2] == pid and e[5] == xtype:
             return state, False  # a duplicate: the first receipt stays (per-partition order)
     received = ev.received
+    old = state.get("old")
+    if old is not None and (ts if received is None else received, ts, clock, host, pid, kind, xtype) <= tuple(old["cutoff"]):
+        return state, False  # as old as what was summarised: a duplicate of a summarised event
     retries = (ev.body.get("retries") or 0) if kind in RETRIES_KINDS else None
     entries.append((kind, host, pid, clock, ts, xtype, received, retries))
+    if len(entries) > TASK_ENTRIES_MAX:
+        _compact(state)
 
     plan = _REGISTER_PLAN.get(kind)
     if plan:
         regs = state["reg"]
         latest_rank = (ts if received is None else received, ts, clock, host, pid)
-        other_rank = None  # "attempt" or "revoke": at most one of them per kind, built once
+        other_rank = None  # "ran-last", "success" or "revoke": at most one of them per kind, built once
         for name, values, rank_name in plan:
             if rank_name == "latest" or rank_name == "earliest":
                 rank = latest_rank
+            elif rank_name == "success":  # event_rank's, inlined: one in four events is a success
+                body = ev.body
+                rank = ((body.get("result") is not None) + (body.get("runtime") is not None), *latest_rank)
             else:
                 rank = other_rank = other_rank or event_rank(ev, rank_name, latest_rank)
             current = regs.get(name)
             if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
                 regs[name] = (rank, values(ev))
     return state, True
+
+
+def _full_key(e: tuple) -> tuple:
+    """The monitor-clock order of entries, total (the identity ends it)."""
+    return (e[TS] if e[RECV] is None else e[RECV], e[TS], e[CLOCK], e[HOST], e[PID], e[KIND], e[XTYPE])
+
+
+def _compact(state: TaskState) -> None:
+    """Fold the oldest entries (monitor clock) into ``state["old"]`` until TASK_ENTRIES_KEEP
+    remain; the newest entry of each kind stays (terminal precedence, tags and ``*_at`` fields read
+    it). The summary keeps what the record needs of them: how many per kind, the retries they
+    proved, first/last timestamps, newest receive time, and the newest summarised entry's key
+    (``cutoff``): an event at or before it arriving later counts as one already summarised."""
+    retries_before = _analyse(state)[2]
+    entries = state["ev"]
+    ordered = sorted(entries, key=_full_key)
+    newest = {(e[KIND], e[XTYPE]): e for e in ordered}  # the last one of each kind wins: the newest
+    pinned = set(map(id, newest.values()))
+    remove = len(entries) - TASK_ENTRIES_KEEP
+    removed, kept = [], []
+    for e in ordered:
+        if remove and id(e) not in pinned:
+            removed.append(e)
+            remove -= 1
+        else:
+            kept.append(e)
+    old = state.get("old")
+    if old is None:
+        old = state["old"] = {"n": 0, "kinds": {}, "retries": 0, "first": None, "last": None, "seen": None, "cutoff": None}
+    kinds = old["kinds"]
+    for e in removed:
+        kinds[e[KIND]] = kinds.get(e[KIND], 0) + 1
+        ts, when = e[TS], _when(e[RECV], e[TS])
+        if old["first"] is None or ts < old["first"]:
+            old["first"] = ts
+        if old["last"] is None or ts > old["last"]:
+            old["last"] = ts
+        if old["seen"] is None or when > old["seen"]:
+            old["seen"] = when
+    old["n"] += len(removed)
+    old["retries"] = max(old["retries"], retries_before)
+    cutoff = list(_full_key(removed[-1])) if removed else old["cutoff"]
+    if old["cutoff"] is None or (cutoff is not None and tuple(cutoff) > tuple(old["cutoff"])):
+        old["cutoff"] = cutoff
+    state["ev"] = kept
+
+
+def events_count(state: TaskState) -> int:
+    """Distinct events merged into the task, summarised ones included."""
+    old = state.get("old")
+    return len(state["ev"]) + (old["n"] if old else 0)
+
+
+def kind_counts(state: TaskState) -> dict[str, int]:
+    """Distinct events per kind, summarised ones included."""
+    old = state.get("old")
+    counts = dict(old["kinds"]) if old else {}
+    for e in state["ev"]:
+        counts[e[KIND]] = counts.get(e[KIND], 0) + 1
+    return counts
 
 
 def _thaw(state: TaskState) -> None:
@@ -182,10 +255,11 @@ def mark_worker_lost(state: TaskState, hostname: str, lost_at: float) -> bool:
 class Delivery:
     """One run of the task's message on one worker (states.JOINS says which events join it)."""
 
-    __slots__ = ("host", "attempt", "known", "entries", "started", "ended", "received")
+    __slots__ = ("host", "pid", "attempt", "known", "entries", "started", "ended", "received")
 
-    def __init__(self, host: str, attempt: int, known: bool):
+    def __init__(self, host: str, attempt: int, known: bool, pid: int = 0):
         self.host = host
+        self.pid = pid  # the worker process: its task-received's (or first event's) pid
         self.attempt = attempt  # known: the task-received's retries; else a lower bound
         self.known = known
         self.entries: list[list] = []
@@ -250,22 +324,35 @@ def deliveries_of(entries: list[list]) -> list[Delivery]:
         if len(events) > 1:
             events.sort(key=_on_host)
         mine: list[Delivery] = []
+        first_pid, restarted = None, False  # deliveries of more than one worker process (a restart under the same name)
         for e in events:
             kind = e[KIND]
             if kind == RECEIVED_K:
-                d = Delivery(host, e[RETRIES] or 0, True)
+                d = Delivery(host, e[RETRIES] or 0, True, e[PID])
                 d.received = e
+                if first_pid is None:
+                    first_pid = e[PID]
+                elif e[PID] != first_pid:
+                    restarted = True
                 mine.append(d)
             else:
-                d = _joinable(mine, JOINS[kind]) if mine else None
-                if d is None and kind in AFTER_HANDBACK and mine and mine[-1].ended in HANDED_BACK:
-                    d = mine[-1]
+                # A worker's task events all come from its main process: an event joins a delivery
+                # of its own pid (a worker restarted under the same hostname must not start a
+                # message the dead process had received); any delivery when none has its pid.
+                pool = mine
+                if restarted:
+                    same = [m for m in mine if m.pid == e[PID]]
+                    if same:
+                        pool = same
+                d = _joinable(pool, JOINS[kind]) if pool else None
+                if d is None and kind in AFTER_HANDBACK and pool and pool[-1].ended in HANDED_BACK:
+                    d = pool[-1]
                 if d is None:
-                    last = mine[-1] if mine else None
+                    last = pool[-1] if pool else None
                     if last is None:
-                        d = Delivery(host, 0, False)
+                        d = Delivery(host, 0, False, e[PID])
                     else:
-                        d = Delivery(host, last.attempt + ENDS.get(last.ended, 0), last.known)
+                        d = Delivery(host, last.attempt + ENDS.get(last.ended, 0), last.known, e[PID])
                     mine.append(d)
                 if kind == STARTED_K:
                     if d.started is None:
@@ -368,7 +455,11 @@ def _analyse(state: TaskState) -> tuple:
                 else:
                     del by_kind[kind]
     retried = by_kind.get(RETRIED_K)
-    if retried is not None and len(retried) > retries:
+    old = state.get("old")
+    if old is not None:  # entries summarised (a task with very many attempts)
+        retried_count = (len(retried) if retried else 0) + old["kinds"].get(RETRIED_K, 0)
+        retries = max(retries, old["retries"], retried_count)
+    elif retried is not None and len(retried) > retries:
         retries = len(retried)  # retries >= the attempts ended by task-retried
     for d in deliveries:
         if d.attempt > retries:
@@ -415,7 +506,11 @@ def task_status(state: TaskState) -> str:
 def task_seen_at(state: TaskState) -> float | None:
     """The newest receive time of the task's events (monitor clock; sender time for inputs
     without receive times)."""
-    return max((_when(e[RECV], e[TS]) for e in state["ev"]), default=None)
+    seen = max((_when(e[RECV], e[TS]) for e in state["ev"]), default=None)
+    old = state.get("old")
+    if old is not None and old["seen"] is not None and (seen is None or old["seen"] > seen):
+        seen = old["seen"]
+    return seen
 
 
 def retirable(state: TaskState, now: float, retention: float) -> bool:
@@ -465,6 +560,7 @@ def derive_task(state: TaskState) -> dict:
     """The task record: what the output topic carries and ClickHouse stores (task-state.v1)."""
     status, current, retries, by_kind, failure_type = _analyse(state)
     regs = state["reg"]
+    old = state.get("old")  # summarised entries (a task with very many attempts)
     revocation = signum = None
     revoke = regs.get("revoke")
     if revoke is not None:
@@ -474,7 +570,7 @@ def derive_task(state: TaskState) -> dict:
     failed = failure_type is not None or any(e[KIND] == FAILED_K for e in state["ev"])  # handed back too
     if IGNORED_K in by_kind or (FAILED_K in by_kind and failure_type == REJECT_EXCEPTION):
         rejection = REJECTION_IGNORED
-    elif REQUEUED_K in by_kind:
+    elif REQUEUED_K in by_kind or (old is not None and old["kinds"].get(REQUEUED_K)):
         rejection = REJECTION_REQUEUED
     else:
         rejection = None
@@ -495,6 +591,10 @@ def derive_task(state: TaskState) -> dict:
                 last = ts
             if when > seen_at:
                 seen_at = when
+    if old is not None and old["n"]:
+        first = old["first"] if first is None else min(first, old["first"])
+        last = old["last"] if last is None else max(last, old["last"])
+        seen_at = old["seen"] if seen_at is None else max(seen_at, old["seen"])
     orphaned_at = None
     lost = state.get("lost")
     if lost and worker in lost and status in ORPHANABLE_STATES and seen_at <= lost[worker]:
@@ -510,8 +610,8 @@ def derive_task(state: TaskState) -> dict:
         "revocation_reason": revocation,
         "signum": signum,
         "rejection": rejection,
-        "requeues": len(by_kind.get(REQUEUED_K, ())),
-        "cancels": len(by_kind.get(CANCELLED_K, ())),
+        "requeues": len(by_kind.get(REQUEUED_K, ())) + (old["kinds"].get(REQUEUED_K, 0) if old else 0),
+        "cancels": len(by_kind.get(CANCELLED_K, ())) + (old["kinds"].get(CANCELLED_K, 0) if old else 0),
         "exception": exc,
         "exception_type": failure_type if failed else exception_type(exc, tb),
         "traceback": tb,
@@ -537,7 +637,7 @@ def derive_task(state: TaskState) -> dict:
     record["first_seen_at"] = first
     record["last_seen_at"] = last
     record["seen_at"] = seen_at
-    record["events_count"] = len(entries)
+    record["events_count"] = len(entries) + (old["n"] if old else 0)
     return record
 
 
@@ -556,8 +656,12 @@ def new_worker_state(cluster: str | None, hostname: str) -> WorkerState:
         "alive": None,  # latest timestamp of any event but worker-offline (worker clock)
         "latest": None,  # [rank, gauges] of the latest online/heartbeat/offline event
         "seen": None,  # newest receive time of any event from it (monitor clock)
-        "alive_seen": None,  # newest receive time of any sign of life but worker-offline (monitor clock)
+        "alive_seen": None,  # newest receive time of a worker-* event but worker-offline, or of task
+        # events whose pid is not known (packs of an older bridge) (monitor clock)
         "offline_seen": None,  # newest receive time of a worker-offline (monitor clock)
+        "offline_pid": None,  # [rank, pid] of the newest-received worker-offline
+        "task_seen": None,  # [[pid, newest receive time], ...]: task events' signs of life, the two
+        # newest pids (a worker's own final task events after its worker-offline do not undo it)
         "skew": None,  # [receive time, timestamp - receive time] of the newest-received worker event
         "judged": None,  # the watermark at which it was last found gone (monitor clock)
     }
@@ -591,6 +695,12 @@ def fold_worker(state: WorkerState | None, ev: WorkerEvent) -> tuple[WorkerState
     if state.get(mark) is None or received > state[mark]:
         state[mark] = received
         changed = True
+    if field == "offline":
+        rank = [received, ts, ev.clock, ev.pid]
+        current = state.get("offline_pid")
+        if current is None or rank > current[0]:
+            state["offline_pid"] = [rank, ev.pid]
+            changed = True
     if state["seen"] is None or received > state["seen"]:
         state["seen"] = received
         changed = True
@@ -613,14 +723,68 @@ def fold_sighting(state: WorkerState | None, seen: Sighting) -> tuple[WorkerStat
     if seen.timestamp is not None and (state["alive"] is None or seen.timestamp > state["alive"]):
         state["alive"] = seen.timestamp
         changed = True
-    if state.get("alive_seen") is None or seen.received > state["alive_seen"]:
-        state["alive_seen"] = seen.received
+    if seen.pid is None:  # an older bridge's pack: which process sent them is not known
+        if state.get("alive_seen") is None or seen.received > state["alive_seen"]:
+            state["alive_seen"] = seen.received
+            changed = True
+    elif _task_seen(state, seen.pid, seen.received):
         changed = True
     return state, changed
 
 
+def _task_seen(state: WorkerState, pid: int, received: float) -> bool:
+    """Keep the newest receive time of task events per pid, for the two newest pids (a bounded
+    join: the result is the two greatest of the per-pid maxima, whatever the order)."""
+    marks = state.get("task_seen")
+    if marks is None:
+        state["task_seen"] = [[pid, received]]
+        return True
+    first = marks[0]
+    if first[0] == pid:  # the common case: the newest pid again (it stays first)
+        if received <= first[1]:
+            return False
+        first[1] = received
+        return True
+    for mark in marks:
+        if mark[0] == pid:
+            if received <= mark[1]:
+                return False
+            mark[1] = received
+            break
+    else:
+        marks.append([pid, received])
+    marks.sort(key=lambda m: (-m[1], m[0]))
+    del marks[2:]
+    return True
+
+
+def worker_left(state: WorkerState) -> bool:
+    """OFFLINE(left): its newest worker-offline was received at or after every other sign of life
+    of the worker -- except task events of the very process that said goodbye (same pid): a warm
+    or soft shutdown sends worker-offline first, then the events of the tasks it drains
+    (docs/emit-paths.md, "Shutdown"). A worker-online or -heartbeat, or a task event of another
+    pid (a new process under the same name), received later brings it back."""
+    offline_seen = state.get("offline_seen")
+    if offline_seen is None:  # a state stored before receive times were kept per kind: the worker's own clock
+        offline, alive = state["offline"], state["alive"]
+        return offline is not None and (alive is None or offline >= alive)
+    alive_seen = state.get("alive_seen")
+    if alive_seen is not None and alive_seen > offline_seen:
+        return False
+    marks = state.get("task_seen")
+    if marks:
+        offline_pid = state.get("offline_pid")
+        pid = offline_pid[1] if offline_pid is not None else None
+        for mark_pid, received in marks:
+            if mark_pid != pid and received > offline_seen:
+                return False
+    return True
+
+
 def _freq(state: WorkerState) -> float:
-    return (state["latest"][1].get("freq") if state["latest"] else None) or DEFAULT_FREQ
+    """The worker's heartbeat interval: the freq of its newest-received worker event; a worker
+    that never sent one (no worker-* event: --without-heartbeat) gets Celery's State default."""
+    return (state["latest"][1].get("freq") if state["latest"] else None) or UNKNOWN_FREQ
 
 
 def worker_expires_at(state: WorkerState, expiry_factor: float = DEFAULT_EXPIRY_FACTOR) -> float | None:
@@ -637,7 +801,7 @@ def judge_worker(state: WorkerState, watermark: float, expiry_factor: float = DE
     write per tick. True when the state changed.
     """
     expires_at = worker_expires_at(state, expiry_factor)
-    if expires_at is None or watermark <= expires_at:
+    if expires_at is None or watermark <= expires_at or worker_left(state):
         return False
     judged = state["judged"]
     if judged is not None and judged > expires_at:
@@ -657,12 +821,7 @@ def derive_worker(state: WorkerState, now: float | None = None, expiry_factor: f
     judged = state["judged"]
     at = judged if now is None else (now if judged is None else max(now, judged))
     reason = None
-    offline_seen, alive_seen = state.get("offline_seen"), state.get("alive_seen")
-    if offline_seen is not None:  # left: its worker-offline was received after every other sign of life
-        left = alive_seen is None or offline_seen >= alive_seen
-    else:  # a state stored before receive times were kept per kind: the worker's own clock
-        left = offline is not None and (alive is None or offline >= alive)
-    if left:
+    if worker_left(state):
         status, reason = OFFLINE, OFFLINE_LEFT
     elif at is not None and expires_at is not None and at > expires_at:
         status, reason = OFFLINE, OFFLINE_HEARTBEAT_EXPIRED

@@ -27,7 +27,10 @@ WORKER_STATES = (ONLINE, HEARTBEAT, OFFLINE)
 OFFLINE_LEFT = "left"
 OFFLINE_HEARTBEAT_EXPIRED = "heartbeat-expired"
 DEFAULT_EXPIRY_FACTOR = 2.0  # Celery's own rule: gone after 2 x freq without a heartbeat
-DEFAULT_FREQ = 2.0
+DEFAULT_FREQ = 2.0  # Celery's heartbeat interval (worker_heartbeat / --heartbeat-interval default)
+# A worker that never sent a freq (started --without-heartbeat, or seen only through its task
+# events): Celery's State gives it Worker(freq=60), alive 2 x 60 s after its last event.
+UNKNOWN_FREQ = 60.0
 
 # -- event kinds ----------------------------------------------------------------------------
 # A task event's *kind* is its type, except that task-rejected splits on `requeue`:
@@ -86,6 +89,12 @@ TASK_FIELD_TYPES = {
     "exchange": str,
     "routing_key": str,
 }
+# Older Celery shapes of fields the rules read, normalised before the type check (rule 7):
+#   signum  Celery 4.x sends the signal of a terminate as text ("15", or a name such as "SIGTERM")
+#   flags   0/1 where a boolean belongs (expired, terminated, requeue)
+# Missing fields need no entry: every field but type/uuid/hostname/timestamp is optional.
+LEGACY_SIGNALS = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGKILL": 9, "SIGUSR1": 10, "SIGUSR2": 12, "SIGTERM": 15}
+LEGACY_FIELDS = {"signum": "signal", "expired": "flag", "terminated": "flag", "requeue": "flag"}
 WORKER_FIELD_TYPES = {
     "freq": NUMBER,
     "active": int,
@@ -105,14 +114,20 @@ WORKER_FIELD_TYPES = {
 #   name: (kinds it reads, fields it keeps, rank used)
 # Ranks:  "latest"   = (receive time, timestamp, clock, host, pid): receive times are the
 #                      monitor's one clock, so events of two hosts compare without their skew
-#         "attempt"  = (retries, received-over-sent, *latest)
+#         "ran-last" = (received-over-sent, *latest): the delivery received last is the one that
+#                      ran last -- Task.replace() reuses the task id with retries back at 0, so the
+#                      attempt number cannot say which message ran last (issue 19)
 #         "earliest" = the smallest "latest" rank wins
 #         "revoke"   = (terminated > expired > plain, *latest)
+#         "success"  = (how many of result/runtime it has, *latest): the task-succeeded of a
+#                      deduplicated redelivery (worker_deduplicate_successful_tasks) or of a
+#                      success read back after a lost worker has result/runtime null, and never
+#                      hides the one that has them
 MERGE_RULES = {
-    "meta": ((SENT, RECEIVED_K), ("name", "args", "kwargs", "root_id", "parent_id", "eta", "expires"), "attempt"),
-    "route": ((SENT,), ("queue", "exchange", "routing_key"), "attempt"),
+    "meta": ((SENT, RECEIVED_K), ("name", "args", "kwargs", "root_id", "parent_id", "eta", "expires"), "ran-last"),
+    "route": ((SENT,), ("queue", "exchange", "routing_key"), "ran-last"),
     "client": ((SENT,), ("hostname",), "earliest"),
-    "success": ((SUCCEEDED_K,), ("result", "runtime"), "latest"),
+    "success": ((SUCCEEDED_K,), ("result", "runtime"), "success"),
     "failure": ((FAILED_K,), ("exception", "traceback"), "latest"),
     "retry": ((RETRIED_K,), ("exception", "traceback"), "latest"),
     "revoke": ((REVOKED_K,), ("expired", "terminated", "signum"), "revoke"),
@@ -138,6 +153,15 @@ for _etype, _kind in TASK_EVENT_KINDS.items():
 
 # Kinds that carry the attempt number (`retries`, 0-based).
 RETRIES_KINDS = frozenset({SENT, RECEIVED_K})
+
+# -- bounded state per task (issue 19) ----------------------------------------------------------
+# A task retried for ever (celery.chord_unlock retries every second with max_retries=None) must
+# not grow its state without bound (its table record passed Kafka's 1 MB at ~3,700 attempts and
+# every fold cost O(events)). Past TASK_ENTRIES_MAX entries, the oldest are folded into a summary
+# (counts per kind, the retries they proved, first/last times) until TASK_ENTRIES_KEEP remain;
+# the newest entry of each kind is always kept. The raw events all stay in ClickHouse `events`.
+TASK_ENTRIES_MAX = 512
+TASK_ENTRIES_KEEP = 256
 
 # -- attempts and deliveries (rules 2 and 4; docs/state-rules.md, "Emit paths") ---------------
 # A *delivery* is one run of the task's message on one worker; an *attempt* is one value of

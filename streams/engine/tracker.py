@@ -63,11 +63,17 @@ class Tracker:
                 wkey = f"{event.cluster or ''}/{event.hostname}"
                 worker = self.workers.get(wkey)
                 received = _when(event.received, event.timestamp)
-                if worker is None or not (
-                    worker["seen"] is not None and received <= worker["seen"]
-                    and worker["alive"] is not None and event.timestamp <= worker["alive"]
-                ):  # fmt: skip
-                    self.workers[wkey], _ = fold_sighting(worker, Sighting(event.cluster, event.hostname, received, event.timestamp, 1))
+                marks = worker.get("task_seen") if worker is not None else None
+                if marks is not None and marks[0][0] == event.pid and worker["seen"] is not None:
+                    # the common case, fold_sighting inlined: the same process as its newest task events
+                    if received > worker["seen"]:
+                        worker["seen"] = received
+                    if worker["alive"] is None or event.timestamp > worker["alive"]:
+                        worker["alive"] = event.timestamp
+                    if received > marks[0][1]:
+                        marks[0][1] = received
+                else:
+                    self.workers[wkey], _ = fold_sighting(worker, Sighting(event.cluster, event.hostname, received, event.timestamp, 1, event.pid))
             return changed
         if cls is WorkerEvent:
             self._advance(event.cluster, _when(event.received, event.timestamp))

@@ -10,7 +10,7 @@ import msgspec
 import orjson
 
 from streams.engine.states import MAX_TIMESTAMP
-from streams.packs import PACK_VERSION
+from streams.packs import PACK_VERSION, loads
 
 TASK_COLUMNS = (
     "cluster", "uuid", "name", "state", "retries", "revocation_reason", "signum", "rejection", "requeues", "cancels",
@@ -176,7 +176,9 @@ class EventColumns:
         try:
             pack = _PACK.decode(value)
         except _ERRORS as exc:
-            raise ValueError(f"not a pack: {exc}") from None
+            pack = _read_as_celery(value)  # what msgspec refuses and Python's json reads (a lone surrogate escape)
+            if pack is None:
+                raise ValueError(f"not a pack: {exc}") from None
         if pack.v != 2:
             raise ValueError(f"pack version {pack.v!r}, expected 2")
         decode, astuple = _EVENT.decode, msgspec.structs.astuple
@@ -225,6 +227,15 @@ class EventColumns:
 
     def rows(self) -> list[tuple]:
         return list(zip(*self.columns))
+
+
+def _read_as_celery(value: bytes) -> "_Pack | None":
+    """A pack msgspec refuses, read as Celery's receiver would (streams.packs.loads: lone
+    surrogates become their escape text), then typed again; None when it is no pack either way."""
+    try:
+        return _PACK.decode(orjson.dumps(loads(value)))
+    except (ValueError, TypeError, *_ERRORS):
+        return None
 
 
 def event_row(envelope: dict) -> tuple | None:

@@ -105,7 +105,8 @@ def hostile_bodies(c: str, now: float) -> list[tuple[str, bytes]]:
     makers = [
         lambda i: ("task.sent", f"<html>not json {i} {c}".encode()),  # not JSON
         lambda i: ("task.sent", b"\xff\xfe\xfa" + f"{i}{c}".encode()),  # not UTF-8
-        lambda i: ("task.sent", (f'{{"type": "task-sent", "uuid": "{c}-{i}", "name": "\\ud800"}}').encode()),  # lone surrogate
+        # a lone surrogate is read as Celery reads it (issue 19); this event has no timestamp
+        lambda i: ("task.sent", (f'{{"type": "task-sent", "uuid": "{c}-{i}", "name": "\\ud800"}}').encode()),
         lambda i: ("task.sent", ("[" * 3000 + f'"{c}"' + "]" * 3000).encode()),  # nesting beyond the parser's limit
         lambda i: ("task.sent", json.dumps({"type": "task-received", "timestamp": now, "note": f"{c}-{i}"}).encode()),  # no uuid
         lambda i: ("task.sent", json.dumps({"type": "task-party", "uuid": f"{c}-{i}", "timestamp": now}).encode()),  # unknown type: kept
@@ -118,7 +119,7 @@ def hostile_bodies(c: str, now: float) -> list[tuple[str, bytes]]:
 
 
 def test_ten_thousand_hostile_bodies(stack, clickhouse_client):
-    """10,000 malformed or hostile bodies (not JSON, not UTF-8, lone surrogates, deep nesting, no
+    """10,000 malformed or hostile bodies (not JSON, not UTF-8, a lone surrogate, deep nesting, no
     uuid, unknown types, wrong types, 50 kB fields) between good events with unicode-heavy task
     names: one dead letter each with its reason, nothing crashes, every good task exact."""
     base = stack["settings"]
@@ -175,10 +176,10 @@ def test_ten_thousand_hostile_bodies(stack, clickhouse_client):
         by_reason[key] = by_reason.get(key, 0) + 1
     print("dead letters by stage and reason:", json.dumps({f"{s}: {r}": n for (s, r), n in sorted(by_reason.items())}, indent=1, ensure_ascii=False))
     assert by_reason == {
-        ("bridge", "body is not JSON"): 4 * tenth,  # not JSON, not UTF-8, lone surrogate, too deep
+        ("bridge", "body is not JSON"): 3 * tenth,  # not JSON, not UTF-8, too deep
         ("bridge", "task event without a 'uuid' string"): tenth,
         ("streams", "field 'retries' has type str"): 2 * tenth,  # one of them 50 kB long
-        ("streams", "field 'timestamp' is missing or not a number"): tenth,
+        ("streams", "field 'timestamp' is missing or not a number"): 2 * tenth,  # a string; the lone surrogate's event has none
         ("streams", "field 'exception' has type list"): tenth,
     }
     huge = [letter for letter in letters if "x" * 1000 in json.dumps(letter)]
