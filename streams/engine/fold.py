@@ -816,7 +816,7 @@ def derive_worker(state: WorkerState, now: float | None = None, expiry_factor: f
     Liveness is judged at the later of ``now`` and the state's own ``judged`` watermark, both on
     the monitor's clock (None: only what the events and earlier judgements say).
     """
-    online, heartbeat, offline, alive = state["online"], state["heartbeat"], state["offline"], state["alive"]
+    online, heartbeat, offline = state["online"], state["heartbeat"], state["offline"]
     expires_at = worker_expires_at(state, expiry_factor)
     judged = state["judged"]
     at = judged if now is None else (now if judged is None else max(now, judged))
