@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     topic_worker_states: str = setting("celery.worker-states.v1", "TOPIC_WORKER_STATES", "worker-state records, key = cluster/hostname", "topics")
     topic_dead_letters: str = setting("celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason", "topics")
     topic_alerts: str = setting(
-        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift, failure-group", "topics"
+        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift, failure-group, event-dead-lettered", "topics"
     )
     topic_bridge_status: str = setting(
         "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)", "topics"

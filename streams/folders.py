@@ -41,7 +41,7 @@ from .engine import (
     worker_key,
 )
 from .engine.fold import events_count
-from .engine.alerts import FailureBursts, newly_failed, said, task_alerts, worker_alerts
+from .engine.alerts import ALERT_VERSION, FailureBursts, newly_failed, said, task_alerts, worker_alerts
 from .engine.states import FINAL_STATES, OFFLINE, ORPHANABLE_STATES
 from .exporter import contribution
 
@@ -157,11 +157,27 @@ class Outputs:
         if raw is None:  # a sign of life (pack 'seen' entry): what it said
             raw = {k: getattr(item, k, None) for k in ("cluster", "hostname", "received", "timestamp", "events", "pid")}
         self.dead_letter(Invalid(reason, raw), ctx, "task")
+        self.alert(poison_alert(item, ctx, reason, kind), ctx.receipt)
 
     def alert(self, alert: dict, receipt) -> None:
         if self.metrics:
             self.metrics.alerts.labels(alert["alert"]).inc()
         self.out.send(self.topics.alerts, records.encode(alert), alert["key"].encode(), receipt=receipt)
+
+
+def poison_alert(item, ctx: PackContext, reason: str, kind: str) -> dict:
+    """``event-dead-lettered`` (schemas/alert.v1.json): a valid event (a TaskEvent, a WorkerEvent or
+    a pack's sign of life) the engine could not fold or write; key = the task's uuid, else
+    cluster/hostname. Raised again if its pack is read again (at least once, like its dead letter)."""
+    text = lambda v: v if isinstance(v, str) and v else None  # noqa: E731
+    cluster, uuid, hostname = text(getattr(item, "cluster", None)), text(getattr(item, "uuid", None)), text(getattr(item, "hostname", None))
+    body = getattr(item, "body", None)
+    body = body if isinstance(body, dict) else {}
+    at = getattr(item, "timestamp", None)
+    return {"v": ALERT_VERSION, "alert": "event-dead-lettered", "cluster": cluster, "key": uuid or f"{cluster or ''}/{hostname or ''}",
+            "at": float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None,
+            "name": text(body.get("name")), "hostname": hostname, "event_type": text(getattr(item, "type", None)),
+            "cause": kind, "detail": reason[:1000], "topic": ctx.topic, "partition": ctx.partition, "offset": ctx.offset}  # fmt: skip
 
 
 # -- tasks ------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-ALERTS = ("task-critical", "task-orphaned", "failure-burst", "worker-lost", "clock-drift", "failure-group")
+ALERTS = ("task-critical", "task-orphaned", "failure-burst", "worker-lost", "clock-drift", "failure-group", "event-dead-lettered")
 RULE_KEYS = {"name", "alerts", "clusters", "tasks", "exclude_tasks", "states", "urls", "dedupe_seconds", "rate_limit_per_minute",
              "group_seconds"}  # fmt: skip
 
@@ -123,7 +123,7 @@ def link(alert: dict, ui_url: str) -> str:
     base = ui_url.rstrip("/")
     cluster = alert.get("cluster") or ""
     kind = alert.get("alert")
-    if kind in ("task-critical", "task-orphaned"):
+    if kind in ("task-critical", "task-orphaned") or (kind == "event-dead-lettered" and "/" not in alert.get("key", "/")):
         return f"{base}/task?{urlencode({'cluster': cluster, 'uuid': alert.get('key', '')})}"
     if kind in ("failure-burst", "failure-group"):
         return f"{base}/failures?{urlencode({'cluster': cluster, 'name': alert.get('name') or ''})}"
@@ -131,7 +131,7 @@ def link(alert: dict, ui_url: str) -> str:
 
 
 DETAILS = ("name", "exception_type", "exception", "fingerprint", "reason", "quiet_seconds", "retries", "failures", "window_seconds",
-           "hostname", "worker", "state", "skew", "threshold")  # fmt: skip
+           "hostname", "worker", "state", "skew", "threshold", "event_type", "cause", "detail", "topic", "partition", "offset")  # fmt: skip
 MAX_FIELD = 500  # characters of one field in a message (a 50 kB exception would be refused by most channels)
 
 

@@ -91,3 +91,42 @@ def test_a_worker_event_whose_fold_fails_is_dead_lettered(env, monkeypatch):
     workers_f.pack(pack(ev("worker-heartbeat", T0, freq=2.0), read_until=T0), PackContext("t", 0, 11, None)).write()
     (letter,) = sent.on(SETTINGS.topic_dead_letters)
     assert letter["reason"] == "folding the event failed: RuntimeError: nope" and _poisoned(metrics, "exception") == 1
+
+
+def _dead_letter_alerts(sent):
+    from tests.unit.test_schemas import validator
+
+    alerts = [a for a in sent.on(SETTINGS.topic_alerts) if a["alert"] == "event-dead-lettered"]
+    schema = validator("alert.v1.json")
+    for alert in alerts:
+        schema.validate(alert)
+    return alerts
+
+
+def test_each_dead_lettered_event_raises_an_alert(env, monkeypatch):
+    """A metric and an alert count poison events (issue 19, item 4): one event-dead-lettered alert
+    per event, keyed by its task, with the cause and the reason; a worker's event keyed by host."""
+    sent, _, tasks_f, workers_f, _ = env
+    real = engine_fold.fold_task
+
+    def fragile(state, item):
+        if item.uuid == "bad" and item.kind == "started":
+            raise KeyError("boom")
+        return real(state, item)
+
+    monkeypatch.setattr(folders, "fold_task", fragile)
+    tasks_f.pack(_items(), PackContext("t", 3, 7, None)).write()
+    (alert,) = _dead_letter_alerts(sent)
+    assert (alert["key"], alert["cluster"], alert["event_type"], alert["cause"]) == ("bad", "c1", "task-started", "exception")
+    assert alert["detail"] == "folding the event failed: KeyError: 'boom'" and (alert["topic"], alert["partition"], alert["offset"]) == ("t", 3, 7)
+    assert alert["at"] == T0 + 1
+
+    monkeypatch.setattr(folders, "MAX_VALUE_BYTES", 20_000)
+    tasks_f.pack(pack(ev("task-received", T0, uuid="huge", name="t.huge", args="x" * 30_000, retries=0), read_until=T0),
+                 PackContext("t", 0, 9, None)).write()  # fmt: skip
+    assert [(a["key"], a["name"], a["cause"]) for a in _dead_letter_alerts(sent)][1:] == [("huge", "t.huge", "too-large")]
+
+    monkeypatch.setattr(folders, "fold_worker", lambda state, item: 1 / 0)
+    workers_f.pack(pack(ev("worker-heartbeat", T0, freq=2.0), read_until=T0), PackContext("w", 0, 11, None)).write()
+    worker_alert = _dead_letter_alerts(sent)[-1]
+    assert worker_alert["key"].startswith("c1/") and worker_alert["event_type"] == "worker-heartbeat"
