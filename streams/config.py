@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     topic_worker_states: str = setting("celery.worker-states.v1", "TOPIC_WORKER_STATES", "worker-state records, key = cluster/hostname", "topics")
     topic_dead_letters: str = setting("celery.dead-letters.v1", "TOPIC_DEAD_LETTERS", "inputs that are not valid events, with the reason", "topics")
     topic_alerts: str = setting(
-        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift, failure-group, event-dead-lettered", "topics"
+        "celery.alerts.v1", "TOPIC_ALERTS", "alerts: task-critical, task-orphaned, failure-burst per task name, worker-lost, clock-drift, task-slow, failure-group, event-dead-lettered", "topics"
     )
     topic_bridge_status: str = setting(
         "celery.bridge-status.v1", "TOPIC_BRIDGE_STATUS", "bridge-gap records: loss detected on Redis (missed heartbeats, disconnects)", "topics"
@@ -251,7 +251,11 @@ class Settings(BaseSettings):
     alert_failure_threshold: int = setting(
         20, "ALERT_FAILURE_THRESHOLD", "failure-burst alert: failures of one task name within the window", "streams", ge=1
     )
-
+    alert_slow_runtime: float = setting(
+        0.0, "ALERT_SLOW_RUNTIME",
+        "task-slow alert: a task that finished with a runtime (Celery's, seconds) of at least this (0 = no task-slow alerts)",
+        "streams", ge=0,
+    )  # fmt: skip
     alert_group_quiet: float = setting(
         86400.0, "ALERT_GROUP_QUIET",
         "failure-group alert: a failure group (name, exception type, message fingerprint) failing for the first time, or again "

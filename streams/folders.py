@@ -190,8 +190,9 @@ class TaskFolder:
     """
 
     def __init__(self, table, losses, outputs: Outputs, metrics=None, published_capacity: int = 1_000_000,
-                 exporter=None, counts=None):  # fmt: skip
+                 exporter=None, counts=None, slow_runtime: float = 0.0):  # fmt: skip
         self.table = table
+        self.slow_runtime = slow_runtime  # task-slow alert threshold, seconds (0 = off)
         self.losses = losses  # worker key -> lost_at (JSON bytes), written per partition
         self.outputs = outputs
         self.metrics = metrics
@@ -307,7 +308,7 @@ class TaskFolder:
                 self._poisoned(key, states, by_key, ctx, f"deriving the task's record failed: {type(exc).__name__}: {exc}", POISON_EXCEPTION)
                 continue
             before = state.get("said")
-            alerts.extend(task_alerts(before, record))
+            alerts.extend(task_alerts(before, record, self.slow_runtime))
             derived[key] = record
         return Folded(alerts, [], lambda: self._write(states, derived, ctx, now, counted, by_key))
 

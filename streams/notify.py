@@ -25,9 +25,9 @@ import orjson
 
 log = logging.getLogger(__name__)
 
-ALERTS = ("task-critical", "task-orphaned", "failure-burst", "worker-lost", "clock-drift", "failure-group", "event-dead-lettered")
+ALERTS = ("task-critical", "task-orphaned", "failure-burst", "worker-lost", "clock-drift", "task-slow", "failure-group", "event-dead-lettered")
 RULE_KEYS = {"name", "alerts", "clusters", "tasks", "exclude_tasks", "states", "urls", "dedupe_seconds", "rate_limit_per_minute",
-             "group_seconds"}  # fmt: skip
+             "group_seconds", "min_runtime"}  # fmt: skip
 
 
 class RulesError(ValueError):
@@ -46,6 +46,7 @@ class Rule:
     dedupe_seconds: float = 3600.0  # the same alert key again within this: suppressed
     rate_limit_per_minute: int = 30  # more messages than this in a minute: suppressed
     group_seconds: float = 0.0  # > 0: the alerts of this many seconds go as one message
+    min_runtime: float = 0.0  # > 0: only alerts with a runtime (task-slow, task-critical) of at least this many seconds
 
     def matches(self, alert: dict) -> bool:
         if alert.get("alert") not in self.alerts:
@@ -59,6 +60,10 @@ class Rule:
                 return False
         elif not any(fnmatch.fnmatchcase(name, g) for g in self.tasks) or any(fnmatch.fnmatchcase(name, g) for g in self.exclude_tasks):
             return False
+        if self.min_runtime > 0:
+            runtime = alert.get("runtime")
+            if not isinstance(runtime, (int, float)) or isinstance(runtime, bool) or runtime < self.min_runtime:
+                return False
         return not self.states or alert.get("state") in self.states
 
 
@@ -97,7 +102,8 @@ def load_rules(text: str, source: str = "rules") -> tuple[Rule, ...]:
         wrong = [a for a in kw.get("alerts", ()) if a not in ALERTS]
         if wrong:
             raise RulesError(f"{where}: alerts {wrong} unknown (known: {', '.join(ALERTS)})")
-        for key, kind in (("dedupe_seconds", (int, float)), ("rate_limit_per_minute", int), ("group_seconds", (int, float))):
+        for key, kind in (("dedupe_seconds", (int, float)), ("rate_limit_per_minute", int), ("group_seconds", (int, float)),
+                          ("min_runtime", (int, float))):  # fmt: skip
             if key in raw:
                 if not isinstance(raw[key], kind) or isinstance(raw[key], bool) or raw[key] < 0:
                     raise RulesError(f"{where}: {key} must be a number >= 0")
@@ -123,7 +129,7 @@ def link(alert: dict, ui_url: str) -> str:
     base = ui_url.rstrip("/")
     cluster = alert.get("cluster") or ""
     kind = alert.get("alert")
-    if kind in ("task-critical", "task-orphaned") or (kind == "event-dead-lettered" and "/" not in alert.get("key", "/")):
+    if kind in ("task-critical", "task-orphaned", "task-slow") or (kind == "event-dead-lettered" and "/" not in alert.get("key", "/")):
         return f"{base}/task?{urlencode({'cluster': cluster, 'uuid': alert.get('key', '')})}"
     if kind in ("failure-burst", "failure-group"):
         return f"{base}/failures?{urlencode({'cluster': cluster, 'name': alert.get('name') or ''})}"
@@ -131,7 +137,7 @@ def link(alert: dict, ui_url: str) -> str:
 
 
 DETAILS = ("name", "exception_type", "exception", "fingerprint", "reason", "quiet_seconds", "retries", "failures", "window_seconds",
-           "hostname", "worker", "state", "skew", "threshold", "event_type", "cause", "detail", "topic", "partition", "offset")  # fmt: skip
+           "hostname", "worker", "state", "skew", "threshold", "runtime", "event_type", "cause", "detail", "topic", "partition", "offset")  # fmt: skip
 MAX_FIELD = 500  # characters of one field in a message (a 50 kB exception would be refused by most channels)
 
 

@@ -71,7 +71,7 @@ class StreamsWorker:
         self.names = Topics(settings, settings.app_id)
         self.outputs = Outputs(outbox, self.names, metrics)
         self.task_folder = TaskFolder(tables["tasks"], tables["worker-losses"], self.outputs, metrics, exporter=exporter,
-                                      counts=tables["celery-metrics"])  # fmt: skip
+                                      counts=tables["celery-metrics"], slow_runtime=settings.alert_slow_runtime)  # fmt: skip
         self.worker_folder = WorkerFolder(tables["workers"], self.outputs, settings.worker_expiry_factor,
                                           settings.worker_drift_threshold, metrics, exporter=exporter)  # fmt: skip
         self.bursts = FailureBursts(settings.alert_failure_window, settings.alert_failure_threshold)

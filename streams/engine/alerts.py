@@ -9,6 +9,8 @@ Alerts (schemas/alert.v1.json), each raised once per transition of the state it 
                       expiry x freq seconds (not a clean shutdown);
 - ``clock-drift``     a worker's clock differs from the monitor's by more than the threshold
                       (Celery's own State only logs this: "Substantial drift ...").
+- ``task-slow``       a task finished (SUCCEEDED, FAILED, ...) with a runtime of at least the
+                      threshold (ALERT_SLOW_RUNTIME seconds; off by default);
 - ``failure-group``   a failure group (cluster, task name, exception type, message fingerprint:
                       streams/failures.py) failed for the first time, or again after ``quiet``
                       seconds without failing.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .states import CRITICAL, DEFAULT_DRIFT_THRESHOLD, FAILED, OFFLINE, OFFLINE_HEARTBEAT_EXPIRED
+from .states import CRITICAL, DEFAULT_DRIFT_THRESHOLD, FAILED, FINAL_STATES, OFFLINE, OFFLINE_HEARTBEAT_EXPIRED
 
 ALERT_VERSION = 1
 FAILING_STATES = frozenset({FAILED, CRITICAL})
@@ -34,15 +36,23 @@ def said(record: dict) -> list:
     return [record["state"], record.get("orphaned_at")]
 
 
-def task_alerts(before: list | None, record: dict) -> list[dict]:
-    """Alerts this change raises; ``before`` is :func:`said` of the previous record (or None)."""
+def task_alerts(before: list | None, record: dict, slow_runtime: float = 0.0) -> list[dict]:
+    """Alerts this change raises; ``before`` is :func:`said` of the previous record (or None);
+    ``slow_runtime`` (seconds, 0 = off): a task entering a final state with a runtime at least
+    this long raises ``task-slow``."""
     out = []
     status, orphaned = (before or (None, None))[:2]
     if record["state"] == CRITICAL and status != CRITICAL:
         out.append(_alert(
             "task-critical", record["cluster"], record["uuid"], record.get("failed_at") or record.get("last_seen_at"),
-            name=record.get("name"), retries=record.get("retries"),
+            name=record.get("name"), retries=record.get("retries"), runtime=record.get("runtime"),
             exception_type=record.get("exception_type"), exception=record.get("exception"),
+        ))  # fmt: skip
+    runtime = record.get("runtime")
+    if slow_runtime > 0 and runtime is not None and runtime >= slow_runtime and record["state"] in FINAL_STATES and status not in FINAL_STATES:
+        out.append(_alert(
+            "task-slow", record["cluster"], record["uuid"], record.get("succeeded_at") or record.get("failed_at") or record.get("last_seen_at"),
+            name=record.get("name"), state=record["state"], runtime=runtime, threshold=slow_runtime, worker=record.get("worker"),
         ))  # fmt: skip
     if record.get("orphaned_at") is not None and orphaned is None:
         out.append(_alert(

@@ -66,6 +66,19 @@ def test_matching():
     assert not orphaned.matches({"alert": "task-orphaned", "cluster": "c", "key": "u", "state": "RECEIVED"})
 
 
+def test_runtime_threshold():
+    (slow,) = load_rules("[[rule]]\nurls=['a://']\nalerts=['task-slow', 'task-critical']\nmin_runtime=30\n")
+    base = {"alert": "task-slow", "cluster": "c", "key": "u", "name": "t.x", "state": "SUCCEEDED"}
+    assert slow.min_runtime == 30 and slow.matches({**base, "runtime": 30.0}) and slow.matches({**base, "runtime": 95})
+    assert not slow.matches({**base, "runtime": 29.9}) and not slow.matches(base)  # below it, or no runtime: no match
+    assert not slow.matches({**base, "runtime": True})
+    assert slow.matches({**base, "alert": "task-critical", "runtime": 31.0})
+    assert "runtime: 31.0" in message({**base, "runtime": 31.0}, "http://ui")[1]
+    assert link({**base, "runtime": 31.0}, "http://ui") == "http://ui/task?cluster=c&uuid=u"
+    with pytest.raises(RulesError, match="min_runtime must be a number >= 0"):
+        load_rules("[[rule]]\nurls=['a://']\nmin_runtime=-1\n")
+
+
 def test_messages_link_to_the_ui_and_keep_hostile_text_as_text():
     alert = {"v": 1, "alert": "task-critical", "cluster": "prod&x=1", "key": "3f2a/../x?y", "at": 1795487000.0,
              "name": "<script>alert(1)</script>", "retries": 3, "exception_type": "KeyError", "exception": "x" * 5000}  # fmt: skip

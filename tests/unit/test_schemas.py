@@ -54,7 +54,9 @@ def test_alerts():
     alerts = validator("alert.v1.json")
     critical = {"cluster": "c", "uuid": "u", "state": "CRITICAL", "name": "t", "retries": 2, "failed_at": 3.0,
                 "exception_type": "KeyError", "exception": "KeyError('k')"}  # fmt: skip
-    for alert in task_alerts(["RETRY", None], {**critical, "state": "CRITICAL", "worker": "w@h", "orphaned_at": 9.0}):
+    raised = task_alerts(["RETRY", None], {**critical, "state": "CRITICAL", "worker": "w@h", "orphaned_at": 9.0, "runtime": 12.5}, 10.0)
+    assert {a["alert"] for a in raised} == {"task-critical", "task-orphaned", "task-slow"}
+    for alert in raised:
         alerts.validate(alert)
     bursts = FailureBursts(10.0, 2)
     bursts.add("c", "t", 1.0, "a")

@@ -33,6 +33,19 @@ def test_task_orphaned_alert_once():
     assert task_alerts(said(record), record) == []
 
 
+def test_task_slow_alert_once_when_a_task_finishes_at_or_past_the_threshold():
+    slow = derive_task(_task(_ev("received", 1.0, name="t.x"), _ev("started", 2.0), _ev("succeeded", 32.0, runtime=30.0, result="1")))
+    assert task_alerts(None, slow) == []  # off by default
+    [alert] = task_alerts(["STARTED", None], slow, slow_runtime=30.0)
+    assert (alert["alert"], alert["key"], alert["runtime"], alert["threshold"], alert["state"], alert["name"]) == (
+        "task-slow", "u1", 30.0, 30.0, "SUCCEEDED", "t.x")
+    assert alert["at"] == 32.0 and alert["worker"] == "w@h"
+    assert task_alerts(said(slow), slow, slow_runtime=30.0) == []  # not again on the next change
+    assert task_alerts(["STARTED", None], slow, slow_runtime=30.5) == []  # faster than the threshold
+    running = derive_task(_task(_ev("received", 1.0, name="t.x"), _ev("started", 2.0)))
+    assert task_alerts(None, running, slow_runtime=0.001) == []  # no runtime until it finishes
+
+
 def test_failure_burst_fires_once_per_window_whatever_the_arrival_order():
     bursts = FailureBursts(window=10.0, threshold=3)
     assert bursts.add("c1", "t.x", 105.0, "a") is None
