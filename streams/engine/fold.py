@@ -44,6 +44,7 @@ from .states import (
     OFFLINE_LEFT,
     ONLINE,
     ONLY_SENT_STATE,
+    OTHER_K,
     ORPHANABLE_STATES,
     OWN_REJECT,
     PROGRESS,
@@ -144,12 +145,22 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
             return state, False  # a duplicate: the first receipt stays (per-partition order)
     received = ev.received
     old = state.get("old")
-    if old is not None and (ts if received is None else received, ts, clock, host, pid, kind, xtype) <= tuple(old["cutoff"]):
-        return state, False  # as old as what was summarised: a duplicate of a summarised event
-    retries = (ev.body.get("retries") or 0) if kind in RETRIES_KINDS else None
-    entries.append((kind, host, pid, clock, ts, xtype, received, retries))
-    if len(entries) > TASK_ENTRIES_MAX:
-        _compact(state)
+    changed = True
+    if (old is not None and old["cutoff"] is not None and kind in SUMMARISED_KINDS
+            and (ts, clock, host, pid, kind, xtype) <= tuple(old["cutoff"])
+            and any(e[0] == kind for e in entries)):  # (none of its kind kept: none summarised either, so it is new)
+        # As old as what was summarised: counted as a duplicate of a summarised event, but what is
+        # a minimum or a maximum (the summary's times, the registers below) takes it all the same:
+        # merging an event twice into those changes nothing, whatever the order.
+        changed = False
+        for field, value, better in (("first", ts, min), ("last", ts, max)):  # (a copy received later: not "seen")
+            if old[field] is None or better(old[field], value) != old[field]:
+                old[field], changed = value, True
+    else:
+        retries = (ev.body.get("retries") or 0) if kind in RETRIES_KINDS else None
+        entries.append((kind, host, pid, clock, ts, xtype, received, retries))
+        if len(entries) > TASK_ENTRIES_MAX:
+            _compact(state)
 
     plan = _REGISTER_PLAN.get(kind)
     if plan:
@@ -167,7 +178,8 @@ def fold_task(state: TaskState | None, ev: TaskEvent) -> tuple[TaskState, bool]:
             current = regs.get(name)
             if current is None or (rank < current[0] if rank_name == "earliest" else rank > current[0]):
                 regs[name] = (rank, values(ev))
-    return state, True
+                changed = True
+    return state, changed
 
 
 def _full_key(e: tuple) -> tuple:
@@ -175,21 +187,37 @@ def _full_key(e: tuple) -> tuple:
     return (e[TS] if e[RECV] is None else e[RECV], e[TS], e[CLOCK], e[HOST], e[PID], e[KIND], e[XTYPE])
 
 
+# Kinds that repeat with every attempt or delivery (a task retried 10,000 times sends 10,000 of
+# each) and may be summarised; the terminal ones (succeeded, failed, revoked, ignored) are few and
+# always kept whole, so a late one -- from a host whose clock is behind -- is never taken for a
+# duplicate of a summarised event.
+SUMMARISED_KINDS = frozenset({SENT, RECEIVED_K, STARTED_K, RETRIED_K, REQUEUED_K, CANCELLED_K, OTHER_K})
+
+
+def _event_key(e: tuple) -> tuple:
+    """The order summaries cut in: the event's own identity, sending host's clock first (no
+    receive time: a redelivered copy, received later, has the same key)."""
+    return (e[TS], e[CLOCK], e[HOST], e[PID], e[KIND], e[XTYPE])
+
+
 def _compact(state: TaskState) -> None:
-    """Fold the oldest entries (monitor clock) into ``state["old"]`` until TASK_ENTRIES_KEEP
-    remain; the newest entry of each kind stays (terminal precedence, tags and ``*_at`` fields read
-    it). The summary keeps what the record needs of them: how many per kind, the retries they
-    proved, first/last timestamps, newest receive time, and the newest summarised entry's key
-    (``cutoff``): an event at or before it arriving later counts as one already summarised."""
+    """Fold the oldest summarisable entries (:data:`SUMMARISED_KINDS`, by :func:`_event_key`)
+    into ``state["old"]`` until TASK_ENTRIES_KEEP remain; the newest entry of each known kind and
+    the newest unknown one stay (terminal precedence, tags and ``*_at`` fields read them). The
+    summary keeps what the record needs of them: how many per kind, the retries they proved,
+    first/last timestamps, newest receive time, and the newest summarised entry's key (``cutoff``):
+    a summarisable event at or before it arriving later counts as one already summarised.
+
+    Past TASK_ENTRIES_MAX entries a task's record is exact for everything but such late events of
+    the summarised kinds (docs/state-rules.md, "Bounded state")."""
     retries_before = _analyse(state)[2]
     entries = state["ev"]
-    ordered = sorted(entries, key=_full_key)
-    newest = {(e[KIND], e[XTYPE]): e for e in ordered}  # the last one of each kind wins: the newest
+    newest = {(e[KIND], e[XTYPE] if e[KIND] != OTHER_K else ""): e for e in sorted(entries, key=_full_key)}
     pinned = set(map(id, newest.values()))
     remove = len(entries) - TASK_ENTRIES_KEEP
     removed, kept = [], []
-    for e in ordered:
-        if remove and id(e) not in pinned:
+    for e in sorted(entries, key=_event_key):
+        if remove and id(e) not in pinned and e[KIND] in SUMMARISED_KINDS:
             removed.append(e)
             remove -= 1
         else:
@@ -209,7 +237,7 @@ def _compact(state: TaskState) -> None:
             old["seen"] = when
     old["n"] += len(removed)
     old["retries"] = max(old["retries"], retries_before)
-    cutoff = list(_full_key(removed[-1])) if removed else old["cutoff"]
+    cutoff = list(_event_key(removed[-1])) if removed else old["cutoff"]
     if old["cutoff"] is None or (cutoff is not None and tuple(cutoff) > tuple(old["cutoff"])):
         old["cutoff"] = cutoff
     state["ev"] = kept

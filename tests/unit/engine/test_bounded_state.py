@@ -101,3 +101,82 @@ def test_10000_attempts_through_the_streams_folder_next_to_ordinary_tasks():
     assert sum(1 for u, r in final.items() if u.startswith("ord-") and r["state"] == "SUCCEEDED") == 300
     assert largest < 64 * 1024
     assert max(len(orjson.dumps(r)) for _, r, _, _ in sent if r) < 64 * 1024
+
+
+# -- from a hostile review: past TASK_ENTRIES_MAX entries, order, duplicates, skew, many types --
+_T0 = 1_800_000_000.0
+
+
+def _long_task(attempts: int, host: str = "w1@h", pid: int = 100, skew: float = 0.0) -> list[dict]:
+    out = [{"type": "task-sent", "uuid": "u", "name": "t.poll", "args": "()", "kwargs": "{}", "retries": 0, "hostname": "client",
+            "pid": 1, "clock": 1, "timestamp": _T0, "local_received": _T0 + 0.01}]  # fmt: skip
+    t, clock = _T0, 10
+    for i in range(attempts):
+        for kind in ("task-received", "task-started", "task-retried" if i < attempts - 1 else "task-succeeded"):
+            t += 0.1
+            clock += 1
+            e = {"type": kind, "uuid": "u", "hostname": host, "pid": pid, "clock": clock, "timestamp": t + skew, "local_received": t + 0.01}
+            if kind == "task-received":
+                e.update(name="t.poll", args="()", kwargs="{}", retries=i)
+            elif kind == "task-retried":
+                e.update(exception="Retry('x')", traceback="tb")
+            elif kind == "task-succeeded":
+                e.update(result="'ok'", runtime=0.1)
+            out.append(e)
+    return out
+
+
+def _record(events: list[dict]) -> dict:
+    from streams.engine import Tracker
+
+    tracker = Tracker()
+    for e in events:
+        tracker.feed(dict(e))
+    (record,) = tracker.task_records()
+    return record
+
+
+def test_past_the_bound_every_field_but_the_count_is_order_independent():
+    import random
+
+    events = _long_task(200)  # 601 events: summarised past 512
+    base = _record(events)
+    assert (base["state"], base["retries"], base["events_count"], base["client"]) == ("RECOVERED", 199, 601, "client")
+    rnd = random.Random(7)
+    orders = [list(reversed(events)), events[1:] + events[:1], events[5:] + events[:5]]
+    for _ in range(4):
+        shuffled = events[:]
+        rnd.shuffle(shuffled)
+        orders.append(shuffled + rnd.sample(events, 100))
+    for order in orders:
+        record = _record(order)
+        differ = {k: (base[k], record[k]) for k in base if base[k] != record[k] and k != "events_count"}
+        assert differ == {}
+        assert 513 <= record["events_count"] <= 601  # late events older than the summary count as its duplicates
+
+
+def test_redelivered_copies_received_later_change_nothing_past_the_bound():
+    events = _long_task(200)
+    again = [{**e, "local_received": e["local_received"] + 1000} for e in events[:60]]  # a bridge re-reading the broker
+    assert _record(events + again) == _record(events)
+
+
+def test_a_late_success_from_a_host_whose_clock_is_behind_is_never_taken_for_a_duplicate():
+    early = _long_task(199)[:-1]  # 199 attempts, the last one's end missing
+    late = [e for e in _long_task(1, host="w2@h", pid=200, skew=-3600.0) if e["type"] != "task-sent"]
+    for order in (early + late, late + early):
+        record = _record(order)
+        assert (record["state"], record["result"], record["worker"]) == ("RECOVERED", "'ok'", "w2@h")
+
+
+def test_many_unknown_event_types_neither_crash_nor_grow_without_bound():
+    from streams.engine import parse_event
+    from streams.engine.fold import fold_task
+
+    state = None
+    for i in range(2000):
+        body = {"type": f"task-step-{i % 1000}", "uuid": "u", "hostname": "w@h", "pid": 1, "clock": i, "timestamp": _T0 + i}
+        state, _ = fold_task(state, parse_event(body, "c1"))
+    state, changed = fold_task(state, parse_event({"type": "task-succeeded", "uuid": "u", "hostname": "w@h", "pid": 1, "clock": 5000,
+                                                   "timestamp": _T0 + 5000, "result": "1", "runtime": 1.0}, "c1"))  # fmt: skip
+    assert changed and len(state["ev"]) <= 512
