@@ -21,6 +21,7 @@ limits); every answer is JSON, errors too (``{"error": "..."}`` with 400/404/422
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 
 import orjson
@@ -33,6 +34,9 @@ from streams.engine import states as S
 
 from . import badges, queries
 from .db import ClickHouseDown, QueryTimeout, TooManyRows
+
+log = logging.getLogger("streams.ui.api")
+
 
 # Celery's own state names (what Flower shows) for the product's (Leek's) states.
 CELERY_STATE = {
@@ -53,6 +57,7 @@ FLOWER_FIELDS = {
     "routing_key": "routing_key", "clock": None, "client": "client", "root": "root_id", "root_id": "root_id",
     "parent": "parent_id", "parent_id": "parent_id", "children": None,
 }  # fmt: skip
+MAX_OFFSET = 10_000_000  # ClickHouse refuses OFFSET past 2^63; deeper pages are a full scan anyway
 FLOWER_TIME = "%Y-%m-%d %H:%M"  # received_start / received_end, as Flower reads them (here: UTC)
 
 
@@ -156,6 +161,8 @@ class Api:
         limit = _int(request, "limit", None, low=0)
         limit = self.ui.row_limit if limit is None or limit > self.ui.row_limit else limit
         offset = _int(request, "offset", 0) or 0
+        if offset > MAX_OFFSET:
+            raise ApiError(400, f"parameter 'offset' must be <= {MAX_OFFSET:,} (page with received_start/received_end instead)")
         sort_by = _arg(request, "sort_by").strip()
         descending = sort_by.startswith("-")
         sort_by = sort_by.lstrip("-")
@@ -313,6 +320,9 @@ def routes(ui) -> list[Route]:
                 return json_response({"error": str(exc)}, 503)
             except TooManyRows as exc:
                 return json_response({"error": str(exc)}, 422)
+            except Exception as exc:  # noqa: BLE001 - every answer is JSON, a database's refusal too
+                log.exception("api: %s failed", request.url.path)
+                return json_response({"error": f"{type(exc).__name__}: {str(exc)[:500]}"}, 500)
 
         return endpoint
 

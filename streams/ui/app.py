@@ -167,8 +167,27 @@ def _number(request: Request, name: str) -> float:
     return value
 
 
+def _state_filter(request: Request) -> tuple[str, ...]:
+    """state= (repeated or comma-separated): the product's (Leek's) states or Celery's names
+    (FAILURE: FAILED and CRITICAL, ...), any case; anything else is a 400, never ignored."""
+    from .api import STATES_OF_CELERY_STATE
+
+    out: list[str] = []
+    for raw in request.query_params.getlist("state"):
+        for item in (s.strip().upper() for s in raw[:MAX_PARAM_CHARS].split(",")):
+            if not item or item == "ALL":
+                continue
+            if item in S.TASK_STATES:
+                out.append(item)
+            elif item in STATES_OF_CELERY_STATE:
+                out.extend(STATES_OF_CELERY_STATE[item])
+            else:
+                raise BadRequest(f"state {item[:50]!r} is not a task state ({', '.join(sorted(set(S.TASK_STATES) | set(STATES_OF_CELERY_STATE)))})")
+    return tuple(dict.fromkeys(out))
+
+
 def task_filter(request: Request, now: float) -> queries.TaskFilter:
-    states = tuple(s for s in request.query_params.getlist("state") if s in S.TASK_STATES)
+    states = _state_filter(request)
     window = _number(request, "window")
     uuid = _param(request, "uuid")
     try:

@@ -99,11 +99,19 @@ def test_received_window(client, loaded):
         ('/api/tasks?search="open', "unterminated quote"),
         ("/api/v1/tasks?q=state:DONE", "DONE is not a task state"),
         ("/api/v1/tasks?window=-1", "positive number"),
+        ("/api/v1/tasks?state=DONE", "'DONE' is not a task state"),  # was ignored: every task
+        ("/api/tasks?offset=18446744073709551616", "'offset' must be <= 10,000,000"),  # was a plain-text 500
     ],
 )
 def test_bad_requests_are_400_json_saying_why(client, path, message):
     answer = client.get(path)
     assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+
+
+def test_native_state_filter_takes_celerys_names_too(client):
+    failures = client.get("/api/v1/tasks?state=FAILURE&limit=500").json()["tasks"]
+    assert failures and {t["state"] for t in failures} <= {"FAILED", "CRITICAL"}
+    assert client.get("/api/v1/tasks?state=failed,critical&limit=500").json()["tasks"] == failures
 
 
 def test_task_info_types_workers_queues(client, loaded, scenario_ids):
