@@ -26,7 +26,9 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("0x hex (memory addresses, ids)", r"0[xX][0-9a-fA-F]+", "<hex>"),
     ("IPv4 address, with its port", r"\b[0-9]{1,3}(\.[0-9]{1,3}){3}(:[0-9]{1,5})?\b", "<ip>"),
     ("IPv6 address (4 groups or more, :: allowed)", r"\b[0-9a-fA-F]{1,4}(::?[0-9a-fA-F]{1,4}){3,7}\b", "<ip>"),
-    ("hex run of 8 or more (hashes, object ids)", r"\b[0-9a-fA-F]{8,}\b", "<hex>"),
+    # a word of hex digits with both digits and a-f letters, any length (hashes, short commit ids:
+    # a1b2c3d, 9f8e7d6); digits alone are numbers (user 10000000 as user 9999999), letters alone words
+    ("hex word (hashes, short ids)", r"\b(?:[0-9]+[a-fA-F]|[a-fA-F]+[0-9])[0-9a-fA-F]*\b", "<hex>"),
     ("number", r"[0-9]+", "<n>"),
 )
 _COMPILED = tuple((re.compile(pattern, re.ASCII), replacement) for _, pattern, replacement in RULES)

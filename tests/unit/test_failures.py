@@ -32,6 +32,10 @@ def test_fingerprint_masks_what_varies(message, expected):
 
 def test_same_problem_same_fingerprint():
     assert fingerprint("KeyError('user 1234')") == fingerprint("KeyError('user 98765')")
+    # from a hostile review: 8 digits or more were a hex run, short hex ids were not masked
+    assert fingerprint("KeyError('user 9999999')") == fingerprint("KeyError('user 10000000')") == "KeyError('user <n>')"
+    assert fingerprint("bad commit a1b2c3d") == fingerprint("bad commit 9f8e7d6") == "bad commit <hex>"
+    assert fingerprint("deadbeef cafe sha256") == "deadbeef cafe sha<n>"  # words stay words
     assert fingerprint("Timeout after 30s to 10.1.2.3:6379") == fingerprint("Timeout after 5s to 192.168.0.77:6380")
     assert fingerprint("KeyError('user 1')") != fingerprint("KeyError('account 1')")
     assert fingerprint(None) == ""
