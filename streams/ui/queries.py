@@ -331,7 +331,8 @@ def failure_groups(
     fingerprint (streams/failures.py), newest group first: count, first/last failure (epoch s),
     workers (how many, and up to 10 names), the latest failure's task, message and traceback, and
     a trend — failures in each of TREND_BUCKETS equal slices of [since or now − 24 h, now).
-    ``terms`` (search terms, e.g. the name filter) narrow the failures first."""
+    ``terms`` (search terms, e.g. the name filter) narrow the failures first; ``since`` is the
+    failure's time (a task first seen days ago that failed now is in the last hour's groups)."""
     from streams.failures import FAILED_STATES, FRAGMENT_COLUMN, fingerprint_sql
 
     search_sql, params = search_mod.condition(tuple(terms), prefix="f")
@@ -352,7 +353,7 @@ def failure_groups(
                    ifNull(worker, '') AS worker, ifNull(exception, '') AS exception, ifNull(traceback, '') AS traceback,
                    ifNull(failed_at, last_seen_at) AS at
             FROM {db}.tasks FINAL
-            WHERE {_in_cluster(cluster)} AND state IN %(failed_states)s AND first_seen_at >= %(since)s {search_sql}
+            WHERE {_in_cluster(cluster)} AND state IN %(failed_states)s AND ifNull(failed_at, last_seen_at) >= %(since)s {search_sql}
         )
         GROUP BY cluster, name, exception_type, fingerprint
         ORDER BY last_seen DESC, count DESC, cluster, name, exception_type, fingerprint

@@ -208,3 +208,24 @@ def test_failure_groups_endpoint_and_page(client):
     assert page.status_code == 200 and page.text.count('<tr class="group"') >= 4
     assert "&lt;b&gt;Boom&lt;/b&gt;" in page.text and "<b>Boom</b>" not in page.text and "<script>window.__xss" not in page.text
     assert client.get("/failures?name=nothing-fails-here").text.count('<tr class="group"') == 0
+
+
+def test_failure_groups_window_is_the_failures_time(loaded, client):
+    """From a hostile review: a retried task first seen two days ago that failed a minute ago is in
+    the last hour's groups (the window was on first_seen_at)."""
+    import time
+
+    from streams.sink.rows import TASK_COLUMNS, task_row
+    from tests.ui_data import task
+
+    ch, _ = loaded
+    now = time.time()
+    rows = [task("late-fail-0001", "CRITICAL", 40, name="eta.job", exception_type="KeyError", exception="KeyError('x')",
+                 first_seen_at=now - 2 * 86400, last_seen_at=now - 60, failed_at=now - 60, worker="w1"),
+            task("old-fail-0001", "FAILED", 4, name="eta.job", exception_type="KeyError", exception="KeyError('x')",
+                 first_seen_at=now - 7200, last_seen_at=now - 7100, failed_at=now - 7100, worker="w1")]  # fmt: skip
+    ch.execute(insert_sql(DB, "tasks", TASK_COLUMNS, [task_row(r) for r in rows]))
+    (group,) = client.get("/api/v1/failure-groups?name=eta.job&window=3600").json()["groups"]
+    assert (group["count"], group["latest_uuid"]) == (1, "late-fail-0001")
+    (group,) = client.get("/api/v1/failure-groups?name=eta.job").json()["groups"]
+    assert group["count"] == 2
