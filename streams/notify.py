@@ -158,24 +158,29 @@ def message(alert: dict, ui_url: str) -> tuple[str, str]:
     return title, "\n".join(lines)
 
 
+SEEN_PRUNE_AT = 100_000  # de-duplication keys held before the expired ones are dropped
+
+
 @dataclass
 class Limiter:
     """Per rule: an alert key seen within ``dedupe_seconds`` is suppressed; past
     ``rate_limit_per_minute`` messages in the last 60 s, further ones are suppressed."""
 
-    seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    seen: dict[tuple[str, str], float] = field(default_factory=dict)  # (rule, key) -> until when it is a duplicate
     sent: dict[str, list[float]] = field(default_factory=dict)
 
     def allow(self, rule: Rule, key: str, now: float) -> str | None:
         """None when the message may go, else why it is suppressed ('duplicate' / 'rate-limited')."""
-        last = self.seen.get((rule.name, key))
-        if last is not None and now - last < rule.dedupe_seconds:
+        until = self.seen.get((rule.name, key))
+        if until is not None and now < until:
             return "duplicate"
+        if len(self.seen) > SEEN_PRUNE_AT:  # a long-running notify forgets keys whose period is over
+            self.seen = {k: t for k, t in self.seen.items() if now < t}
         recent = [t for t in self.sent.get(rule.name, []) if now - t < 60.0]
         self.sent[rule.name] = recent
         if len(recent) >= rule.rate_limit_per_minute:
             return "rate-limited"
-        self.seen[(rule.name, key)] = now
+        self.seen[(rule.name, key)] = now + rule.dedupe_seconds
         recent.append(now)
         return None
 

@@ -92,7 +92,10 @@ def parse(text: str) -> tuple[Term, ...]:
             i += 1
             continue
         negated = False
-        if text[i] == "-" and i + 1 < len(text) and not text[i + 1].isspace():
+        if text[i] == "-" and (i + 1 == len(text) or text[i + 1].isspace()):
+            i += 1  # a dash alone negates nothing and matches nearly everything: not a term
+            continue
+        if text[i] == "-":
             negated = True
             i += 1
         field = ANY
@@ -205,7 +208,7 @@ def condition(terms: tuple[Term, ...], prefix: str = "s") -> tuple[str, dict]:
         elif term.field == "state":
             sql = f"state IN %({param(tuple(term.value.split(',')))})s"
         elif term.field == "uuid":
-            sql = f"startsWith(uuid, %({param(term.value)})s)"
+            sql = f"startsWith(lowerUTF8(uuid), %({param(term.value.lower())})s)"  # any case, as every comparison here
         else:  # pragma: no cover - parse() only makes the fields above
             raise SearchError(f"unknown field {term.field!r}")
         parts.append(f" AND {'NOT ' if term.negated else ''}({sql})")

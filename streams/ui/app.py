@@ -206,9 +206,12 @@ def _cursor(request: Request) -> tuple[float, str] | None:
         return None
     at, sep, uuid = raw.partition(":")
     try:
-        return float(at), uuid
+        value = float(at)
     except ValueError:
-        raise BadRequest("parameter 'before' must be <first_seen_at>:<uuid>") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadRequest("parameter 'before' must be <first_seen_at>:<uuid>")
+    return value, uuid
 
 
 def query_string(params: dict, **changes) -> str:

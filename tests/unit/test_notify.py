@@ -132,3 +132,13 @@ def test_grouping_windows_send_one_message_and_hold_their_offsets(monkeypatch):
     assert url == "json://x/d" and title.startswith("3 alerts (digest): [c] task-critical: t") and body.count("http://127.0.0.1:9466/") == 3
     assert notifier.held() == {} and notifier.counts["undecodable"] == 1
     notifier.pool.shutdown()
+
+
+def test_the_limiter_forgets_keys_whose_period_is_over(monkeypatch):
+    from streams import notify
+
+    monkeypatch.setattr(notify, "SEEN_PRUNE_AT", 10)
+    rule, limiter = Rule("r", ("a://",), dedupe_seconds=5, rate_limit_per_minute=10_000), Limiter()
+    for i in range(50):
+        assert limiter.allow(rule, f"k{i}", float(i)) is None
+    assert len(limiter.seen) <= 11 and limiter.allow(rule, "k49", 50.0) == "duplicate"

@@ -31,8 +31,9 @@ def test_quoted_parts_inside_a_value():
 
 
 def test_negation():
-    assert parse("-Timeout -exception:Boom - x") == (
-        Term(ANY, "Timeout", True), Term("exception", "Boom", True), Term(ANY, "-"), Term(ANY, "x"))  # fmt: skip
+    assert parse("-Timeout -exception:Boom - x -") == (
+        Term(ANY, "Timeout", True), Term("exception", "Boom", True), Term(ANY, "x"))  # fmt: skip
+    assert parse("-") == () and parse('"-"') == (Term(ANY, "-"),)  # a dash alone is no term; quoted, a literal one
     assert parse('-"a b"') == (Term(ANY, "a b", True),)
     assert parse("--x") == (Term(ANY, "-x", True),)
 
@@ -139,7 +140,7 @@ def oracle(term: Term, r: dict) -> bool:
     elif term.field == "state":
         hit = r["state"] in term.value.split(",")
     elif term.field == "uuid":
-        hit = r["uuid"].startswith(term.value)
+        hit = r["uuid"].lower().startswith(term.value.lower())
     return hit != term.negated
 
 
@@ -149,7 +150,7 @@ SEARCHES = [
     "name:feas.*", "-name:feas.* state:FAILED", "args:1234", "args:'50%_off'", "kwargs:customer=1234",
     "kwargs:customer=12345", "-kwargs:customer=1234 name:demo.search*", "result:100%", "result:[done]",
     "exception:valueerror", "exception:0x7f3a", "traceback:\"line 12\"", "state:SUCCEEDED,FAILED",
-    "-state:SUCCEEDED", "worker:search-1", "worker:celery@search-?", "worker:*@SEARCH-2", "uuid:search-",
+    "-state:SUCCEEDED", "uuid:SEARCH-", "a -", "-", "worker:search-1", "worker:celery@search-?", "worker:*@SEARCH-2", "uuid:search-",
     "uuid:SEARCH", "name:=demo.search.find", "name:=DEMO.search.find", "-name:=demo.search.find name:demo.search",
     "fingerprint:\"ValueError('bad id <hex> at <ip>')\"", "-fingerprint:x state:FAILED", "-1234 -x", "x" * 300, "<script>window.__xss=1</script>", "'", "\\", "\u202eevil",
 ]  # fmt: skip
