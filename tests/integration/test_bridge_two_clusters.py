@@ -22,7 +22,7 @@ def test_two_clusters_in_one_bridge(stack, tmp_path):
     rabbit = Pipeline(base, stack["run_dir"] / "logs")
     redis = Pipeline(base, stack["run_dir"] / "logs")
     rabbit.settings = rabbit.settings.replace(cluster=f"rmq-{rabbit.run_id}")
-    redis.settings = redis.settings.replace(cluster=f"rds-{redis.run_id}", broker_url="redis://127.0.0.1:6379/13")
+    redis.settings = redis.settings.replace(cluster=f"rds-{redis.run_id}", broker_url="redis://127.0.0.1:6379/15")
     config = tmp_path / "clusters.toml"
     config.write_text(
         f'[clusters.{rabbit.settings.cluster}]\nbroker = "{rabbit.settings.broker_url}"\n\n'
