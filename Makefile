@@ -84,8 +84,7 @@ integration: setup browser faketime docker  ## integration tests (real Tansu, Cl
 	$(PY) -m pytest tests/integration -q
 
 test: setup browser faketime docker  ## all tests: unit + integration (isolated stack on free ports)
-	$(PY) -m pytest tests -q --durations=25 -n 2 --dist loadfile -m "not serial"
-	$(PY) -m pytest tests -q --durations=5 -m serial
+	$(PY) -m pytest tests -q --durations=25
 
 demo: setup  ## the whole pipeline end to end with a real Celery worker and the web UI, then a report (KEEP=1: keep it running)
 	$(PY) -m demo $(if $(KEEP),--keep-running)

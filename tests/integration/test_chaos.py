@@ -12,11 +12,6 @@ from devstack.pipeline import Pipeline
 from devstack.private import private_stack
 
 
-# Timing-sensitive under load (kills at set moments, a catch-up deadline): run after the parallel
-# part of make test, alone (-m serial).
-pytestmark = pytest.mark.serial
-
-
 def _run(stack, settings, run_dir, plan) -> dict:
     pipeline = Pipeline(settings, run_dir / "logs")
     pipeline.settings = pipeline.settings.replace(cluster=f"chaos-{pipeline.run_id}")
