@@ -115,20 +115,29 @@ def _flower_time(request: Request, name: str) -> float:
         raise ApiError(400, f"parameter {name!r} must be {FLOWER_TIME} (UTC), got {raw[:50]!r}") from None
 
 
-def _states(raw: str) -> tuple[str, ...]:
-    """Flower's state= (Celery's names: SUCCESS, FAILURE, PENDING...) or ours, comma-separated."""
+def parse_states(values) -> tuple[str, ...]:
+    """state= values (each comma-separated): ours (Leek's) or Celery's names (SUCCESS, FAILURE,
+    PENDING...: Flower's), any case; 'ALL' and blanks add nothing. ValueError names an unknown one."""
     out: list[str] = []
-    for item in (s.strip().upper() for s in raw.split(",")):
-        if not item or item == "ALL":
-            continue
-        if item in S.TASK_STATES:
-            out.append(item)
-        elif item in STATES_OF_CELERY_STATE:
-            out.extend(STATES_OF_CELERY_STATE[item])
-        else:
-            known = sorted(set(S.TASK_STATES) | set(STATES_OF_CELERY_STATE))
-            raise ApiError(400, f"state {item[:50]!r} is not a task state ({', '.join(known)})")
+    for raw in values:
+        for item in (s.strip().upper() for s in raw.split(",")):
+            if not item or item == "ALL":
+                continue
+            if item in S.TASK_STATES:
+                out.append(item)
+            elif item in STATES_OF_CELERY_STATE:
+                out.extend(STATES_OF_CELERY_STATE[item])
+            else:
+                known = sorted(set(S.TASK_STATES) | set(STATES_OF_CELERY_STATE))
+                raise ValueError(f"state {item[:50]!r} is not a task state ({', '.join(known)})")
     return tuple(dict.fromkeys(out))
+
+
+def _states(raw: str) -> tuple[str, ...]:
+    try:
+        return parse_states([raw])
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _terms(request: Request, name: str) -> tuple:

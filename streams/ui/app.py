@@ -170,20 +170,12 @@ def _number(request: Request, name: str) -> float:
 def _state_filter(request: Request) -> tuple[str, ...]:
     """state= (repeated or comma-separated): the product's (Leek's) states or Celery's names
     (FAILURE: FAILED and CRITICAL, ...), any case; anything else is a 400, never ignored."""
-    from .api import STATES_OF_CELERY_STATE
+    from .api import parse_states
 
-    out: list[str] = []
-    for raw in request.query_params.getlist("state"):
-        for item in (s.strip().upper() for s in raw[:MAX_PARAM_CHARS].split(",")):
-            if not item or item == "ALL":
-                continue
-            if item in S.TASK_STATES:
-                out.append(item)
-            elif item in STATES_OF_CELERY_STATE:
-                out.extend(STATES_OF_CELERY_STATE[item])
-            else:
-                raise BadRequest(f"state {item[:50]!r} is not a task state ({', '.join(sorted(set(S.TASK_STATES) | set(STATES_OF_CELERY_STATE)))})")
-    return tuple(dict.fromkeys(out))
+    try:
+        return parse_states(raw[:MAX_PARAM_CHARS] for raw in request.query_params.getlist("state"))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def task_filter(request: Request, now: float) -> queries.TaskFilter:
