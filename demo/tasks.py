@@ -63,6 +63,15 @@ def poll(self, until):
     return self.request.retries
 
 
+@app.task(name="demo.needs_file", bind=True, max_retries=1)
+def needs_file(self, path):
+    """Fails until ``path`` exists, after one retry (CRITICAL); the task-control tests create the
+    file, then retry the task from the monitor."""
+    if not os.path.exists(path):
+        raise self.retry(exc=FileNotFoundError(path), countdown=0.1)
+    return path
+
+
 @app.task(name="demo.sleep")
 def sleep(seconds):
     time.sleep(seconds)

@@ -275,7 +275,7 @@ def sink(stop_with_pid: int, **params) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@setting_options("clickhouse", "ui")
+@setting_options("clickhouse", "ui", only=("control_url", "control_timeout"))
 def ui(**params) -> None:
     """The web UI: tasks, a task's attempts, workers, analytics (read-only, over ClickHouse)."""
     from .ui.server import UIConfigError, serve
@@ -337,6 +337,36 @@ def mcp(transport: str, **params) -> None:
     except UIConfigError as exc:
         click.echo(f"celery-monitor mcp: {exc}", err=True)
         sys.exit(2)
+
+
+@cli.command(context_settings=CONTEXT)
+@setting_options("kafka", "broker", "clickhouse", "control", only=("topic_audit",))
+@click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="cluster file (TOML, the bridge's format): the broker of each cluster; default CLUSTER + CELERY_BROKER_URL")
+def control(config_file: str | None, **params) -> None:
+    """Task control: revoke, terminate and retry tasks by query, for the UI's and API's operators
+    (opt-in: needs CONTROL_SECRET; holds the broker credentials; audits every request; docs/control.md)."""
+    from .control.service import serve
+
+    settings = load_settings(params)
+    log.info("control starting: settings not at their defaults: %s", settings.as_dict(changed_only=True))
+    run_guarded(lambda: serve(settings, config_file))
+
+
+@cli.command("hash-password", context_settings=CONTEXT)
+@click.option("--stdin", "from_stdin", is_flag=True, help="read the password from standard input instead of asking")
+def hash_password_command(from_stdin: bool) -> None:
+    """Print a password hash (PBKDF2-SHA256) for a [users.<name>] entry of UI_USERS_FILE."""
+    from .ui.auth import hash_password
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        click.echo("celery-monitor hash-password: the password is empty", err=True)
+        sys.exit(2)
+    click.echo(hash_password(password))
 
 
 # -- schema and topics --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 # Prefixes of variables only this product reads: an unknown one among them is probably a typo.
-OWN_PREFIXES = ("STREAMS_", "BRIDGE_", "SINK_", "UI_", "TOPIC_", "ALERT_", "WORKER_")
+OWN_PREFIXES = ("STREAMS_", "BRIDGE_", "SINK_", "UI_", "TOPIC_", "ALERT_", "WORKER_", "CONTROL_")
 # Prefixes other software uses too (Kafka's and ClickHouse's images, Celery apps): an unknown one is
 # named only when it is close to one of ours (KAFKA_BOOTSTRAP_SERVERS, CLICKHOUSE_PASS, ...).
 SHARED_PREFIXES = ("KAFKA_", "CLICKHOUSE_", "CELERY_", "BROKER_")
@@ -62,6 +62,7 @@ GROUPS = {
     "sink": "ClickHouse sink",
     "ui": "Web UI",
     "notify": "Alert delivery (notify)",
+    "control": "Task control (celery-monitor control; off unless configured)",
 }
 
 KafkaFlavor = Literal["kafka", "tansu"]
@@ -150,6 +151,11 @@ class Settings(BaseSettings):
     topic_queue_lengths: str = setting(
         "celery.queue-lengths.v1", "TOPIC_QUEUE_LENGTHS", "queue-length samples of the Celery task queues, key = cluster/queue", "topics"
     )
+    topic_audit: str = setting(
+        "celery.audit.v1", "TOPIC_AUDIT",
+        "task-control audit rows (schemas/audit.v1.json): every request of celery-monitor control, dry run or not, and its result per task, key = request id",
+        "topics",
+    )  # fmt: skip
 
     # -- Celery broker (bridge) ------------------------------------------------------------
     broker_url: str = setting(
@@ -300,6 +306,11 @@ class Settings(BaseSettings):
     ui_port: str = setting("9466", "UI_PORT", "web UI port ('off' = no UI, e.g. in make demo)", "ui")
     ui_basic_auth: SecretStr = setting("", "UI_BASIC_AUTH", "user:password the web UI asks for (HTTP Basic); '' = none", "ui", secret=True)
     ui_token: SecretStr = setting("", "UI_TOKEN", "bearer token the web UI accepts (Authorization: Bearer TOKEN); '' = none", "ui", secret=True)
+    ui_users_file: str = setting(
+        "", "UI_USERS_FILE",
+        "TOML file of web UI users (hashed passwords) and tokens (sha256), each with a role: viewer or operator (docs/control.md); "
+        "UI_BASIC_AUTH and UI_TOKEN are viewers", "ui",
+    )  # fmt: skip
     ui_row_limit: int = setting(
         500, "UI_ROW_LIMIT", "most rows any web UI query returns (tasks per page, a task's events, workflow nodes, workers)", "ui", ge=1
     )
@@ -331,6 +342,34 @@ class Settings(BaseSettings):
         5, "NOTIFY_RETRIES", "delivery attempts per message and channel (backoff 1, 2, 4... s) before a recorded give-up", "notify", ge=1
     )
 
+    # -- task control -----------------------------------------------------------------------
+    control_url: str = setting(
+        "", "CONTROL_URL",
+        "the UI and API: where celery-monitor control listens (e.g. http://127.0.0.1:9469); '' = task control off (no buttons, "
+        "the API refuses)", "control",
+    )  # fmt: skip
+    control_secret: SecretStr = setting(
+        "", "CONTROL_SECRET",
+        "shared secret (at least 32 characters) the UI signs control requests with (HMAC-SHA256) and celery-monitor control checks",
+        "control", secret=True,
+    )  # fmt: skip
+    control_host: str = setting("127.0.0.1", "CONTROL_HOST", "celery-monitor control: bind address", "control")
+    control_port: int = setting(9469, "CONTROL_PORT", "celery-monitor control: port", "control", ge=1, le=65535)
+    control_max_tasks: int = setting(
+        100, "CONTROL_MAX_TASKS", "most tasks one real (not dry) run acts on; the rest of the selection is reported as not done", "control",
+        ge=1, le=100_000,
+    )  # fmt: skip
+    control_select_limit: int = setting(
+        10_000, "CONTROL_SELECT_LIMIT", "most tasks a selection may hold (a larger one is refused: narrow the filter)", "control",
+        ge=1, le=1_000_000,
+    )  # fmt: skip
+    control_reply_timeout: float = setting(
+        1.0, "CONTROL_REPLY_TIMEOUT", "seconds a revoke waits for the workers' replies (Celery's control reply)", "control", gt=0, le=60
+    )
+    control_timeout: float = setting(
+        60.0, "CONTROL_TIMEOUT", "seconds the UI waits for celery-monitor control's answer", "control", gt=0
+    )
+
     # -- validation -------------------------------------------------------------------------
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
@@ -358,7 +397,7 @@ class Settings(BaseSettings):
         return ",".join(servers)
 
     @field_validator("topic_task_events", "topic_worker_events", "topic_task_states", "topic_worker_states", "topic_dead_letters",
-                     "topic_alerts", "topic_bridge_status", "topic_queue_lengths", "app_id")  # fmt: skip
+                     "topic_alerts", "topic_bridge_status", "topic_queue_lengths", "topic_audit", "app_id")  # fmt: skip
     @classmethod
     def _topic_name(cls, value: str) -> str:
         if not _TOPIC.fullmatch(value):
@@ -425,8 +464,24 @@ class Settings(BaseSettings):
             raise ValueError("must be user:password, both not empty")
         return value
 
+    @field_validator("control_secret")
+    @classmethod
+    def _control_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+        return value
+
+    @field_validator("control_url")
+    @classmethod
+    def _control_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
+            raise ValueError("must be an http:// or https:// URL, or '' (task control off)")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
+        if self.control_url and not self.secret("control_secret"):
+            raise ValueError("CONTROL_URL needs CONTROL_SECRET (the UI signs every control request with it)")
         if self.topic_min_insync_replicas > self.topic_replication_factor:
             raise ValueError(
                 f"TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) is above TOPIC_REPLICATION_FACTOR "
@@ -499,6 +554,7 @@ class Settings(BaseSettings):
             self.topic_bridge_status,
             self.topic_alerts,
             self.topic_queue_lengths,
+            self.topic_audit,
         ]
 
     def secret(self, name: str) -> str:

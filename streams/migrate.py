@@ -95,6 +95,7 @@ SHARDING_KEYS = {
     "workers": "cityHash64(cluster, hostname)",
     "events_per_minute": "cityHash64(cluster, minute)",  # written by its view on each shard, never directly
     "queue_lengths": "cityHash64(cluster, queue)",
+    "audit": "cityHash64(request_id)",
 }
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\.(\w+)\s*(\(.*\))\s*ENGINE\s*=\s*(\w*MergeTree)\((.*?)\)(.*)$", re.S)
 _CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+) TO (\w+)\.(\w+)\s+AS (.*)$", re.S)

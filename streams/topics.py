@@ -79,6 +79,8 @@ def plan_topics(settings: Settings) -> list[TopicPlan]:
         (s.topic_alerts, "records", records),
         (s.topic_bridge_status, "records", records),
         (s.topic_queue_lengths, "records", records),
+        # An audit trail is kept: nothing ages out of it (ClickHouse keeps its rows too).
+        (s.topic_audit, "audit", {**common, "cleanup.policy": "delete", "retention.ms": "-1"}),
     ]
     topics += [(f"{s.app_id}-{table}-changelog", "changelog", changelog) for table in TABLES]
     topics += [(f"{s.app_id}-{name}", "internal", records) for name in INTERNAL]

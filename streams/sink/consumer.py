@@ -30,6 +30,7 @@ from ..config import Settings
 from ..connections import librdkafka_options
 from ..stalls import fetch_ranges
 from ..clickhouse import ClickHouseUnavailable, ClickHouseWriter
+from ..control.audit import AUDIT_COLUMNS, audit_row
 from .rows import EVENT_COLUMNS, QUEUE_LENGTH_COLUMNS, TASK_COLUMNS, WORKER_COLUMNS, EventColumns, queue_length_row, task_row, worker_row
 
 UNASSIGNED_WARNING_SECONDS = 60.0
@@ -153,7 +154,8 @@ class Continuity:
 
 
 class ClickHouseSink:
-    TABLES = {"tasks": TASK_COLUMNS, "workers": WORKER_COLUMNS, "events": EVENT_COLUMNS, "queue_lengths": QUEUE_LENGTH_COLUMNS}
+    TABLES = {"tasks": TASK_COLUMNS, "workers": WORKER_COLUMNS, "events": EVENT_COLUMNS, "queue_lengths": QUEUE_LENGTH_COLUMNS,
+              "audit": AUDIT_COLUMNS}  # fmt: skip
 
     def __init__(self, settings: Settings, writer: ClickHouseWriter | None = None):
         self.settings = settings
@@ -164,6 +166,7 @@ class ClickHouseSink:
             settings.topic_task_events: ("events", None),  # packs: EventColumns
             settings.topic_worker_events: ("events", None),
             settings.topic_queue_lengths: ("queue_lengths", queue_length_row),
+            settings.topic_audit: ("audit", audit_row),
         }
         self._stop = threading.Event()
         self.continuity = Continuity()

@@ -284,6 +284,23 @@ class Api:
             r["badge"] = _badge(badges.worker_badge(r))
         return json_response({"workers": rows, "cut": cut})
 
+    def audit(self, request: Request) -> Response:
+        """GET /api/v1/audit: control requests, newest first (?user=); ?request_id= one request
+        with its tasks; ?uuid= (and cluster=) what selected or created one task."""
+        from .app import _param
+
+        if not self.ui.columns("audit"):
+            return json_response({"requests": [], "tasks": []})
+        request_id, uuid, cluster = _param(request, "request_id"), _param(request, "uuid"), _param(request, "cluster")
+        limit = self.ui.row_limit
+        if uuid:
+            if not cluster:
+                raise ApiError(400, "uuid= needs cluster= (a task id is unique per cluster)")
+            return json_response({"tasks": queries.audit_of_task(self.execute, self.db, cluster, uuid, limit)})
+        requests = queries.audit_requests(self.execute, self.db, limit, request_id, _param(request, "user"))
+        tasks = queries.audit_tasks(self.execute, self.db, request_id, limit) if request_id else []
+        return json_response({"requests": requests, "tasks": tasks})
+
     def failure_groups(self, request: Request) -> Response:
         from .app import BadRequest
 
@@ -347,4 +364,41 @@ def routes(ui) -> list[Route]:
         Route("/api/v1/tasks/{uuid:path}", handler(api.native_task)),
         Route("/api/v1/workers", handler(api.native_workers)),
         Route("/api/v1/failure-groups", handler(api.failure_groups)),
+        Route("/api/v1/audit", handler(api.audit)),
+        Route("/api/v1/control", control_endpoint(ui), methods=["POST"]),
     ]
+
+
+def control_endpoint(ui):
+    """POST /api/v1/control: {"action", "dry_run" (default true), "selection", "options"} ->
+    celery-monitor control's answer (its status: 200, 400, 403, 413, 503); 404 while task control
+    is off; 403 for a viewer or a request that is not JSON from this origin."""
+    from starlette.concurrency import run_in_threadpool
+
+    from streams.control.client import ControlUnavailable
+
+    from .app import same_origin
+    from .auth import ANONYMOUS
+
+    async def endpoint(request: Request) -> Response:
+        identity = request.scope.get("auth", ANONYMOUS)
+        if not same_origin(request) or request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return json_response({"error": "send JSON (Content-Type: application/json), not from another site's page"}, 403)
+        if not ui.control.enabled:
+            return json_response({"error": "task control is off (CONTROL_URL / CONTROL_SECRET)"}, 404)
+        if not identity.operator:
+            return json_response({"error": f"{identity.user} is a {identity.role}: task control needs the operator role"}, 403)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return json_response({"error": "the body is not JSON"}, 400)
+        if not isinstance(body, dict) or set(body) - {"action", "dry_run", "selection", "options"}:
+            return json_response({"error": "a JSON object with action, dry_run, selection, options"}, 400)
+        try:
+            status, answer = await run_in_threadpool(ui.control.act, identity.user, identity.role, body.get("action"),
+                                                     body.get("dry_run", True), body.get("selection") or {}, body.get("options") or {})  # fmt: skip
+        except ControlUnavailable as exc:
+            return json_response({"error": str(exc)}, 503)
+        return json_response(answer, status)
+
+    return endpoint

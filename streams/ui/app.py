@@ -10,11 +10,8 @@ and every text from ClickHouse is escaped by Jinja's autoescape and isolated wit
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
-import hmac
 import math
 import re
 import time
@@ -38,6 +35,9 @@ from streams.report import Answer, load_query
 from . import api
 from . import attempts as attempts_mod
 from . import badges, charts, queries, workflow
+from streams.control.client import ControlClient, ControlUnavailable
+
+from .auth import ANONYMOUS, Authenticator, Identity
 from .db import ClickHouseDown, Pool, QueryTimeout, TooManyRows
 
 HERE = Path(__file__).resolve().parent
@@ -217,6 +217,43 @@ def query_string(params: dict, **changes) -> str:
     return urlencode(pairs)
 
 
+SELECTION_FIELDS = ("cluster", "name", "taskname", "worker", "uuid", "window", "q")
+
+
+def form_selection(form) -> dict:
+    """The task list's filters from a control form -> a control selection (control/service.py)."""
+    selection: dict = {k: form.get(k, "").strip() for k in SELECTION_FIELDS if form.get(k, "").strip()}
+    if form.getlist("state"):
+        selection["state"] = [s for s in form.getlist("state") if s]
+    if form.getlist("uuids"):
+        selection["uuids"] = [u for u in form.getlist("uuids") if u]
+    for key, value in selection.items():
+        if sum(len(v) for v in (value if isinstance(value, list) else [value])) > MAX_PARAM_CHARS:
+            raise BadRequest(f"parameter {key!r} is longer than {MAX_PARAM_CHARS:,} characters")
+    return selection
+
+
+class Forbidden(Exception):
+    pass
+
+
+class ControlDown(Exception):
+    pass
+
+
+def same_origin(request: Request) -> bool:
+    """A state-changing request comes from this UI's own pages: htmx's header (a cross-site form
+    cannot set it without a CORS preflight, which this server never grants) or JSON, and no other
+    site's Origin or Sec-Fetch-Site."""
+    headers = request.headers
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+        return False
+    return headers.get("hx-request") == "true" or headers.get("content-type", "").split(";")[0].strip() == "application/json"
+
+
 # -- the app -------------------------------------------------------------------------------------
 class UI:
     """Page handlers; ``execute`` is the ClickHouse pool (or chdb in tests)."""
@@ -233,6 +270,7 @@ class UI:
         self.row_limit = max(1, settings.ui_row_limit)
         self.page_size = max(1, min(settings.ui_page_size, self.row_limit))
         self._schema: dict[str, tuple[float, frozenset[str]]] = {}
+        self.control = ControlClient(settings)
 
     # shared -------------------------------------------------------------------
     def columns(self, table: str) -> frozenset[str]:
@@ -245,8 +283,10 @@ class UI:
 
     def render(self, request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
         context.setdefault("cluster", request.query_params.get("cluster", ""))
+        identity = request.scope.get("auth", ANONYMOUS)
         context.update(
             request=request, refresh=self.settings.ui_refresh_seconds, now=time.time(), row_limit=self.row_limit,
+            identity=identity, can_control=self.control.enabled and identity.operator,
         )  # fmt: skip
         return HTMLResponse(self.templates.get_template(template).render(context), status_code=status)
 
@@ -275,6 +315,8 @@ class UI:
         context["names"] = queries.task_names(self.execute, self.db, cluster, self.row_limit)
         context["workers"] = queries.worker_names(self.execute, self.db, cluster, self.row_limit)
         context["live_url"] = "/tasks/rows?" + query_string(context["params"], before=request.query_params.get("before"))
+        context["control_fields"] = [(k, v) for k in ("cluster", "state", "name", "worker", "uuid", "window", "q")
+                                     for v in context["params"][k] if v]  # fmt: skip
         return self.page(request, "tasks.html", **context)
 
     def task_rows(self, request: Request) -> Response:
@@ -318,6 +360,9 @@ class UI:
 
     def task(self, request: Request) -> Response:
         context = self._task(request)
+        record = context["record"]
+        context["audit"] = (queries.audit_of_task(self.execute, self.db, record["cluster"], record["uuid"], self.row_limit)
+                            if record is not None and self.columns("audit") else [])  # fmt: skip
         status = 200 if context["record"] is not None or context["choices"] else 404
         response = self.page(request, "task.html", **context)
         response.status_code = status
@@ -346,6 +391,35 @@ class UI:
         names = queries.task_names(self.execute, self.db, _param(request, "cluster"), self.row_limit)
         return self.page(request, "failures.html", groups=groups, limit_hit=cut, names=names, name=_param(request, "name"),
                          window=request.query_params.get("window", ""), trend_span=fmt_duration(span))  # fmt: skip
+
+    # task control -------------------------------------------------------------
+    def audit(self, request: Request) -> Response:
+        """Control requests, newest first; ?request_id= one request with its tasks."""
+        request_id = _param(request, "request_id")
+        present = bool(self.columns("audit"))
+        rows = queries.audit_requests(self.execute, self.db, self.row_limit, request_id, _param(request, "user")) if present else []
+        tasks = queries.audit_tasks(self.execute, self.db, request_id, self.row_limit) if present and request_id else []
+        return self.page(request, "audit.html", requests=rows, tasks=tasks, request_id=request_id, present=present)
+
+    def control_request(self, request: Request, form) -> Response:
+        """POST /control (htmx): a dry run or a real run of an action on the form's selection."""
+        identity = request.scope.get("auth", ANONYMOUS)
+        if not self.control.enabled:
+            raise Forbidden("task control is off (CONTROL_URL / CONTROL_SECRET)")
+        if not identity.operator:
+            raise Forbidden(f"{identity.user} is a {identity.role}: task control needs the operator role")
+        selection = form_selection(form)
+        action = form.get("action", "")
+        dry_run = form.get("dry_run", "1") != "0"
+        options = {k: form.get(k) for k in ("signal", "queue") if form.get(k)}
+        try:
+            status, answer = self.control.act(identity.user, identity.role, action, dry_run, selection, options)
+        except ControlUnavailable as exc:
+            raise ControlDown(str(exc)) from None
+        hidden = [(k, v) for k, values in selection.items() for v in (values if isinstance(values, list) else [values])]
+        hidden += [("action", action)] + [(k, v) for k, v in options.items()]
+        return self.render(request, "_control_result.html", status=200 if status == 200 else status, result=answer,
+                           ok=status == 200, hidden=hidden, action=action)  # fmt: skip
 
     # workers ------------------------------------------------------------------
     def _workers(self, request: Request) -> dict:
@@ -403,43 +477,34 @@ def vendor(request: Request) -> Response:
 
 
 class Guard:
-    """ASGI middleware: optional HTTP Basic / bearer-token auth, security headers, Server-Timing.
+    """ASGI middleware: optional authentication (auth.py: UI_USERS_FILE, UI_BASIC_AUTH, UI_TOKEN),
+    security headers, Server-Timing.
 
-    With neither UI_BASIC_AUTH nor UI_TOKEN set every request passes (the server then refuses to
-    bind anything but loopback: ``server.check_bind``); ``/healthz`` always does (it says "ok"). ``Server-Timing: app;dur=<ms>`` is the
-    server's time for the request (make bench-ui reads it)."""
+    The caller's :class:`auth.Identity` (user and role) goes in ``scope["auth"]`` for the handlers.
+    With no credentials configured every request is an anonymous viewer (the server then refuses to
+    bind anything but loopback: ``server.check_bind``); ``/healthz`` always passes (it says "ok").
+    ``Server-Timing: app;dur=<ms>`` is the server's time for the request (make bench-ui reads it)."""
 
     def __init__(self, app, settings: Settings):
         self.app = app
-        self.basic = settings.secret("ui_basic_auth")
-        self.token = settings.secret("ui_token")
+        self.auth = Authenticator.from_settings(settings)
 
-    def allowed(self, headers: dict[bytes, bytes]) -> bool:
-        if not self.basic and not self.token:
-            return True
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, value = auth.partition(" ")
-        if self.token and scheme.lower() == "bearer":
-            return hmac.compare_digest(value.strip().encode(), self.token.encode())
-        if self.basic and scheme.lower() == "basic":
-            try:
-                given = base64.b64decode(value.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                return False
-            return hmac.compare_digest(given, self.basic.encode())
-        return False
+    def identify(self, headers: dict[bytes, bytes]) -> Identity | None:
+        return self.auth.identify(headers.get(b"authorization", b"").decode("latin-1"))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])
+        identity = self.identify(headers)
+        scope = {**scope, "auth": identity or ANONYMOUS}
         # /healthz answers without credentials (a container's or balancer's probe has none; it says only "ok")
-        if scope.get("path") != "/healthz" and not self.allowed(headers):
-            challenge = [(b"www-authenticate", b'Basic realm="celery-monitor", charset="UTF-8"')] if self.basic else []
+        if scope.get("path") != "/healthz" and identity is None:
+            challenge = [(b"www-authenticate", b'Basic realm="celery-monitor", charset="UTF-8"')] if self.auth.basic_offered else []
             await send({"type": "http.response.start", "status": 401,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8"), *challenge]})  # fmt: skip
-            await send({"type": "http.response.body", "body": b"authentication required (UI_BASIC_AUTH / UI_TOKEN)\n"})
+            await send({"type": "http.response.body", "body": b"authentication required (UI_USERS_FILE / UI_BASIC_AUTH / UI_TOKEN)\n"})
             return
 
         async def send_with_headers(message):
@@ -476,6 +541,24 @@ def create_app(settings: Settings, execute=None) -> Guard:
 
         return endpoint
 
+    async def control_endpoint(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        def refuse(status: int, title: str, message: str) -> Response:
+            return ui.render(request, "error.html", status=status, title=title, message=message, fragment=True)
+
+        if not same_origin(request):
+            return refuse(403, "Refused", "a control request must come from this UI's own page (htmx) or be JSON")
+        form = await request.form()
+        try:
+            return await run_in_threadpool(ui.control_request, request, form)
+        except BadRequest as exc:
+            return refuse(400, "Bad request", str(exc))
+        except Forbidden as exc:
+            return refuse(403, "Not allowed", str(exc))
+        except ControlDown as exc:
+            return refuse(503, "Task control unavailable", str(exc))
+
     routes = [
         Route("/", lambda request: RedirectResponse("/tasks" + (f"?{request.url.query}" if request.url.query else ""))),
         Route("/tasks", handler(ui.tasks)),
@@ -487,6 +570,8 @@ def create_app(settings: Settings, execute=None) -> Guard:
         Route("/workers/rows", handler(ui.worker_rows)),
         Route("/analytics", handler(ui.analytics)),
         Route("/analytics/panel", handler(ui.analytics_panel)),
+        Route("/audit", handler(ui.audit)),
+        Route("/control", control_endpoint, methods=["POST"]),
         *api.routes(ui),
         Route("/healthz", lambda request: PlainTextResponse("ok\n")),
         Route("/favicon.ico", lambda request: Response(status_code=204)),

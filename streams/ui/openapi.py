@@ -129,5 +129,30 @@ def document() -> dict:
                 "responses": _ok({"type": "object", "properties": {"groups": {"type": "array", "items": {"$ref": "#/components/schemas/FailureGroup"}},
                                                                      "cut": {"type": "boolean"}}}),
             }},  # fmt: skip
+            "/api/v1/audit": {"get": {
+                "summary": "Task control's audit: requests newest first; with request_id its tasks; with uuid and cluster what selected or created one task",
+                "parameters": [CLUSTER, _q("request_id", "one control request"), _q("uuid", "one task (needs cluster)"), _q("user", "requests of one user")],
+                "responses": _ok({"type": "object", "properties": {"requests": {"type": "array"}, "tasks": {"type": "array"}}}),
+            }},  # fmt: skip
+            "/api/v1/control": {"post": {
+                "summary": "Task control (operators; needs celery-monitor control): revoke, terminate or retry the selected tasks, dry run first",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["action", "selection"], "additionalProperties": False,
+                    "properties": {
+                        "action": {"enum": ["revoke", "terminate", "retry"]},
+                        "dry_run": {"type": "boolean", "default": True},
+                        "selection": {"type": "object", "description": "the task list's filters: cluster, state (list), name (part or glob), "
+                                      "taskname (exact), worker, uuid (prefix), uuids (list), q (search), window (s)"},
+                        "options": {"type": "object", "properties": {"signal": {"type": "string", "default": "SIGTERM"},
+                                                                     "queue": {"type": "string", "description": "retry: where, when task-sent did not say"}}},
+                    }}}}},  # fmt: skip
+                "responses": {
+                    "200": {"description": "selected, eligible, done, not_eligible (reason, tasks), tasks (per task: eligible, reason, outcome, detail, new_uuid)",
+                            "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "400": {"description": "bad request"}, "403": {"description": "not an operator, or not JSON"},
+                    "404": {"description": "task control is off"}, "413": {"description": "selection over CONTROL_SELECT_LIMIT"},
+                    "503": {"description": "control, ClickHouse or the audit topic unavailable: nothing was done"},
+                },
+            }},  # fmt: skip
         },
     }

@@ -376,3 +376,40 @@ def failure_group_search(row: dict) -> str:
     if row["exception_type"]:
         terms.append(search_mod.Term("exception", row["exception_type"]))
     return " ".join(str(t) for t in terms)
+
+
+# -- task control's audit (celery-monitor control; sql/migrations/0007_create_audit.sql) -----------
+AUDIT_REQUEST_COLUMNS = ("request_id", "cluster", "at", "finished_at", "user", "role", "action", "dry_run", "selection", "phase",
+                         "selected", "eligible_count", "done_count", "detail", "control")  # fmt: skip
+AUDIT_TASK_COLUMNS = ("request_id", "cluster", "uuid", "at", "user", "action", "dry_run", "phase", "name", "state", "eligible",
+                      "reason", "outcome", "detail", "new_uuid")  # fmt: skip
+
+
+def audit_requests(execute: Execute, db: str, limit: int, request_id: str = "", user: str = "") -> list[dict]:
+    """Control requests, newest first (the request rows: uuid '')."""
+    sql = f"""
+        SELECT {', '.join(AUDIT_REQUEST_COLUMNS)} FROM {db}.audit FINAL
+        WHERE uuid = '' AND (%(request_id)s = '' OR request_id = %(request_id)s) AND (%(user)s = '' OR user = %(user)s)
+        ORDER BY at DESC, request_id
+        LIMIT %(limit)s"""
+    return _rows(*execute(sql, {"request_id": request_id, "user": user, "limit": limit}))
+
+
+def audit_tasks(execute: Execute, db: str, request_id: str, limit: int) -> list[dict]:
+    """The task rows of one request: done first, then eligible, then the rest."""
+    sql = f"""
+        SELECT {', '.join(AUDIT_TASK_COLUMNS)} FROM {db}.audit FINAL
+        WHERE request_id = %(request_id)s AND uuid != ''
+        ORDER BY outcome IN ('ok', 'no-reply') DESC, eligible DESC, cluster, uuid
+        LIMIT %(limit)s"""
+    return _rows(*execute(sql, {"request_id": request_id, "limit": limit}))
+
+
+def audit_of_task(execute: Execute, db: str, cluster: str, uuid: str, limit: int) -> list[dict]:
+    """Every control request that selected this task, or whose retry sent it, newest first."""
+    sql = f"""
+        SELECT {', '.join(AUDIT_TASK_COLUMNS)} FROM {db}.audit FINAL
+        WHERE cluster = %(cluster)s AND (uuid = %(uuid)s OR new_uuid = %(uuid)s)
+        ORDER BY at DESC
+        LIMIT %(limit)s"""
+    return _rows(*execute(sql, {"cluster": cluster, "uuid": uuid, "limit": limit}))

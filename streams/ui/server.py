@@ -47,12 +47,18 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(settings: Settings) -> None:
     """Refuse to serve beyond loopback without authentication, and a half-set basic auth."""
+    from .auth import AuthConfigError, Authenticator
+
     basic, token = settings.secret("ui_basic_auth"), settings.secret("ui_token")
     if basic and ":" not in basic:
         raise UIConfigError("UI_BASIC_AUTH must be user:password")
-    if not is_loopback(settings.ui_host) and not (basic or token):
+    try:
+        auth = Authenticator.from_settings(settings)
+    except AuthConfigError as exc:
+        raise UIConfigError(str(exc)) from None
+    if not is_loopback(settings.ui_host) and not auth.required:
         raise UIConfigError(
-            f"UI_HOST={settings.ui_host} is not a loopback address: set UI_BASIC_AUTH=user:password or UI_TOKEN "
+            f"UI_HOST={settings.ui_host} is not a loopback address: set UI_USERS_FILE, UI_BASIC_AUTH=user:password or UI_TOKEN "
             "(or keep UI_HOST=127.0.0.1 and put an authenticating proxy in front)"
         )
 

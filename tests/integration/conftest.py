@@ -37,7 +37,7 @@ def clickhouse_client(stack):
 KOMBU_DEADLINES = "_kombu.binding_deadlines"  # kombu's bookkeeping key in a Redis db the bridge subscribed on
 
 TOPIC_FIELDS = ("topic_task_events", "topic_worker_events", "topic_task_states", "topic_worker_states",
-                "topic_dead_letters", "topic_bridge_status", "topic_alerts", "topic_queue_lengths")  # fmt: skip
+                "topic_dead_letters", "topic_bridge_status", "topic_alerts", "topic_queue_lengths", "topic_audit")  # fmt: skip
 
 
 def own_topics(settings, suffix: str):

@@ -30,6 +30,13 @@
       if (document.querySelector("[hx-trigger^='every']")) setStatus("live · updated " + clock());
       drawCharts();
     });
+    // A control request's refusal (400/403/503) is its answer: shown in place, not as a failed poll.
+    document.body.addEventListener("htmx:beforeSwap", function (evt) {
+      if (evt.detail.xhr && evt.detail.xhr.status >= 400 && evt.detail.target && evt.detail.target.closest("[data-control]")) {
+        evt.detail.shouldSwap = true;
+        evt.detail.isError = false;
+      }
+    });
     document.body.addEventListener("htmx:responseError", function (evt) {
       var xhr = evt.detail.xhr;
       var text = (xhr && xhr.responseText) ? xhr.responseText.replace(/<[^>]*>/g, " ").replace(/\s+/g, " ").trim() : "";

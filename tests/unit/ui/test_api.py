@@ -178,7 +178,51 @@ def test_api_needs_the_uis_auth_and_never_writes():
     assert client.get("/api/tasks", headers={"Authorization": "Bearer tok-123"}).json() == {}
     assert client.post("/api/tasks", headers={"Authorization": "Bearer tok-123"}).status_code == 405
     app = create_app(settings, execute=lambda sql, params: ([], [])).app
-    assert set(Counter(m for r in app.routes for m in (getattr(r, "methods", None) or ()))) <= {"GET", "HEAD"}
+    # The only POST routes forward to celery-monitor control (task control); off by default, they do nothing.
+    posts = {r.path for r in app.routes if "POST" in (getattr(r, "methods", None) or ())}
+    assert posts == {"/control", "/api/v1/control"}
+    assert set(Counter(m for r in app.routes if r.path not in posts for m in (getattr(r, "methods", None) or ()))) <= {"GET", "HEAD"}
+    auth = {"Authorization": "Bearer tok-123"}
+    assert client.post("/api/v1/control", json={"action": "retry", "selection": {"name": "x"}}, headers=auth).status_code == 404
+    assert client.post("/control", data={"action": "retry"}, headers={**auth, "HX-Request": "true"}).status_code == 403
+
+
+def test_control_needs_an_operator_from_this_origin(tmp_path):
+    """Viewers are refused by the UI itself, cross-site posts before anything; only an operator sees
+    the control form (an operator's request reaching celery-monitor control: tests/integration/test_control.py)."""
+    import base64
+
+    from starlette.testclient import TestClient
+
+    from streams.ui.app import create_app
+    from streams.ui.auth import hash_password
+    from devstack.services import free_port
+
+    users = tmp_path / "users.toml"
+    users.write_text(f"""
+[users.op]
+password = "{hash_password('op-pw', iterations=1000)}"
+role = "operator"
+[users.view]
+password = "{hash_password('view-pw', iterations=1000)}"
+""")
+    settings = Settings.load(environ={}).replace(ui_users_file=str(users), control_url=f"http://127.0.0.1:{free_port()}",
+                                                 control_secret="k" * 32, control_timeout=2.0)  # fmt: skip
+    client = TestClient(create_app(settings, execute=lambda sql, params: ([], [])))
+
+    def creds(user, pw):
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+
+    body = {"action": "retry", "selection": {"name": "x"}}
+    viewer = client.post("/api/v1/control", json=body, headers=creds("view", "view-pw"))
+    assert viewer.status_code == 403 and "viewer" in viewer.json()["error"]
+    cross_site = client.post("/api/v1/control", json=body, headers={**creds("op", "op-pw"), "Origin": "https://evil.example"})
+    assert cross_site.status_code == 403
+    form = client.post("/control", data={"action": "retry", "name": "x"}, headers=creds("op", "op-pw"))  # a plain form: no htmx header
+    assert form.status_code == 403
+    page = client.get("/tasks?name=x", headers=creds("op", "op-pw")).text
+    assert 'hx-post="/control"' in page and "op · operator" in page
+    assert 'hx-post="/control"' not in client.get("/tasks?name=x", headers=creds("view", "view-pw")).text
 
 
 def test_a_timed_out_query_is_a_504_json():
