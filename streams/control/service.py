@@ -319,6 +319,9 @@ def create_app(settings: Settings, controller: Controller) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except AuditUnavailable as exc:
             return JSONResponse({"error": f"audit unavailable: {exc}; nothing was done"}, status_code=503)
+        except Exception as exc:  # noqa: BLE001 - every answer is JSON (e.g. ClickHouse without the audit table: run migrate)
+            log.exception("control: request failed")
+            return JSONResponse({"error": f"{type(exc).__name__}: {str(exc)[:500]}"}, status_code=500)
         return JSONResponse(result)
 
     routes = [
