@@ -2,9 +2,10 @@
 
 Pages: /tasks (list, filters, live rows), /task (one task: record, attempts timeline, workflow
 graph), /workers, /analytics. Live parts are htmx fragments polled every UI_REFRESH_SECONDS
-(/tasks/rows, /task/live, /workers/rows). Every request only reads (there is no POST route at
-all), every query goes through ``queries`` (parameterised) and ``db.Pool`` (time and row limits),
-and every text from ClickHouse is escaped by Jinja's autoescape and isolated with ``<bdi>``
+(/tasks/rows, /task/live, /workers/rows). Every request only reads (the two POST routes, /control
+and /api/v1/control, forward an operator's request to celery-monitor control: docs/control.md),
+every query goes through ``queries`` (parameterised) and ``db.Pool`` (time and row limits), and
+every text from ClickHouse is escaped by Jinja's autoescape and isolated with ``<bdi>``
 (right-to-left marks in a task name cannot reorder the page around it).
 """
 
