@@ -363,6 +363,11 @@ class Settings(BaseSettings):
         10_000, "CONTROL_SELECT_LIMIT", "most tasks a selection may hold (a larger one is refused: narrow the filter)", "control",
         ge=1, le=1_000_000,
     )  # fmt: skip
+    control_retry_tasks: str = setting(
+        "", "CONTROL_RETRY_TASKS",
+        "comma list of task-name globs a retry may re-send (e.g. proj.tasks.*); '' = any name but Celery's own celery.* "
+        "(names and arguments come from events: list what may be re-sent)", "control",
+    )  # fmt: skip
     control_reply_timeout: float = setting(
         1.0, "CONTROL_REPLY_TIMEOUT", "seconds a revoke waits for the workers' replies (Celery's control reply)", "control", gt=0, le=60
     )

@@ -37,7 +37,8 @@ def row(request: dict, phase: str, *, task: dict | None = None, finished_at: flo
         "cluster": task.get("cluster", request.get("cluster", "")) or "", "uuid": task.get("uuid", ""),
         "at": request["at"], "finished_at": finished_at, "user": request["user"], "role": request["role"],
         "action": request["action"], "dry_run": bool(request["dry_run"]),
-        "selection": json.dumps(request["selection"], sort_keys=True, ensure_ascii=False), "phase": phase,
+        # the selection on the request row only: a task row repeating it would multiply it by the selection's size
+        "selection": "" if task else json.dumps(request["selection"], sort_keys=True, ensure_ascii=False), "phase": phase,
         "name": task.get("name") or "", "state": task.get("state") or "", "eligible": bool(task.get("eligible")),
         "reason": (task.get("reason") or "")[:TEXT_MAX], "outcome": task.get("outcome") or "",
         "detail": (task.get("detail") or "")[:TEXT_MAX], "new_uuid": task.get("new_uuid") or "",
@@ -77,6 +78,8 @@ class AuditLog:
             if err is not None:
                 failures.append(str(err))
 
+        from confluent_kafka import KafkaException
+
         pending = 0
         for record in records:
             while True:
@@ -85,6 +88,8 @@ class AuditLog:
                     break
                 except BufferError:
                     self.producer.poll(0.1)
+                except KafkaException as exc:  # refused locally (e.g. over message.max.bytes): the audit is not written
+                    raise AuditUnavailable(f"Kafka refused an audit record on {self.topic}: {exc}") from None
             pending += 1
         left = self.producer.flush(timeout)
         if left or failures:

@@ -24,9 +24,12 @@ told from one whose text is its arguments: its text is what is re-sent, when it 
 from __future__ import annotations
 
 import ast
+import fnmatch
 import math
 import uuid as uuidlib
 from dataclasses import dataclass, field
+
+from celery.utils.saferepr import saferepr
 
 from streams.engine import states as S
 
@@ -35,7 +38,7 @@ SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1")
 WAITING = frozenset({S.QUEUED, S.RECEIVED, S.RETRY})  # not running now: a plain revoke stops them
 RUNNING = frozenset({S.STARTED})
 RETRYABLE = frozenset({S.FAILED, S.CRITICAL, S.REJECTED, S.REVOKED})
-MAX_TEXT = 100_000  # characters of argument text parsed at most (literal_eval's cost grows with it)
+MAX_TEXT = 20_000  # characters of argument text parsed at most (literal_eval's cost grows with it; Celery cuts at 1024)
 MAX_DEPTH = 50  # nesting of a parsed value at most
 CUT_MARK = "..."
 
@@ -95,15 +98,20 @@ def parse_literal(text: str | None, kind: type) -> tuple[object, str]:
         if CUT_MARK in text:
             return None, f"{what} was cut by Celery's saferepr (argsrepr_maxsize / nesting): not complete"
         return None, f"{what} is not a Python literal (redacted, custom argsrepr, or an object repr): not re-sent"
+    problem = _check(value, 0)
+    if problem:
+        return None, f"{what} {problem}"
+    # saferepr does not escape backslashes, newlines or '#' inside quotes: text can parse to other
+    # values, or more arguments, than the task had. Only text that is exactly what Celery's
+    # saferepr makes of the parsed value is the value.
+    if saferepr(value, 10**9) != text:
+        return None, f"{what} text is not exactly Celery's repr of what it parses to (backslash, quote, '#' or a custom argsrepr): not re-sent"
     if kind is tuple:
         if not isinstance(value, (tuple, list)):
             return None, f"args is {type(value).__name__}, not a tuple or list"
         value = list(value)
     elif not isinstance(value, dict):
         return None, f"kwargs is {type(value).__name__}, not a dict"
-    problem = _check(value, 0)
-    if problem:
-        return None, f"{what} {problem}"
     return value, ""
 
 
@@ -127,7 +135,16 @@ def _check(value, depth: int) -> str:
     return f"holds a {type(value).__name__} (Celery's JSON serializer cannot send it)"
 
 
-def verdict(action: str, record: dict, options: Options = Options(), retried_as: str = "", has_broker: bool = True) -> Verdict:
+def retry_allowed(name: str, retry_tasks: tuple[str, ...] = ()) -> bool:
+    """CONTROL_RETRY_TASKS (globs) when set; else any name but Celery's own (``celery.*``:
+    chord_unlock, backend_cleanup... are sent by Celery itself, never by hand)."""
+    if retry_tasks:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in retry_tasks)
+    return not name.startswith("celery.")
+
+
+def verdict(action: str, record: dict, options: Options = Options(), retried_as: str = "", has_broker: bool = True,
+            retry_tasks: tuple[str, ...] = ()) -> Verdict:  # fmt: skip
     """May ``action`` touch this task? ``retried_as``: the copy an earlier retry sent (a task is
     retried once: a second run of the same selection must not send it again)."""
     if action not in ACTIONS:
@@ -151,9 +168,14 @@ def verdict(action: str, record: dict, options: Options = Options(), retried_as:
     if state not in RETRYABLE:
         return Verdict(False, f"{state or 'unknown state'}: only {', '.join(sorted(RETRYABLE))} tasks are retried")
     if retried_as:
-        return Verdict(False, f"already retried as {retried_as}")
-    if not record.get("name"):
+        return Verdict(False, "already retried (the copy: the audit, or this task's page)")
+    if state == S.REVOKED and record.get("revocation_reason") == "expired":
+        return Verdict(False, "expired (its expires time passed): a copy would run late")
+    name = record.get("name")
+    if not name:
         return Verdict(False, "task name unknown")
+    if not retry_allowed(name, retry_tasks):
+        return Verdict(False, f"task name not retryable ({'CONTROL_RETRY_TASKS' if retry_tasks else 'Celery’s own celery.* tasks'})")
     for text, kind in ((record.get("args"), tuple), (record.get("kwargs"), dict)):
         _, reason = parse_literal(text, kind)
         if reason:
@@ -177,11 +199,11 @@ def routing(record: dict, options: Options = Options()) -> dict:
     return out
 
 
-def retry_message(record: dict, options: Options = Options(), task_id: str | None = None) -> RetryMessage:
+def retry_message(record: dict, options: Options = Options(), task_id: str | None = None, retry_tasks: tuple[str, ...] = ()) -> RetryMessage:
     """The copy of an eligible task: its name, args, kwargs and routing, a new id, ``parent_id``
     = the original (the link the task list shows), ``root_id`` kept, and a header naming the
     original (``celery_monitor_retry_of``). Raises ValueError when the task is not eligible."""
-    found = verdict("retry", record, options)
+    found = verdict("retry", record, options, retry_tasks=retry_tasks)
     if not found.eligible:
         raise ValueError(found.reason)
     args, _ = parse_literal(record.get("args"), tuple)

@@ -26,6 +26,7 @@ or the audit topic unavailable (nothing was done).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ from .signing import HEADER, Nonces, valid
 log = logging.getLogger("streams.control")
 
 MAX_BODY = 1_000_000  # bytes of a request
+MAX_SELECTION = 16_384  # characters of a selection's JSON (it goes on the audit's request row)
 SELECTION_KEYS = {"cluster", "state", "name", "taskname", "worker", "uuid", "uuids", "q", "window"}
 REVOKE_CHUNK = 500  # task ids per revoke broadcast
 RETRIED_MEMORY = 100_000  # (cluster, uuid) -> copy, remembered until the audit table has them
@@ -82,6 +84,7 @@ class Controller:
         self.retried: collections.OrderedDict = collections.OrderedDict()
         self.lock = threading.Lock()  # one real run at a time: two overlapping selections must not retry a task twice
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.retry_tasks = tuple(p.strip() for p in settings.control_retry_tasks.split(",") if p.strip())
 
     # -- selection --------------------------------------------------------------------------
     def task_filter(self, selection: dict):
@@ -115,6 +118,8 @@ class Controller:
         uuids = selection.get("uuids") or []
         if not isinstance(uuids, list) or not all(isinstance(u, str) and u for u in uuids):
             raise RequestError(400, "selection: uuids is a list of task ids")
+        if uuids and not where.cluster:
+            raise RequestError(400, "selection: uuids needs cluster (a task id is unique per cluster only)")
         if not uuids and not (where.cluster or where.states or where.name or where.worker or where.uuid or where.search or where.exact_name
                               or where.since):  # fmt: skip
             raise RequestError(400, "selection: choose tasks (a filter, a search or uuids); an empty selection would be every task")
@@ -123,7 +128,7 @@ class Controller:
             raise RequestError(413, f"selection holds {len(uuids):,} task ids, more than CONTROL_SELECT_LIMIT={limit:,}")
         params = {**where.params(), "uuids": tuple(uuids) or ("",), "any_uuid": 0 if uuids else 1, "limit": limit + 1}
         sql = f"""
-            SELECT cluster, uuid, name, state, args, kwargs, queue, exchange, routing_key, root_id, parent_id, worker
+            SELECT cluster, uuid, name, state, revocation_reason, args, kwargs, queue, exchange, routing_key, root_id, parent_id, worker
             FROM {self.db}.tasks FINAL
             WHERE {_in_cluster(where.cluster)} {where.where()} AND (%(any_uuid)s = 1 OR uuid IN %(uuids)s)
             ORDER BY first_seen_at, uuid
@@ -144,13 +149,15 @@ class Controller:
             raise RequestError(413, f"the selection holds more than CONTROL_SELECT_LIMIT={self.settings.control_select_limit:,} tasks") from None
 
     def already_retried(self, tasks: list[dict]) -> dict[tuple[str, str], str]:
-        """(cluster, uuid) -> the copy an earlier real retry sent (this process's memory, then the audit table)."""
+        """(cluster, uuid) -> the copy an earlier real retry sent or claimed: this process's memory, then
+        the audit table, where a run's 'requested' rows claim each copy's id before it is sent (a
+        control service killed while sending, or a second one, cannot send a task twice)."""
         found = {k: v for k in ((t["cluster"], t["uuid"]) for t in tasks) if (v := self.retried.get(k))}
         wanted = tuple({t["uuid"] for t in tasks if (t["cluster"], t["uuid"]) not in found})
         if wanted:
             sql = f"""
                 SELECT cluster, uuid, new_uuid FROM {self.db}.audit FINAL
-                WHERE uuid IN %(uuids)s AND action = 'retry' AND dry_run = 0 AND outcome = 'ok' AND new_uuid != ''"""
+                WHERE uuid IN %(uuids)s AND action = 'retry' AND dry_run = 0 AND new_uuid != '' AND outcome != 'error'"""
             _, rows = self._query(sql, {"uuids": wanted})
             for cluster, uuid, new in rows:
                 found.setdefault((cluster, uuid), new)
@@ -175,22 +182,31 @@ class Controller:
         opts = rules.Options(signal=str(options.get("signal") or "SIGTERM").upper(), queue=str(options.get("queue") or ""))
         if opts.signal not in rules.SIGNALS:
             raise RequestError(400, f"signal must be one of {', '.join(rules.SIGNALS)}")
+        if len(json.dumps(selection)) > MAX_SELECTION:
+            raise RequestError(413, f"selection larger than {MAX_SELECTION:,} characters of JSON")
         request_id = str(request.get("request_id") or uuidlib.uuid4())
         meta = {"request_id": request_id, "at": time.time(), "user": user, "role": role, "action": action, "dry_run": dry_run,
                 "selection": {**selection, "options": {"signal": opts.signal, "queue": opts.queue}},
                 "cluster": selection.get("cluster") or "", "control": self.identity}  # fmt: skip
-        with self.lock:
+        with self.lock if not dry_run else contextlib.nullcontext():
             tasks = self.resolve(selection)
             retried = self.already_retried(tasks) if action == "retry" else {}
             judged = []
             for task in tasks:
                 key = (task["cluster"], task["uuid"])
-                found = rules.verdict(action, task, opts, retried.get(key, ""), has_broker=task["cluster"] in self.brokers)
-                judged.append({**task, "eligible": found.eligible, "reason": found.reason, "outcome": "", "detail": "", "new_uuid": ""})
+                found = rules.verdict(action, task, opts, retried.get(key, ""), has_broker=task["cluster"] in self.brokers,
+                                      retry_tasks=self.retry_tasks)  # fmt: skip
+                detail = f"the copy: {retried[key]}" if key in retried else ""
+                judged.append({**task, "eligible": found.eligible, "reason": found.reason, "outcome": "", "detail": detail, "new_uuid": ""})
             eligible = [t for t in judged if t["eligible"]]
             todo = [] if dry_run else eligible[: self.settings.control_max_tasks]
             if not dry_run:
-                self.audit.write([row(meta, "requested", counts={"selected": len(judged), "eligible": len(eligible)})])
+                claims = []
+                for task in todo:
+                    if action == "retry":
+                        task["new_uuid"] = str(uuidlib.uuid4())
+                        claims.append(row(meta, "requested", task={**task, "outcome": "", "detail": "sending"}))
+                self.audit.write([row(meta, "requested", counts={"selected": len(judged), "eligible": len(eligible)})] + claims)
             self._act(action, todo, opts)
             for task in judged:
                 if dry_run:
@@ -223,6 +239,8 @@ class Controller:
             "eligible": len(eligible), "done": done, "max_tasks": self.settings.control_max_tasks,
             "capped": not dry_run and len(eligible) > self.settings.control_max_tasks,
             "not_eligible": [{"reason": r, "tasks": n} for r, n in reasons.most_common()], "audit_error": audit_error,
+            "eligible_names": dict(collections.Counter(t["name"] for t in judged if t["eligible"]).most_common()),
+            "eligible_uuids": [t["uuid"] for t in eligible[: self.settings.control_max_tasks]],
             "tasks": [{k: t[k] for k in ("cluster", "uuid", "name", "state", "eligible", "reason", "outcome", "detail", "new_uuid")} for t in judged],
         }  # fmt: skip
 
@@ -271,7 +289,7 @@ class Controller:
 
     def _retry(self, app, task: dict, opts: rules.Options) -> None:
         try:
-            message = rules.retry_message(task, opts)
+            message = rules.retry_message(task, opts, task_id=task.get("new_uuid") or None, retry_tasks=self.retry_tasks)
         except ValueError as exc:  # judged eligible a moment ago: cannot happen unless the rules changed
             task.update(outcome="error", detail=str(exc))
             return
@@ -300,11 +318,17 @@ def create_app(settings: Settings, controller: Controller) -> Starlette:
         return JSONResponse({"nonce": nonces.issue()})
 
     async def actions(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > MAX_BODY:
+            return JSONResponse({"error": f"a request needs Content-Length, at most {MAX_BODY:,} bytes"}, status_code=413)
         body = await request.body()
         if len(body) > MAX_BODY:
             return JSONResponse({"error": f"request larger than {MAX_BODY:,} bytes"}, status_code=413)
         if not valid(secret, body, request.headers.get(HEADER, "")):
-            return JSONResponse({"error": f"bad or missing {HEADER}"}, status_code=401)
+            log.warning("control: refused a request from %s: bad or missing %s (is CONTROL_SECRET the same as the UI's?)",
+                        request.client.host if request.client else "?", HEADER)  # fmt: skip
+            return JSONResponse({"error": f"bad or missing {HEADER}: celery-monitor control refused the signature (CONTROL_SECRET differs?)"},
+                                status_code=401)  # fmt: skip
         try:
             payload = json.loads(body)
         except ValueError:

@@ -26,7 +26,8 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def valid(secret: str, body: bytes, signature: str) -> bool:
-    return bool(secret) and hmac.compare_digest(sign(secret, body), signature or "")
+    given = (signature or "").encode("latin-1", "replace")  # bytes: compare_digest refuses non-ASCII str
+    return bool(secret) and hmac.compare_digest(sign(secret, body).encode(), given)
 
 
 class Nonces:

@@ -399,6 +399,9 @@ def control_endpoint(ui):
                                                      body.get("dry_run", True), body.get("selection") or {}, body.get("options") or {})  # fmt: skip
         except ControlUnavailable as exc:
             return json_response({"error": str(exc)}, 503)
+        if status == 401:  # the UI's signature, not the caller's credentials
+            return json_response({"error": f"celery-monitor control refused the UI's signature: {answer.get('error')} "
+                                           "(CONTROL_SECRET must be the same on both)"}, 502)  # fmt: skip
         return json_response(answer, status)
 
     return endpoint

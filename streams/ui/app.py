@@ -417,7 +417,14 @@ class UI:
             status, answer = self.control.act(identity.user, identity.role, action, dry_run, selection, options)
         except ControlUnavailable as exc:
             raise ControlDown(str(exc)) from None
-        hidden = [(k, v) for k, values in selection.items() for v in (values if isinstance(values, list) else [values])]
+        if status == 401:
+            raise ControlDown(f"celery-monitor control refused the UI's signature: {answer.get('error')} (CONTROL_SECRET must be the same on both)")
+        # The confirm button acts on the tasks this dry run found eligible (and still matching the
+        # filter), never on whatever the filter selects by the time it is pressed.
+        keep = {k: v for k, v in selection.items() if k != "uuids"}
+        if status == 200 and answer.get("dry_run"):
+            keep["uuids"] = answer.get("eligible_uuids") or []
+        hidden = [(k, v) for k, values in keep.items() for v in (values if isinstance(values, list) else [values])]
         hidden += [("action", action)] + [(k, v) for k, v in options.items()]
         return self.render(request, "_control_result.html", status=200 if status == 200 else status, result=answer,
                            ok=status == 200, hidden=hidden, action=action)  # fmt: skip
@@ -490,18 +497,21 @@ class Guard:
         self.app = app
         self.auth = Authenticator.from_settings(settings)
 
-    def identify(self, headers: dict[bytes, bytes]) -> Identity | None:
-        return self.auth.identify(headers.get(b"authorization", b"").decode("latin-1"))
-
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        identity = self.identify(headers)
-        scope = {**scope, "auth": identity or ANONYMOUS}
         # /healthz answers without credentials (a container's or balancer's probe has none; it says only "ok")
-        if scope.get("path") != "/healthz" and identity is None:
+        healthz = scope.get("path") == "/healthz"
+        header = headers.get(b"authorization", b"").decode("latin-1")
+        identity = ANONYMOUS if healthz else self.auth.cached(header)
+        if identity is None:
+            from starlette.concurrency import run_in_threadpool
+
+            identity = await run_in_threadpool(self.auth.identify, header)  # PBKDF2 off the event loop
+        scope = {**scope, "auth": identity or ANONYMOUS}
+        if not healthz and identity is None:
             challenge = [(b"www-authenticate", b'Basic realm="celery-monitor", charset="UTF-8"')] if self.auth.basic_offered else []
             await send({"type": "http.response.start", "status": 401,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8"), *challenge]})  # fmt: skip
@@ -550,6 +560,10 @@ def create_app(settings: Settings, execute=None) -> Guard:
 
         if not same_origin(request):
             return refuse(403, "Refused", "a control request must come from this UI's own page (htmx) or be JSON")
+        identity = request.scope.get("auth", ANONYMOUS)
+        if not (ui.control.enabled and identity.operator):
+            return refuse(403, "Not allowed", "task control is off" if not ui.control.enabled else
+                          f"{identity.user} is a {identity.role}: task control needs the operator role")  # fmt: skip
         form = await request.form()
         try:
             return await run_in_threadpool(ui.control_request, request, form)

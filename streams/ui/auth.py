@@ -37,6 +37,7 @@ from pathlib import Path
 ROLES = ("viewer", "operator")
 SCHEME = "pbkdf2_sha256"
 ITERATIONS = 600_000
+MIN_ITERATIONS, MAX_ITERATIONS = 100_000, 10_000_000  # a weaker hash is refused; a huge count would stall every login
 CACHE = 1024  # verified Authorization headers remembered
 
 
@@ -62,6 +63,9 @@ def hash_password(password: str, iterations: int = ITERATIONS, salt: bytes | Non
     salt = salt or secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     return f"{SCHEME}${iterations}${salt.hex()}${digest.hex()}"
+
+
+_DUMMY = f"{SCHEME}${ITERATIONS}${'30' * 16}${'00' * 32}"  # matches no password; checked for unknown users
 
 
 def check_password(password: str, stored: str) -> bool:
@@ -90,8 +94,12 @@ def load_users_file(path: str) -> tuple[dict[str, tuple[str, str]], dict[str, tu
     users, tokens = {}, {}
     for name, entry in (data.get("users") or {}).items():
         _check_entry(where, f"users.{name}", entry, "password")
-        if not str(entry["password"]).startswith(SCHEME + "$") or len(entry["password"].split("$")) != 4:
+        parts = str(entry["password"]).split("$")
+        if parts[0] != SCHEME or len(parts) != 4 or not parts[1].isdigit():
             raise AuthConfigError(f"{where}: [users.{name}] password must be a {SCHEME}$... hash: `celery-monitor hash-password`")
+        if not MIN_ITERATIONS <= int(parts[1]) <= MAX_ITERATIONS:
+            raise AuthConfigError(f"{where}: [users.{name}] {int(parts[1]):,} PBKDF2 iterations: between {MIN_ITERATIONS:,} and "
+                                  f"{MAX_ITERATIONS:,} (`celery-monitor hash-password` uses {ITERATIONS:,})")  # fmt: skip
         if ":" in name:
             raise AuthConfigError(f"{where}: [users.{name}]: a user name cannot hold ':' (HTTP Basic splits on it)")
         users[name] = (entry["password"], entry["role"])
@@ -139,6 +147,15 @@ class Authenticator:
     def basic_offered(self) -> bool:
         return bool(self.basic or self.users)
 
+    def cached(self, authorization: str) -> Identity | None:
+        """The identity of a header verified before, or None (then ``identify``, in a thread: a
+        password check costs ~0.5 s of PBKDF2 and must not block the event loop)."""
+        if not self.required:
+            return ANONYMOUS
+        key = hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).hexdigest()
+        with self._lock:
+            return self._verified.get(key)
+
     def identify(self, authorization: str) -> Identity | None:
         if not self.required:
             return ANONYMOUS
@@ -172,6 +189,7 @@ class Authenticator:
                 return Identity(self.basic.partition(":")[0], "viewer", "basic")
             user, colon, password = given.decode("utf-8", "replace").partition(":")
             entry = self.users.get(user)
-            if colon and entry and check_password(password, entry[0]):
+            # an unknown user costs the same hash: the answer's time does not tell which names exist
+            if check_password(password, entry[0] if entry else _DUMMY) and colon and entry:
                 return Identity(user, entry[1], "basic")
         return None

@@ -89,7 +89,7 @@ def run(stack, tmp_path_factory):
     pipeline.settings = settings
     ensure_topics(settings)
     users = tmp_path_factory.mktemp("control") / "users.toml"
-    users.write_text("".join(f'[users.{u}]\npassword = "{hash_password(pw, iterations=1000)}"\nrole = "{role}"\n\n' for u, (pw, role) in USERS.items()))
+    users.write_text("".join(f'[users.{u}]\npassword = "{hash_password(pw, iterations=100_000)}"\nrole = "{role}"\n\n' for u, (pw, role) in USERS.items()))
     control_port, ui_port = free_port(), free_port()
     try:
         pipeline.start_bridge()
@@ -117,13 +117,15 @@ def test_revoke_a_waiting_eta_task_and_terminate_a_running_one(run):
     wait_state(ch, settings, waiting, {"RECEIVED"})
     wait_state(ch, settings, running, {"STARTED"})
 
-    status, answer = api(url + "/api/v1/control", "alice", {"action": "revoke", "dry_run": False, "selection": {"uuids": [waiting, running]}})
+    status, answer = api(url + "/api/v1/control", "alice", {"action": "revoke", "dry_run": False,
+                                                            "selection": {"cluster": settings.cluster, "uuids": [waiting, running]}})  # fmt: skip
     assert status == 200, answer
     by = {t["uuid"]: t for t in answer["tasks"]}
     assert by[waiting]["outcome"] == "ok" and "acknowledged by 1 worker" in by[waiting]["detail"]
     assert not by[running]["eligible"] and "terminate" in by[running]["reason"]
 
-    status, answer = api(url + "/api/v1/control", "alice", {"action": "terminate", "dry_run": False, "selection": {"uuids": [running]},
+    status, answer = api(url + "/api/v1/control", "alice", {"action": "terminate", "dry_run": False,
+                                                            "selection": {"cluster": settings.cluster, "uuids": [running]},
                                                             "options": {"signal": "SIGTERM"}})  # fmt: skip
     assert status == 200 and answer["done"] == 1, answer
     terminated = wait_state(ch, settings, running, {"REVOKED"}, timeout=30)

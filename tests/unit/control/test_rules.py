@@ -45,7 +45,37 @@ def test_retry_refuses_the_rest(state):
 
 def test_retry_once():
     found = verdict("retry", task(), retried_as="u-2")
-    assert not found.eligible and "already retried as u-2" in found.reason
+    assert not found.eligible and "already retried" in found.reason
+
+
+def test_celery_own_tasks_expired_ones_and_the_allowlist():
+    assert "celery.*" in verdict("retry", task(name="celery.chord_unlock")).reason
+    assert "expired" in verdict("retry", task(state="REVOKED", revocation_reason="expired")).reason
+    assert verdict("retry", task(state="REVOKED", revocation_reason="terminated")).eligible
+    assert verdict("retry", task(name="proj.add"), retry_tasks=("proj.*",)).eligible
+    assert "CONTROL_RETRY_TASKS" in verdict("retry", task(name="other.add"), retry_tasks=("proj.*",)).reason
+
+
+@pytest.mark.parametrize("args", [
+    ("C:\\temp\\new",),                  # backslashes saferepr does not escape: would be sent as tab/newline
+    ("\\x41\\u0042",),
+    ("\\', \"X\", 7) #",),               # one argument that parses as three
+    ("line\nbreak",),
+    ("it's",),
+])
+def test_text_that_parses_to_other_values_is_refused(args):
+    """Celery's saferepr quotes without escaping backslashes, newlines or '#': its text can parse
+    to different values or more arguments. Only a round trip (saferepr of the value == the text) is trusted."""
+    text = saferepr(args, 1024)
+    parsed, reason = parse_literal(text, tuple)
+    assert parsed is None or parsed == list(args), (text, parsed)  # refused, or exactly the original
+    assert parsed is not None or reason
+
+
+def test_kwargs_injection_is_refused():
+    text = saferepr({"to": "\\', \"is_admin\": True} #"}, 1024)
+    parsed, _ = parse_literal(text, dict)
+    assert parsed is None
 
 
 def test_no_broker_for_the_cluster():

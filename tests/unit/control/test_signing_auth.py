@@ -45,11 +45,11 @@ def users_file(tmp_path):
     path = tmp_path / "users.toml"
     path.write_text(f"""
 [users.alice]
-password = "{hash_password('alice-pw', iterations=1000)}"
+password = "{hash_password('alice-pw', iterations=100_000)}"
 role = "operator"
 
 [users.bob]
-password = "{hash_password('bob-pw', iterations=1000)}"
+password = "{hash_password('bob-pw', iterations=100_000)}"
 
 [tokens.bot]
 sha256 = "{hashlib.sha256(b'bot-token').hexdigest()}"
@@ -78,10 +78,11 @@ def test_no_credentials_configured_is_an_anonymous_viewer():
 
 @pytest.mark.parametrize("text, message", [
     ("[users.a]\npassword = 'plain'\n", "pbkdf2_sha256"),
-    ("[users.a]\npassword = 'pbkdf2_sha256$1$00$00'\nrole = 'admin'\n", "role must be"),
+    ("[users.a]\npassword = 'pbkdf2_sha256$100000$00$00'\nrole = 'admin'\n", "role must be"),
+    ("[users.a]\npassword = 'pbkdf2_sha256$1$00$00'\n", "iterations"),
     ("[tokens.t]\nsha256 = 'abc'\n", "64 hex"),
     ("[groups.x]\n", "unknown table"),
-    ("[users.a]\npassword = 'pbkdf2_sha256$1$00$00'\nextra = 1\n", "takes password and role"),
+    ("[users.a]\npassword = 'pbkdf2_sha256$100000$00$00'\nextra = 1\n", "takes password and role"),
     ("not toml [", "not valid TOML"),
     ("", "no [users"),
 ])

@@ -201,10 +201,10 @@ def test_control_needs_an_operator_from_this_origin(tmp_path):
     users = tmp_path / "users.toml"
     users.write_text(f"""
 [users.op]
-password = "{hash_password('op-pw', iterations=1000)}"
+password = "{hash_password('op-pw', iterations=100_000)}"
 role = "operator"
 [users.view]
-password = "{hash_password('view-pw', iterations=1000)}"
+password = "{hash_password('view-pw', iterations=100_000)}"
 """)
     settings = Settings.load(environ={}).replace(ui_users_file=str(users), control_url=f"http://127.0.0.1:{free_port()}",
                                                  control_secret="k" * 32, control_timeout=2.0)  # fmt: skip
