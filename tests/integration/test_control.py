@@ -121,7 +121,7 @@ def test_revoke_a_waiting_eta_task_and_terminate_a_running_one(run):
                                                             "selection": {"cluster": settings.cluster, "uuids": [waiting, running]}})  # fmt: skip
     assert status == 200, answer
     by = {t["uuid"]: t for t in answer["tasks"]}
-    assert by[waiting]["outcome"] == "ok" and "acknowledged by 1 worker" in by[waiting]["detail"]
+    assert by[waiting]["outcome"] == "ok" and "acknowledged by" in by[waiting]["detail"]  # every worker on the broker answers
     assert not by[running]["eligible"] and "terminate" in by[running]["reason"]
 
     status, answer = api(url + "/api/v1/control", "alice", {"action": "terminate", "dry_run": False,
