@@ -291,12 +291,12 @@ class Controller:
         try:
             message = rules.retry_message(task, opts, task_id=task.get("new_uuid") or None, retry_tasks=self.retry_tasks)
         except ValueError as exc:  # judged eligible a moment ago: cannot happen unless the rules changed
-            task.update(outcome="error", detail=str(exc))
+            task.update(outcome="error", detail=str(exc), new_uuid="")
             return
         try:
             app.send_task(message.name, **message.send_task_kwargs())
         except Exception as exc:  # the broker's own errors, serialization: reported per task
-            task.update(outcome="error", detail=f"send_task failed: {type(exc).__name__}: {exc}")
+            task.update(outcome="error", detail=f"send_task failed: {type(exc).__name__}: {exc}", new_uuid="")  # the claim is released
             return
         task.update(outcome="ok", new_uuid=message.task_id, detail=f"sent as {message.task_id}")
         self.retried[(task["cluster"], task["uuid"])] = message.task_id
