@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit
     finished_at    Nullable(Float64),
     user           String,
     role           String,
+    via            String,
     action         String,
     dry_run        UInt8,
     selection      String,

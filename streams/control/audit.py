@@ -14,7 +14,7 @@ import json
 import orjson
 
 AUDIT_COLUMNS = (
-    "request_id", "cluster", "uuid", "at", "at_date", "finished_at", "user", "role", "action", "dry_run", "selection",
+    "request_id", "cluster", "uuid", "at", "at_date", "finished_at", "user", "role", "via", "action", "dry_run", "selection",
     "phase", "name", "state", "eligible", "reason", "outcome", "detail", "new_uuid", "selected", "eligible_count",
     "done_count", "control", "version",
 )  # fmt: skip
@@ -36,7 +36,7 @@ def row(request: dict, phase: str, *, task: dict | None = None, finished_at: flo
         "v": 1, "kind": "audit", "request_id": request["request_id"],
         "cluster": task.get("cluster", request.get("cluster", "")) or "", "uuid": task.get("uuid", ""),
         "at": request["at"], "finished_at": finished_at, "user": request["user"], "role": request["role"],
-        "action": request["action"], "dry_run": bool(request["dry_run"]),
+        "via": request.get("via", ""), "action": request["action"], "dry_run": bool(request["dry_run"]),
         # the selection on the request row only: a task row repeating it would multiply it by the selection's size
         "selection": "" if task else json.dumps(request["selection"], sort_keys=True, ensure_ascii=False), "phase": phase,
         "name": task.get("name") or "", "state": task.get("state") or "", "eligible": bool(task.get("eligible")),

@@ -47,14 +47,14 @@ class ControlClient:
             raise ControlUnavailable(f"celery-monitor control at {self.url} answered {status} without JSON") from None
 
     def act(self, user: str, role: str, action: str, dry_run: bool, selection: dict, options: dict | None = None,
-            request_id: str | None = None) -> tuple[int, dict]:  # fmt: skip
+            request_id: str | None = None, via: str = "") -> tuple[int, dict]:  # fmt: skip
         """(HTTP status, answer): 200 and the result (service.py), or an error status and {"error": ...}."""
         if not self.enabled:
             return 404, {"error": "task control is off (CONTROL_URL and CONTROL_SECRET are not set)"}
         status, answer = self._post("/v1/nonce", b"{}")
         if status != 200 or "nonce" not in answer:
             raise ControlUnavailable(f"celery-monitor control gave no nonce ({status}): {answer}")
-        payload = {"nonce": answer["nonce"], "request_id": request_id or str(uuidlib.uuid4()), "user": user, "role": role,
+        payload = {"nonce": answer["nonce"], "request_id": request_id or str(uuidlib.uuid4()), "user": user, "role": role, "via": via,
                    "action": action, "dry_run": dry_run, "selection": selection, "options": options or {}}  # fmt: skip
         body = json.dumps(payload).encode()
         return self._post("/v1/actions", body, {HEADER: sign(self.secret, body)})

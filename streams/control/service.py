@@ -12,7 +12,7 @@ crash would retry the same tasks twice. The audit does go through Kafka (audit.p
 
 A request (JSON, signed: ``X-Control-Signature: hex(HMAC-SHA256(CONTROL_SECRET, body))``)::
 
-    {"nonce": "...", "request_id": "...", "user": "alice", "role": "operator",
+    {"nonce": "...", "request_id": "...", "user": "alice", "role": "operator", "via": "basic",
      "action": "revoke" | "terminate" | "retry", "dry_run": true,
      "selection": {"cluster", "state", "name", "taskname", "worker", "uuid", "uuids", "q", "window"},
      "options": {"signal": "SIGTERM", "queue": ""}}
@@ -185,8 +185,9 @@ class Controller:
         if len(json.dumps(selection)) > MAX_SELECTION:
             raise RequestError(413, f"selection larger than {MAX_SELECTION:,} characters of JSON")
         request_id = str(request.get("request_id") or uuidlib.uuid4())
+        applies = {"terminate": {"signal": opts.signal}, "retry": {"queue": opts.queue} if opts.queue else {}}.get(action, {})
         meta = {"request_id": request_id, "at": time.time(), "user": user, "role": role, "action": action, "dry_run": dry_run,
-                "selection": {**selection, "options": {"signal": opts.signal, "queue": opts.queue}},
+                "via": str(request.get("via") or "")[:20], "selection": {**selection, "options": applies},
                 "cluster": selection.get("cluster") or "", "control": self.identity}  # fmt: skip
         with self.lock if not dry_run else contextlib.nullcontext():
             tasks = self.resolve(selection)
@@ -277,12 +278,15 @@ class Controller:
             for task in tasks:
                 task.update(outcome="error", detail=f"revoke failed: {type(exc).__name__}: {exc}")
             return
-        workers = sorted({name for reply in replies or [] for name in reply})
-        texts = sorted({str(answer.get("ok") or answer.get("error") or answer) for reply in replies or [] for answer in reply.values()})
+        answers = {name: str(answer.get("ok") or answer.get("error") or answer) for reply in replies or [] for name, answer in reply.items()}
         for task in tasks:
-            if workers:
-                task.update(outcome="ok", detail=f"{'terminate (' + signal + ')' if terminate else 'revoke'} acknowledged by "
-                                                 f"{len(workers)} worker(s): {'; '.join(texts)[:500]}")  # fmt: skip
+            if answers:
+                # A terminate's reply names the task on the worker that ran it ("terminate: <id>");
+                # the others answer "tasks unknown".
+                ran = sorted(name for name, text in answers.items() if terminate and task["uuid"] in text)
+                what = f"terminate ({signal})" if terminate else "revoke"
+                where = f"; signalled by {', '.join(ran)}" if ran else ("; no worker was running it" if terminate else "")
+                task.update(outcome="ok", detail=f"{what} acknowledged by {len(answers)} worker(s){where}")
             else:
                 task.update(outcome="no-reply", detail=f"broadcast; no worker replied within {self.settings.control_reply_timeout:g} s "
                                                        "(Celery keeps revokes in the memory of the workers that hear them)")  # fmt: skip

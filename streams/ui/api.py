@@ -296,10 +296,10 @@ class Api:
         if uuid:
             if not cluster:
                 raise ApiError(400, "uuid= needs cluster= (a task id is unique per cluster)")
-            return json_response({"tasks": queries.audit_of_task(self.execute, self.db, cluster, uuid, limit)})
+            return json_response({"tasks": [_audit_json(t) for t in queries.audit_of_task(self.execute, self.db, cluster, uuid, limit)]})
         requests = queries.audit_requests(self.execute, self.db, limit, request_id, _param(request, "user"))
         tasks = queries.audit_tasks(self.execute, self.db, request_id, limit) if request_id else []
-        return json_response({"requests": requests, "tasks": tasks})
+        return json_response({"requests": [_audit_json(r) for r in requests], "tasks": [_audit_json(t) for t in tasks]})
 
     def failure_groups(self, request: Request) -> Response:
         from .app import BadRequest
@@ -369,6 +369,20 @@ def routes(ui) -> list[Route]:
     ]
 
 
+def _audit_json(row: dict) -> dict:
+    """An audit row as JSON: booleans as booleans, the selection as an object."""
+    out = {**row}
+    for key in ("dry_run", "eligible"):
+        if key in out:
+            out[key] = bool(out[key])
+    if out.get("selection"):
+        try:
+            out["selection"] = orjson.loads(out["selection"])
+        except orjson.JSONDecodeError:
+            pass
+    return out
+
+
 def control_endpoint(ui):
     """POST /api/v1/control: {"action", "dry_run" (default true), "selection", "options"} ->
     celery-monitor control's answer (its status: 200, 400, 403, 413, 503); 404 while task control
@@ -396,7 +410,8 @@ def control_endpoint(ui):
             return json_response({"error": "a JSON object with action, dry_run, selection, options"}, 400)
         try:
             status, answer = await run_in_threadpool(ui.control.act, identity.user, identity.role, body.get("action"),
-                                                     body.get("dry_run", True), body.get("selection") or {}, body.get("options") or {})  # fmt: skip
+                                                     body.get("dry_run", True), body.get("selection") or {}, body.get("options") or {},
+                                                     None, identity.via)  # fmt: skip
         except ControlUnavailable as exc:
             return json_response({"error": str(exc)}, 503)
         if status == 401:  # the UI's signature, not the caller's credentials

@@ -414,7 +414,7 @@ class UI:
         dry_run = form.get("dry_run", "1") != "0"
         options = {k: form.get(k) for k in ("signal", "queue") if form.get(k)}
         try:
-            status, answer = self.control.act(identity.user, identity.role, action, dry_run, selection, options)
+            status, answer = self.control.act(identity.user, identity.role, action, dry_run, selection, options, via=identity.via)
         except ControlUnavailable as exc:
             raise ControlDown(str(exc)) from None
         if status == 401:
@@ -506,10 +506,19 @@ class Guard:
         healthz = scope.get("path") == "/healthz"
         header = headers.get(b"authorization", b"").decode("latin-1")
         identity = ANONYMOUS if healthz else self.auth.cached(header)
+        client = (scope.get("client") or ("?", 0))[0]
         if identity is None:
+            wait = self.auth.blocked(client)
+            if wait > 0:
+                await send({"type": "http.response.start", "status": 429,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", str(int(wait) + 1).encode())]})  # fmt: skip
+                await send({"type": "http.response.body", "body": b"too many failed sign-ins from this address: wait and try again\n"})
+                return
             from starlette.concurrency import run_in_threadpool
 
             identity = await run_in_threadpool(self.auth.identify, header)  # PBKDF2 off the event loop
+            if identity is None and header:
+                self.auth.failed(client)
         scope = {**scope, "auth": identity or ANONYMOUS}
         if not healthz and identity is None:
             challenge = [(b"www-authenticate", b'Basic realm="celery-monitor", charset="UTF-8"')] if self.auth.basic_offered else []

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ SCHEME = "pbkdf2_sha256"
 ITERATIONS = 600_000
 MIN_ITERATIONS, MAX_ITERATIONS = 100_000, 10_000_000  # a weaker hash is refused; a huge count would stall every login
 CACHE = 1024  # verified Authorization headers remembered
+FAILURES_MAX, FAILURE_WINDOW = 10, 60.0  # failed sign-ins per client address per window, then refused unchecked
+FAILURE_CLIENTS = 10_000  # client addresses remembered at most
 
 
 class AuthConfigError(ValueError):
@@ -133,6 +136,7 @@ class Authenticator:
         self.basic, self.token = basic, token
         self.users, self.tokens = load_users_file(users_file) if users_file else ({}, {})
         self._verified: OrderedDict[str, Identity] = OrderedDict()
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -146,6 +150,24 @@ class Authenticator:
     @property
     def basic_offered(self) -> bool:
         return bool(self.basic or self.users)
+
+    def blocked(self, client: str, now: float | None = None) -> float:
+        """Seconds ``client`` must wait: after FAILURES_MAX failed sign-ins within FAILURE_WINDOW
+        its requests are refused without checking (a password guess costs a PBKDF2 hash)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._failures.get(client, ()) if t > now - FAILURE_WINDOW]
+            if len(recent) < FAILURES_MAX:
+                return 0.0
+            return recent[0] + FAILURE_WINDOW - now
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [t for t in self._failures.pop(client, ()) if t > now - FAILURE_WINDOW]
+            self._failures[client] = (recent + [now])[-FAILURES_MAX:]
+            while len(self._failures) > FAILURE_CLIENTS:
+                self._failures.popitem(last=False)
 
     def cached(self, authorization: str) -> Identity | None:
         """The identity of a header verified before, or None (then ``identify``, in a thread: a

@@ -379,7 +379,7 @@ def failure_group_search(row: dict) -> str:
 
 
 # -- task control's audit (celery-monitor control; sql/migrations/0007_create_audit.sql) -----------
-AUDIT_REQUEST_COLUMNS = ("request_id", "cluster", "at", "finished_at", "user", "role", "action", "dry_run", "selection", "phase",
+AUDIT_REQUEST_COLUMNS = ("request_id", "cluster", "at", "finished_at", "user", "role", "via", "action", "dry_run", "selection", "phase",
                          "selected", "eligible_count", "done_count", "detail", "control")  # fmt: skip
 AUDIT_TASK_COLUMNS = ("request_id", "cluster", "uuid", "at", "user", "action", "dry_run", "phase", "name", "state", "eligible",
                       "reason", "outcome", "detail", "new_uuid")  # fmt: skip

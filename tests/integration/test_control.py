@@ -265,3 +265,37 @@ def test_control_refuses_unsigned_replayed_and_unknown(run):
     _, issued = post("/v1/nonce", b"{}")
     viewer = json.dumps({**payload, "nonce": issued["nonce"], "role": "viewer"}).encode()
     assert post("/v1/actions", viewer, {HEADER: sign(SECRET, viewer)})[0] == 403
+
+
+def test_terminate_from_the_task_page_and_a_dry_run_from_the_list_in_the_browser(run):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.browser import chrome
+
+    client, settings, ch, url = run["pipeline"].client, run["settings"], run["ch"], run["url"]
+    running = client.send_task("demo.sleep", args=(60,)).id
+    wait_state(ch, settings, running, {"STARTED"})
+    failed = [client.send_task("demo.fail", args=(f"listed {i}",)).id for i in range(2)]
+    wait_for_tasks(ch, settings, failed, run["pipeline"], timeout=60)
+    with chrome() as browser:
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": auth_header("alice")}})
+        browser.get(f"{url}/task?cluster={settings.cluster}&uuid={running}")
+        form = browser.find_element(By.CSS_SELECTOR, "#task-control form")
+        Select(form.find_element(By.NAME, "action")).select_by_value("terminate")
+        Select(form.find_element(By.NAME, "signal")).select_by_value("SIGTERM")
+        form.find_element(By.CSS_SELECTOR, "button.dry-run").click()
+        wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#task-control button.confirm"), 30, "the dry run's answer")[0].click()
+        wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#task-control tr[data-outcome=ok]"), 30, "the terminate's outcome")
+        terminated = wait_state(ch, settings, running, {"REVOKED"}, timeout=30)
+        assert (terminated["revocation_reason"], terminated["signum"]) == ("terminated", 15)
+
+        browser.get(f"{url}/tasks?cluster={settings.cluster}&state=FAILED&q=listed")
+        form = browser.find_element(By.CSS_SELECTOR, "#list-control form")
+        form.find_element(By.CSS_SELECTOR, "button.dry-run").click()
+        answer = wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#list-control .control-answer"), 30, "the list's dry run")[0]
+        assert answer.get_attribute("data-dry-run") == "1"
+        assert answer.find_element(By.CSS_SELECTOR, ".eligible").text == "2"
+        assert "demo.fail" in answer.find_element(By.CSS_SELECTOR, ".names").text
+        assert {r.get_attribute("data-uuid") for r in answer.find_elements(By.CSS_SELECTOR, "tr[data-uuid]")} == set(failed)

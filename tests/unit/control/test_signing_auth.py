@@ -96,3 +96,15 @@ def test_bad_users_file_is_a_clear_error(tmp_path, text, message):
 def test_password_hash_round_trip():
     stored = hash_password("pw", iterations=1000)
     assert check_password("pw", stored) and not check_password("pW", stored) and not check_password("pw", "garbage")
+
+
+def test_failed_sign_ins_are_limited_per_address():
+    from streams.ui.auth import FAILURE_WINDOW, FAILURES_MAX
+
+    auth = Authenticator(token="t")
+    for i in range(FAILURES_MAX):
+        assert auth.blocked("10.0.0.1", now=100.0 + i) == 0
+        auth.failed("10.0.0.1", now=100.0 + i)
+    assert auth.blocked("10.0.0.1", now=100.0 + FAILURES_MAX) > 0
+    assert auth.blocked("10.0.0.2", now=100.0 + FAILURES_MAX) == 0  # another address
+    assert auth.blocked("10.0.0.1", now=100.0 + FAILURE_WINDOW + FAILURES_MAX) == 0  # the window passed
