@@ -30,15 +30,14 @@ from starlette.staticfiles import StaticFiles
 
 from streams import search
 from streams.config import Settings
+from streams.control.client import ControlClient, ControlUnavailable
 from streams.engine import states as S
 from streams.report import Answer, load_query
 
 from . import api
 from . import attempts as attempts_mod
 from . import badges, charts, queries, workflow
-from streams.control.client import ControlClient, ControlUnavailable
-
-from .auth import ANONYMOUS, Authenticator, Identity
+from .auth import ANONYMOUS, Authenticator
 from .db import ClickHouseDown, Pool, QueryTimeout, TooManyRows
 
 HERE = Path(__file__).resolve().parent
