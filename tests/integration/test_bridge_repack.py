@@ -108,7 +108,7 @@ def test_restart_mid_stream_repacks_and_nothing_is_lost_or_doubled(stack, clickh
 
     def publish(uuids: list[str]) -> None:
         now = time.time()
-        publish_raw(settings.broker_url, [body for i, u in enumerate(uuids) for body in lifecycle(u, host, now + i * 0.001)])
+        publish_raw(settings, [body for i, u in enumerate(uuids) for body in lifecycle(u, host, now + i * 0.001)])
 
     tansu = stack["tansu"].pid()
     try:
