@@ -20,6 +20,7 @@ import urllib.request
 import uuid as uuidlib
 
 import psutil
+import pytest
 from kafka import KafkaConsumer
 
 from bridge.packs import partition_of
@@ -29,6 +30,8 @@ from streams.packs import decode_pack
 from streams.topics import ensure_topics
 from tests.integration.conftest import own_topics
 from tests.integration.test_dead_letters import publish_raw
+
+pytestmark = pytest.mark.serial  # the kill must land while the bridge waits for Kafka: alone (make test's -m serial)
 
 TASKS = 300  # per phase: before the pause, while Kafka is paused, after the restart
 
