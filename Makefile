@@ -83,8 +83,13 @@ unit: setup docker  ## unit tests only (no servers; docker-compose validates the
 integration: setup browser faketime docker  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
 	$(PY) -m pytest tests/integration -q
 
-test: setup browser faketime docker  ## all tests: unit + integration (isolated stack on free ports)
-	$(PY) -m pytest tests -q --durations=25
+# Two pytest-xdist workers, a file per worker, in collection order (the longest files first:
+# tests/conftest.py); each worker's stack has its own Kafka, ClickHouse and Celery event exchange.
+# Then the timing-sensitive tests (-m serial) alone. Each pytest's exit code is make's (5, "no
+# tests collected", included).
+test: setup browser faketime docker  ## all tests: unit + integration (isolated stacks on free ports; 2 workers, then the serial ones)
+	$(PY) -m pytest tests -q --durations=25 -n 2 --dist loadfile --no-loadscope-reorder -m "not serial"
+	$(PY) -m pytest tests -q --durations=5 -m serial
 
 demo: setup  ## the whole pipeline end to end with a real Celery worker and the web UI, then a report (KEEP=1: keep it running)
 	$(PY) -m demo $(if $(KEEP),--keep-running)

@@ -118,7 +118,7 @@ def main(argv=None) -> None:
 
         ensure_topics(settings)
         with Connection(settings.broker_url) as conn:
-            exchange = get_exchange(conn)
+            exchange = get_exchange(conn, settings.bridge_event_exchange)
             queue = Queue(
                 settings.bridge_queue_name, exchange=exchange, routing_key="#", durable=True, auto_delete=False,
                 queue_arguments={"x-max-length": settings.bridge_queue_max_length, "x-message-ttl": settings.bridge_queue_ttl_ms},

@@ -5,7 +5,7 @@ ClickHouse (private 18.16), every stage running here at once.
 
 - live:   a real Celery worker (-E, prefork) runs `demo.add` tasks sent at N tasks/s;
 - replay: recorded Celery bodies (the shared load fixture, fresh uuids, timestamps set to the
-          moment of publishing) go straight into the `celeryev` exchange as `task.multi`
+          moment of publishing) go straight into the event exchange (`celeryev`) as `task.multi`
           batches, as Celery's workers send them, to go beyond what live workers emit here.
 
 Each step runs for --seconds, then waits until ClickHouse holds every event of the step.
@@ -182,7 +182,7 @@ def count_events(client, settings, since: float, until: float, tasks_only: bool 
 PUBLISH_ERRORS = (OSError, socket.timeout, amqp.exceptions.AMQPError, kombu.exceptions.KombuError)
 
 
-def publish_replay(url: str, events, rate: float, seconds: float, probe: LatencyProbe, every: int, known: set[str]) -> tuple[int, float, str | None]:
+def publish_replay(url: str, exchange: str, events, rate: float, seconds: float, probe: LatencyProbe, every: int, known: set[str]) -> tuple[int, float, str | None]:
     """Publish ``rate`` events/s for ``seconds``; returns (events published, seconds taken, error).
 
     ``known``: uuids already published in earlier steps, for the whole run. A task is probed only
@@ -194,7 +194,7 @@ def publish_replay(url: str, events, rate: float, seconds: float, probe: Latency
     started, sent = time.monotonic(), 0
     try:
         with Connection(url, connect_timeout=10, transport_options={"write_timeout": 10, "read_timeout": 10}) as conn:
-            producer = conn.Producer(exchange=get_exchange(conn))
+            producer = conn.Producer(exchange=get_exchange(conn, exchange))
 
             def publish(body: bytes, routing_key: str) -> None:
                 producer.publish(body, routing_key=routing_key, content_type="application/json", content_encoding="utf-8")
@@ -412,7 +412,7 @@ def run(args, rates, run_dir: Path, results: dict) -> None:
                 for rate in rates(args.replay_rates):
                     tasks_per_step = rate * args.seconds / 5
                     every = max(1, int(tasks_per_step / PROBES_PER_STEP))
-                    publish = lambda r, s, p: publish_replay(settings.broker_url, events, r, s, p, every, known)  # noqa: E731
+                    publish = lambda r, s, p: publish_replay(settings.broker_url, settings.bridge_event_exchange, events, r, s, p, every, known)  # noqa: E731
                     step = run_step("replay", rate, args.seconds, publish, settings, probe, components, streams_in, args.timeout)
                     results["steps"].append(step)
                     print_step(step)

@@ -6,6 +6,7 @@
     queue = "celery-monitor.bridge.prod-eu"      # optional (AMQP); default celery-monitor.bridge.<name>
     ssl = true                                    # optional: broker TLS (true, or a table of ssl options)
     queues = ["celery", "priority"]               # optional: task queues to sample (default BRIDGE_QUEUES)
+    event_exchange = "celeryev.eu"                # optional: the cluster's Celery event_exchange (default BRIDGE_EVENT_EXCHANGE)
 
     [clusters.batch]
     broker = "redis://redis-batch:6379/0"
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # no '/', it separates cluster and hostname in keys
-KEYS = {"broker", "queue", "ssl", "transport_options", "queues"}
+KEYS = {"broker", "queue", "ssl", "transport_options", "queues", "event_exchange"}
+EXCHANGE = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")  # as BRIDGE_EVENT_EXCHANGE
 
 
 class ClusterConfigError(ValueError):
@@ -39,6 +41,7 @@ class ClusterSpec:
     ssl: bool | dict = False
     transport_options: dict = field(default_factory=dict)
     queues: tuple[str, ...] | None = None  # task queues whose lengths are sampled; None: BRIDGE_QUEUES
+    event_exchange: str | None = None  # Celery's event_exchange of this cluster; None: BRIDGE_EVENT_EXCHANGE
 
 
 def parse_clusters(text: str, source: str = "<config>") -> list[ClusterSpec]:
@@ -69,7 +72,11 @@ def parse_clusters(text: str, source: str = "<config>") -> list[ClusterSpec]:
         queues = table.get("queues")
         if queues is not None and (not isinstance(queues, list) or not all(isinstance(q, str) and q for q in queues)):
             raise ClusterConfigError(f"{where}: 'queues' is a list of queue names, e.g. [\"celery\"]")
-        specs.append(ClusterSpec(name, broker, str(table.get("queue", "")), ssl, dict(options), tuple(queues) if queues is not None else None))
+        exchange = table.get("event_exchange")
+        if exchange is not None and not (isinstance(exchange, str) and EXCHANGE.match(exchange)):
+            raise ClusterConfigError(f"{where}: 'event_exchange' is the cluster's Celery event_exchange: letters, digits, '.', '_', '-', ':'")
+        specs.append(ClusterSpec(name, broker, str(table.get("queue", "")), ssl, dict(options), tuple(queues) if queues is not None else None,
+                                 exchange))  # fmt: skip
     return specs
 
 

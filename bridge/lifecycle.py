@@ -1,9 +1,9 @@
 """The bridge queue's lifecycle: ``python -m bridge queues`` and ``python -m bridge forget``.
 
-On AMQP every bridge declares a durable queue ``celery-monitor.bridge.<cluster>`` bound to
-``celeryev`` with ``#``. It outlives its bridge on purpose (no event is lost across a restart),
-so a cluster that is retired or renamed leaves a queue that keeps collecting every event of the
-vhost until ``x-max-length`` / ``x-message-ttl``.
+On AMQP every bridge declares a durable queue ``celery-monitor.bridge.<cluster>`` bound to the
+event exchange (``celeryev``, or BRIDGE_EVENT_EXCHANGE) with ``#``. It outlives its bridge on
+purpose (no event is lost across a restart), so a cluster that is retired or renamed leaves a
+queue that keeps collecting every event of the exchange until ``x-max-length`` / ``x-message-ttl``.
 
 Listing. AMQP has no "list queues" operation (RabbitMQ's management API and ``rabbitmqctl``
 are not the product's to require), so the candidates are names we know, each checked with a

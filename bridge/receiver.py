@@ -1,10 +1,12 @@
 """The broker adapter of the bridge: the only module that talks kombu.
 
-AMQP: a named durable queue bound to ``celeryev`` with ``#`` keeps events while the bridge is
-down (bounded by x-max-length / x-message-ttl); messages are acked only after Kafka
-acknowledged every pack holding their events, so a killed bridge loses nothing (redelivered
-duplicates, packed differently, are harmless downstream).
-Redis: ``celeryev`` is a PUB/SUB fanout; nothing can be acked or replayed there.
+AMQP: a named durable queue bound to the event exchange (Celery's ``event_exchange``, ``celeryev``
+unless the cluster changed it: BRIDGE_EVENT_EXCHANGE) with ``#`` keeps events while the bridge is
+down (bounded by x-max-length / x-message-ttl); messages are acked only after Kafka acknowledged
+every pack holding their events, so a killed bridge loses nothing (redelivered duplicates, packed
+differently, are harmless downstream).
+Redis: the event exchange is a PUB/SUB fanout (channel ``/{db}.<exchange>``); nothing can be acked or
+replayed there.
 
 Batching waits only under load: a batch is flushed as soon as no further message is immediately
 available — at once on a quiet broker — but no sooner than BRIDGE_MIN_FLUSH_INTERVAL after the
@@ -70,7 +72,8 @@ class BrokerReceiver:
         self.stopping = True
 
     def _queue(self, conn: Connection) -> tuple[Queue, bool]:
-        exchange = get_exchange(conn)  # topic on AMQP, fanout on Redis (as Celery's own receiver)
+        # topic on AMQP, fanout on Redis, named as the workers' event_exchange (as Celery's own receiver)
+        exchange = get_exchange(conn, self.settings.bridge_event_exchange)
         if exchange.type == "topic":
             s = self.settings
             return Queue(
@@ -119,7 +122,8 @@ class BrokerReceiver:
         with Connection(url, connect_timeout=10, transport_options=self.transport_options, ssl=self.ssl) as conn:
             conn.ensure_connection(max_retries=1)
             queue, acks = self._queue(conn)
-            log.info("consuming Celery events: broker=%s queue=%s acks=%s cluster=%s", mask_url(url), queue.name, acks, self.settings.cluster)
+            log.info("consuming Celery events: broker=%s exchange=%s queue=%s acks=%s cluster=%s",
+                     mask_url(url), queue.exchange.name, queue.name, acks, self.settings.cluster)  # fmt: skip
             self.pending, self.pending_bytes = [], 0  # unacked messages of a lost connection come back by redelivery
             if not acks:
                 # Redis pub/sub: what was published while we were away is gone; say so.

@@ -45,6 +45,8 @@ def run(settings: Settings, config_file: str | None = None, bridge_id: str | Non
         cluster_settings = settings.replace(cluster=spec.name, broker_url=spec.broker_url, bridge_queue=spec.queue)
         if spec.queues is not None:
             cluster_settings = cluster_settings.replace(bridge_queues=",".join(spec.queues))
+        if spec.event_exchange is not None:
+            cluster_settings = cluster_settings.replace(bridge_event_exchange=spec.event_exchange)
         enveloper = Enveloper(spec.name, bridge_id, redactor)
         receivers.append(BrokerReceiver(cluster_settings, enveloper, producer, metrics, spec.transport_options, spec.ssl))
         if settings.bridge_queue_sample_seconds > 0:

@@ -89,9 +89,10 @@ def identity(event: dict) -> tuple:
 class Witness(threading.Thread):
     """Every Celery event on the broker, through Celery's own receiver on a queue of its own."""
 
-    def __init__(self, broker_url: str):
+    def __init__(self, broker_url: str, event_exchange: str = "celeryev"):
         super().__init__(daemon=True, name="chaos-witness")
         self.broker_url = broker_url
+        self.event_exchange = event_exchange
         self.events: list[dict] = []
         self.receiver = None
 
@@ -99,11 +100,12 @@ class Witness(threading.Thread):
         from celery import Celery
 
         app = Celery("chaos-witness", broker=self.broker_url, set_as_current=False)
+        app.conf.event_exchange = self.event_exchange  # the exchange the bridge reads
         with app.connection_for_read() as conn:
             self.receiver = app.events.Receiver(conn, handlers={"*": self.events.append})
             # The bodies as the producers sent them: Celery's receiver replaces a task-sent
             # event's clock with its own (clients never sync clocks); the pipeline keeps it.
-            # Other tenants' messages on the shared broker's celeryev exchange may be anything.
+            # Other tenants' messages on the shared broker's event exchange may be anything.
             self.receiver.event_from_message = lambda body, **_: (
                 (body.get("type"), dict(body)) if isinstance(body, dict) and isinstance(body.get("type"), str) else ("foreign", {}))
             self.receiver.capture(limit=None, timeout=None, wakeup=False)
@@ -231,7 +233,7 @@ def run_chaos(pipeline: Pipeline, stack, plan: Plan, catch_up_timeout: float = 3
     pipeline.start_bridge()
     pipeline.start_streams()
     pipeline.start_celery_worker()
-    witness = Witness(settings.broker_url)
+    witness = Witness(settings.broker_url, settings.bridge_event_exchange)
     witness.start()
     witness.wait_ready()
     workload = Workload(pipeline.client, plan)

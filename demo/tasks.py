@@ -17,17 +17,20 @@ app.conf.update(
     worker_hijack_root_logger=False,
     # Celery >= 5.5: a cold shutdown (SIGQUIT) first waits this long, then cancels running tasks
     worker_soft_shutdown_timeout=float(os.environ.get("DEMO_SOFT_SHUTDOWN_TIMEOUT", "0")),
+    # The exchange the bridge reads (its setting, in the stack's environment like the broker URL);
+    # a cluster that changes Celery's event_exchange sets BRIDGE_EVENT_EXCHANGE to the same name.
+    event_exchange=os.environ.get("BRIDGE_EVENT_EXCHANGE", "celeryev"),
 )
 
 
-def make_client(broker_url: str, queue: str) -> Celery:
+def make_client(broker_url: str, queue: str, event_exchange: str = "celeryev") -> Celery:
     """A producer-only app for one run: sends the tasks above by name, asks workers via control.
 
     A fresh app per run, because an app's connection and producer pools stay bound to the first
     broker it used (the tests run the workload on RabbitMQ and then on Redis in one process).
     """
     client = Celery("demo-client", broker=broker_url, set_as_current=False)
-    client.conf.update(task_send_sent_event=True, task_default_queue=queue, task_ignore_result=True)
+    client.conf.update(task_send_sent_event=True, task_default_queue=queue, task_ignore_result=True, event_exchange=event_exchange)
     return client
 
 

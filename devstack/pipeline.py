@@ -159,7 +159,7 @@ class Pipeline:
         proc = self._proc("celery-worker", argv, env)
         from demo.tasks import make_client
 
-        self.client = make_client(self.settings.broker_url, self.task_queue)
+        self.client = make_client(self.settings.broker_url, self.task_queue, self.settings.bridge_event_exchange)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not proc.alive():

@@ -3,6 +3,12 @@ RabbitMQ/Redis (started here only when absent, and then stopped again).
 
 Used by the integration tests, `make chaos` and `make bench-e2e`, so a running `make up` stack
 is never touched and a test may stop and restart "its" ClickHouse or pause "its" Kafka.
+
+Each stack's Celery events go through an event exchange of its own (Celery's ``event_exchange``,
+the bridge's BRIDGE_EVENT_EXCHANGE; the demo app and its clients read the same setting): a bridge
+bound to ``celeryev`` on the machine's RabbitMQ vhost would hear every other stack's workers (two
+pytest workers, `make demo` beside the tests). Creating a vhost would reconfigure the machine's
+RabbitMQ; an exchange is an ordinary client object, deleted again when the stack stops.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ if TYPE_CHECKING:
     from streams.config import Settings
 
 BROKER_PORTS = {"rabbitmq": 5672, "redis": 6379}
+REDIS_DATABASES = 16  # Redis's default `databases`: where kombu may have left a binding set of the exchange
 
 
 @dataclass
@@ -54,11 +61,12 @@ def private_stack(run_dir: Path, prefix: str = "celery-monitor-test", storage: s
     s3 = services.s3(run_dir, services.free_port()) if storage == "s3" else None
     tansu, argv, env = services.tansu(run_dir, kafka_port, s3)
     clickhouse = services.Service("clickhouse", run_dir, ch_tcp)
+    run = uuid.uuid4().hex[:6]
+    event_exchange = f"celeryev.{prefix}-{run}"
     try:
         if s3 is not None:
             s3.start()
         tansu.start(argv, env=env, timeout=15)
-        run = uuid.uuid4().hex[:6]
         settings = dev_settings(
             environ={},
             kafka_bootstrap=f"127.0.0.1:{kafka_port}",
@@ -74,7 +82,7 @@ def private_stack(run_dir: Path, prefix: str = "celery-monitor-test", storage: s
             # Tests running two bridges or two streams workers at once give the second its own.
             **{"bridge_metrics_addr": f"127.0.0.1:{services.free_port()}",
                "streams_metrics_addr": f"127.0.0.1:{services.free_port()}",
-               "ui_port": str(services.free_port()), **overrides},  # fmt: skip
+               "ui_port": str(services.free_port()), "bridge_event_exchange": event_exchange, **overrides},  # fmt: skip
         )
         stack = PrivateStack(settings, run_dir, tansu, clickhouse, ch_http, s3)
         stack.start_clickhouse()
@@ -85,5 +93,26 @@ def private_stack(run_dir: Path, prefix: str = "celery-monitor-test", storage: s
         tansu.stop()
         if s3 is not None:
             s3.service.stop()
+        forget_event_exchange(event_exchange)
         for name in started:
             services.Service(name, run_dir, BROKER_PORTS[name]).stop()
+
+
+def forget_event_exchange(name: str) -> None:
+    """Delete what a stack's own event exchange left on the brokers: the AMQP exchange (unless a
+    queue is still bound to it) and kombu's binding sets named after it in every Redis database.
+    Exact names only: nothing of another exchange is touched."""
+    from kombu import Connection
+
+    try:
+        with Connection(f"amqp://guest:guest@127.0.0.1:{BROKER_PORTS['rabbitmq']}//", connect_timeout=5) as conn:
+            conn.default_channel.exchange_delete(exchange=name, if_unused=True)
+    except Exception:  # noqa: BLE001 - never declared, or still in use: left as it is
+        pass
+    import redis
+
+    for db in range(REDIS_DATABASES):
+        try:
+            redis.Redis(port=BROKER_PORTS["redis"], db=db, socket_timeout=5).delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
+        except redis.RedisError:  # a Redis with fewer databases
+            break

@@ -166,7 +166,12 @@ class Settings(BaseSettings):
     broker_ssl: bool = setting(False, "BROKER_SSL", "TLS to the Celery broker (single-cluster mode; the cluster file has 'ssl' per cluster)", "broker")
 
     # -- Bridge -----------------------------------------------------------------------------
-    bridge_queue: str = setting("", "BRIDGE_QUEUE", "AMQP: durable queue bound to celeryev with '#' (default celery-monitor.bridge.<cluster>)", "bridge")
+    bridge_queue: str = setting("", "BRIDGE_QUEUE", "AMQP: durable queue bound to the event exchange with '#' (default celery-monitor.bridge.<cluster>)", "bridge")
+    bridge_event_exchange: str = setting(
+        "celeryev", "BRIDGE_EVENT_EXCHANGE",
+        "Celery's event_exchange: the exchange (AMQP; Redis: the pub/sub channel prefix) the cluster's workers send events to. "
+        "Letters, digits, '.', '_', '-', ':'", "bridge", pattern=r"^[A-Za-z0-9._:-]{1,255}$",
+    )  # fmt: skip
     bridge_queue_max_length: int = setting(
         2_000_000, "BRIDGE_QUEUE_MAX_LENGTH", "AMQP x-max-length of the bridge queue (protects the broker when the bridge is down)", "bridge",
         ge=1, le=2**63 - 1,

@@ -409,10 +409,15 @@ class ClickHouseSink:
             log.warning("sink: reading back %d partitions failed (%s); trying again", len(wanted), exc)
             return
         for tp, missing in wanted.items():
-            found, expected = records[tp], self.continuity.expected[tp]
-            if found and found[0].offset > expected:  # fetch_ranges skips only offsets the log does not hold
-                self.continuity.expected[tp] = found[0].offset
-            self._add(batch, [_ReadBack(tp[0], tp[1], r.offset, r.value) for r in found])
+            for r in records[tp]:
+                # fetch_ranges skips only offsets the log does not hold: a hole before a record it
+                # found (a broker restarted mid-produce) is no jump to seek back over -- taken as
+                # one, the records after it were dropped while the expected offset moved past them.
+                if r.offset > self.continuity.expected[tp]:
+                    log.warning("sink: %s[%d] holds no records at offsets %d..%d (read back); going on at %d",
+                                *tp, self.continuity.expected[tp], r.offset - 1, r.offset)  # fmt: skip
+                    self.continuity.expected[tp] = r.offset
+                self._add(batch, [_ReadBack(tp[0], tp[1], r.offset, r.value)])
             self.continuity.expected[tp] = max(self.continuity.expected[tp], missing.stop)
             self._read_back_at[tp] = now
             try:

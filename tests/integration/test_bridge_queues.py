@@ -45,7 +45,7 @@ def test_list_and_forget_a_retired_clusters_queue(stack, tmp_path):
         with Connection(RABBIT) as conn, conn.Producer() as producer:  # events keep arriving after it stopped
             for i in range(50):
                 producer.publish({"type": "worker-heartbeat", "hostname": "h@x", "timestamp": time.time()},
-                                 exchange="celeryev", routing_key="worker.heartbeat", serializer="json")  # fmt: skip
+                                 exchange=base.bridge_event_exchange, routing_key="worker.heartbeat", serializer="json")  # fmt: skip
         assert depth(retired_queue)[1] >= 50
         ClickHouseWriter(base, connect(base)).insert("queue_lengths", QUEUE_LENGTH_COLUMNS, [queue_length_row({
             "cluster": retired.settings.cluster, "queue": retired_queue, "role": "bridge", "transport": "amqp", "present": True,

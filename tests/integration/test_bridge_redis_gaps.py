@@ -46,7 +46,7 @@ def test_redis_overflow_is_detected_and_reported(stack):
     try:
         bridge = pipeline.start_bridge()
         with Connection(URL) as conn:
-            exchange = get_exchange(conn)
+            exchange = get_exchange(conn, settings.bridge_event_exchange)
             with conn.Producer(exchange=exchange) as producer:
 
                 def publish(body: bytes) -> None:

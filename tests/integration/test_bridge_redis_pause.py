@@ -40,7 +40,7 @@ def test_a_paused_redis_bridge_raises_no_worker_lost(stack):
     try:
         bridge = pipeline.start_bridge()
         pipeline.start_streams()
-        with Connection(URL) as conn, conn.Producer(exchange=get_exchange(conn)) as producer:
+        with Connection(URL) as conn, conn.Producer(exchange=get_exchange(conn, settings.bridge_event_exchange)) as producer:
             clock = 0
 
             def beat() -> None:

@@ -20,6 +20,7 @@ import urllib.request
 import uuid as uuidlib
 
 import psutil
+import pytest
 from kafka import KafkaConsumer
 
 from bridge.packs import partition_of
@@ -29,6 +30,8 @@ from streams.packs import decode_pack
 from streams.topics import ensure_topics
 from tests.integration.conftest import own_topics
 from tests.integration.test_dead_letters import publish_raw
+
+pytestmark = pytest.mark.serial  # the kill must land while the bridge waits for Kafka: alone (make test's -m serial)
 
 TASKS = 300  # per phase: before the pause, while Kafka is paused, after the restart
 
@@ -108,7 +111,7 @@ def test_restart_mid_stream_repacks_and_nothing_is_lost_or_doubled(stack, clickh
 
     def publish(uuids: list[str]) -> None:
         now = time.time()
-        publish_raw(settings.broker_url, [body for i, u in enumerate(uuids) for body in lifecycle(u, host, now + i * 0.001)])
+        publish_raw(settings, [body for i, u in enumerate(uuids) for body in lifecycle(u, host, now + i * 0.001)])
 
     tansu = stack["tansu"].pid()
     try:

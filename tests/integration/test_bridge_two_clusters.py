@@ -1,6 +1,7 @@
 """One bridge process serving two Celery clusters (RabbitMQ and Redis) from a cluster file:
 every pack carries its own cluster, and worker events sit on the partition of their own
-cluster's worker key."""
+cluster's worker key. The Redis cluster's Celery apps send events on an event_exchange of their
+own, which the file names for that cluster alone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from kafka import KafkaConsumer
 
 from bridge.packs import partition_of
 from devstack.pipeline import Pipeline
+from devstack.private import forget_event_exchange
 from streams.packs import decode_pack
 from tests.integration.test_bridge_at_least_once import EVENTS_PER_TASK, wait_for_identities
 
@@ -22,11 +24,12 @@ def test_two_clusters_in_one_bridge(stack, tmp_path):
     rabbit = Pipeline(base, stack["run_dir"] / "logs")
     redis = Pipeline(base, stack["run_dir"] / "logs")
     rabbit.settings = rabbit.settings.replace(cluster=f"rmq-{rabbit.run_id}")
-    redis.settings = redis.settings.replace(cluster=f"rds-{redis.run_id}", broker_url="redis://127.0.0.1:6379/15")
+    redis.settings = redis.settings.replace(cluster=f"rds-{redis.run_id}", broker_url="redis://127.0.0.1:6379/15",
+                                            bridge_event_exchange=f"{base.bridge_event_exchange}.rds-{redis.run_id}")  # fmt: skip
     config = tmp_path / "clusters.toml"
     config.write_text(
         f'[clusters.{rabbit.settings.cluster}]\nbroker = "{rabbit.settings.broker_url}"\n\n'
-        f'[clusters.{redis.settings.cluster}]\nbroker = "{redis.settings.broker_url}"\n'
+        f'[clusters.{redis.settings.cluster}]\nbroker = "{redis.settings.broker_url}"\nevent_exchange = "{redis.settings.bridge_event_exchange}"\n'
     )
     try:
         bridge = rabbit._proc("bridge", [sys.executable, "-m", "bridge", "--config", str(config)])
@@ -57,5 +60,6 @@ def test_two_clusters_in_one_bridge(stack, tmp_path):
         rabbit.stop()
         rabbit.cleanup_broker()
         redis.cleanup_broker()
+        forget_event_exchange(redis.settings.bridge_event_exchange)
     assert len(seen["rabbit"]) == len(seen["redis"]) == N_TASKS * EVENTS_PER_TASK
     assert wanted <= worker_keys, sorted(wanted - worker_keys)

@@ -15,9 +15,10 @@ from kombu import Connection
 from devstack.pipeline import Pipeline, wait_for_tasks
 
 
-def publish_raw(url: str, bodies: list[tuple[str, bytes]]) -> None:
-    with Connection(url) as conn:
-        exchange = get_exchange(conn)
+def publish_raw(settings, bodies: list[tuple[str, bytes]]) -> None:
+    """Publish (routing key, body) pairs as a Celery worker would: on the broker's event exchange."""
+    with Connection(settings.broker_url) as conn:
+        exchange = get_exchange(conn, settings.bridge_event_exchange)
         with conn.Producer(exchange=exchange) as producer:
             for routing_key, body in bodies:
                 producer.publish(body, routing_key=routing_key, content_type="application/json", content_encoding="utf-8")
@@ -67,7 +68,7 @@ def test_malformed_bodies_are_dead_lettered_and_good_events_pass(stack, clickhou
     try:
         pipeline.start_bridge()
         pipeline.start_streams()
-        publish_raw(settings.broker_url, bodies)
+        publish_raw(settings, bodies)
         rows = wait_for_tasks(clickhouse_client, settings, [good], pipeline, timeout=90)
         letters = dead_letters(settings, want=6)
         pipeline.check_alive()  # nothing crashed
@@ -146,7 +147,7 @@ def test_ten_thousand_hostile_bodies(stack, clickhouse_client):
     try:
         pipeline.start_bridge()
         pipeline.start_streams()
-        publish_raw(settings.broker_url, bodies)
+        publish_raw(settings, bodies)
         rows = wait_for_tasks(clickhouse_client, settings, list(good), pipeline, timeout=180)
         letters = dead_letters(settings, want=HOSTILE - HOSTILE // 10, timeout=180)
         pipeline.check_alive()  # nothing crashed

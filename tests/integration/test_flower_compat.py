@@ -56,7 +56,8 @@ def both(stack):
     try:
         pipeline.start_bridge()
         pipeline.start_streams()
-        flower = Proc("flower", [sys.executable, "-m", "celery", "--broker", BROKER, "flower", "--address=127.0.0.1",
+        # -A demo.tasks: Flower listens on the demo app's event exchange (the stack's, from the environment)
+        flower = Proc("flower", [sys.executable, "-m", "celery", "-A", "demo.tasks", "--broker", BROKER, "flower", "--address=127.0.0.1",
                                  f"--port={flower_port}", "--persistent=false"],
                       {**settings_env(settings), "FLOWER_UNAUTHENTICATED_API": "true"}, stack["run_dir"] / "logs" / f"flower-{pipeline.run_id}.log").start()  # fmt: skip
         deadline = time.monotonic() + 30

@@ -47,6 +47,7 @@ def test_production_defaults():
         ({"CLICKHOUSE_DATABASE": "celery; DROP TABLE x"}, ["CLICKHOUSE_DATABASE", "identifier"]),
         ({"BRIDGE_REDACT_FIELDS": "args,secrets"}, ["BRIDGE_REDACT_FIELDS", "secrets"]),
         ({"BRIDGE_METRICS_ADDR": "127.0.0.1"}, ["BRIDGE_METRICS_ADDR", "host:port"]),
+        ({"BRIDGE_EVENT_EXCHANGE": "celery ev"}, ["BRIDGE_EVENT_EXCHANGE", "pattern"]),
         ({"KAFKA_BOOTSTRAP": "kafka1"}, ["KAFKA_BOOTSTRAP", "host:port"]),
         ({"TOPIC_REPLICATION_FACTOR": "1"}, ["TOPIC_MIN_INSYNC_REPLICAS (2) is above TOPIC_REPLICATION_FACTOR (1)"]),
         ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, ["KAFKA_SASL_USERNAME"]),

@@ -15,11 +15,12 @@ ssl = true
 [clusters.batch]
 broker = "redis://redis:6379/0"
 transport_options = { socket_keepalive = true }
+event_exchange = "celeryev.batch"
 """
     )
     eu, batch = load_clusters(path)
-    assert (eu.name, eu.broker_url, eu.queue, eu.ssl) == ("prod-eu", "amqp://u:p@rabbit:5672//", "q-eu", True)
-    assert (batch.name, batch.queue, batch.transport_options) == ("batch", "", {"socket_keepalive": True})
+    assert (eu.name, eu.broker_url, eu.queue, eu.ssl, eu.event_exchange) == ("prod-eu", "amqp://u:p@rabbit:5672//", "q-eu", True, None)
+    assert (batch.name, batch.queue, batch.transport_options, batch.event_exchange) == ("batch", "", {"socket_keepalive": True}, "celeryev.batch")
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,7 @@ transport_options = { socket_keepalive = true }
         ("[clusters.a]\nbroker = 'amqp://h//'\nbrokr = 1", "unknown keys ['brokr']"),
         ('[clusters."a/b"]\nbroker = "amqp://h//"', "no '/'"),
         ("[clusters.a]\nbroker = 'amqp://h//'\nssl = 'yes'", "'ssl' is true/false"),
+        ("[clusters.a]\nbroker = 'amqp://h//'\nevent_exchange = 'a b'", "'event_exchange' is the cluster's Celery event_exchange"),
         ("[clusters", "not valid TOML"),
     ],
 )

@@ -115,3 +115,19 @@ def test_a_body_that_cannot_be_decompressed_is_a_dead_letter_not_a_stuck_queue()
     assert len(dead) == 1 and "cannot be decompressed" in dead[0]["reason"]
     assert sum(len(decode_pack(rec.value).entries) for rec in records if rec.kind == "worker") == 1
     assert ("ack", True) in log  # both acked: the bad one is in the dead-letter topic
+
+
+class FakeConnection:
+    def __init__(self, driver_type):
+        self.transport = type("Transport", (), {"driver_type": driver_type})()
+
+
+def test_the_queue_is_bound_to_the_clusters_event_exchange():
+    """BRIDGE_EVENT_EXCHANGE is Celery's event_exchange: a topic exchange with a durable queue on
+    AMQP, the fanout (pub/sub channel /{db}.<name>) on Redis; celeryev unless set."""
+    queue, acks = receiver([])[0]._queue(FakeConnection("amqp"))
+    assert (queue.exchange.name, queue.exchange.type, queue.routing_key, queue.durable, acks) == ("celeryev", "topic", "#", True, True)
+    queue, acks = receiver([], bridge_event_exchange="ev.prod")[0]._queue(FakeConnection("amqp"))
+    assert (queue.exchange.name, queue.exchange.type, queue.name, acks) == ("ev.prod", "topic", "celery-monitor.bridge.prod", True)
+    queue, acks = receiver([], bridge_event_exchange="ev.prod")[0]._queue(FakeConnection("redis"))
+    assert (queue.exchange.name, queue.exchange.type, acks) == ("ev.prod", "fanout", False)

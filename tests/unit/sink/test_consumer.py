@@ -8,6 +8,7 @@ import orjson
 from streams.config import Settings
 from streams.clickhouse import ClickHouseUnavailable
 from streams.sink.consumer import ClickHouseSink
+from streams.sink.rows import EVENT_COLUMNS
 
 SETTINGS = Settings.load(environ={}).replace(sink_batch_rows=3, sink_batch_seconds=0.05, sink_min_insert_interval=0.0)
 TOPIC = SETTINGS.topic_task_events
@@ -175,3 +176,33 @@ def test_continuity_of_a_new_group_starts_anywhere():
     assert c.check(tp, 7) == Continuity.OK and c.expected[tp] == 8
     c.revoke(tp)
     assert c.check(tp, 100) == Continuity.OK
+
+
+def test_a_read_back_across_a_hole_in_the_log_keeps_every_record_after_it(monkeypatch):
+    """A stalled partition read back (streams.stalls.fetch_ranges) whose log lacks an offset (a
+    Tansu broker restarted mid-produce left one out): the records after the hole are inserted and
+    the partition goes on after the last of them. They were dropped as a "jump" while the read-back
+    moved the expected offset past them: lost for good (the broker-restart chaos run lost 76-184
+    events from ClickHouse's events table that way)."""
+    from types import SimpleNamespace
+
+    import streams.sink.consumer as consumer_module
+    from streams.sink.consumer import Batch
+
+    log = []
+    sink = sink_with([], FakeWriter(log), log)
+    sink._connect()
+    sought = []
+    sink.consumer.seek = lambda tp: sought.append((tp.topic, tp.partition, tp.offset))
+    tp = (TOPIC, 0)
+    sink.continuity.assign(tp, 4)
+    sink.continuity.progress[tp] -= 60  # nothing delivered for a minute
+    held = [4, 5, 7, 8, 9]  # offset 6 is not in the log
+    monkeypatch.setattr(sink, "_log_ends", lambda tps: {tp: 10})
+    monkeypatch.setattr(consumer_module, "fetch_ranges", lambda settings, ranges: {
+        tp: [SimpleNamespace(offset=o, value=Message(o, f"u{o}").value()) for o in held if o in ranges[tp]]})  # fmt: skip
+    batch = Batch()
+    sink._repair_stalls(batch)
+    assert list(batch.events.columns[EVENT_COLUMNS.index("uuid")]) == [f"u{o}" for o in held]
+    assert batch.offsets[tp] == 10 and sink.continuity.expected[tp] == 10
+    assert sought == [(TOPIC, 0, 10)]  # the consumer goes on after the read-back, not back into it
