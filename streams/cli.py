@@ -340,7 +340,7 @@ def mcp(transport: str, **params) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@setting_options("kafka", "broker", "clickhouse", "control", only=("topic_audit",))
+@setting_options("kafka", "broker", "clickhouse", "control", only=("topic_audit", "bridge_event_exchange"))
 @click.option("--config", "config_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="cluster file (TOML, the bridge's format): the broker of each cluster; default CLUSTER + CELERY_BROKER_URL")
 def control(config_file: str | None, **params) -> None:

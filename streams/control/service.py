@@ -252,8 +252,10 @@ class Controller:
 
             spec = self.brokers[cluster]
             app = Celery(f"celery-monitor-control-{cluster}", broker=spec.broker_url, set_as_current=False)
+            # event_exchange: the copy's task-sent goes where the cluster's bridge listens
             app.conf.update(task_send_sent_event=True, broker_connection_retry_on_startup=True, broker_connection_timeout=10,
-                            broker_transport_options=dict(spec.transport_options), broker_use_ssl=spec.ssl or False)  # fmt: skip
+                            broker_transport_options=dict(spec.transport_options), broker_use_ssl=spec.ssl or False,
+                            event_exchange=spec.event_exchange or self.settings.bridge_event_exchange)  # fmt: skip
             self.apps[cluster] = app
         return self.apps[cluster]
 
