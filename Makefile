@@ -85,11 +85,14 @@ integration: setup browser faketime docker  ## integration tests (real Tansu, Cl
 
 # Two pytest-xdist workers, a file per worker, in collection order (the longest files first:
 # tests/conftest.py); each worker's stack has its own Kafka, ClickHouse and Celery event exchange.
-# Then the timing-sensitive tests (-m serial) alone. Each pytest's exit code is make's (5, "no
-# tests collected", included).
+# Then the timing-sensitive tests (-m serial) alone, also when the first part failed. make exits
+# with the first part's status unless it is 0, else the second's (pytest's 5, "no tests
+# collected", included).
 test: setup browser faketime docker  ## all tests: unit + integration (isolated stacks on free ports; 2 workers, then the serial ones)
-	$(PY) -m pytest tests -q --durations=25 -n 2 --dist loadfile --no-loadscope-reorder -m "not serial"
-	$(PY) -m pytest tests -q --durations=5 -m serial
+	status=0; \
+	$(PY) -m pytest tests -q --durations=25 -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" || status=$$?; \
+	$(PY) -m pytest tests -q --durations=5 -m serial || { serial=$$?; [ $$status -ne 0 ] || status=$$serial; }; \
+	exit $$status
 
 demo: setup  ## the whole pipeline end to end with a real Celery worker and the web UI, then a report (KEEP=1: keep it running)
 	$(PY) -m demo $(if $(KEEP),--keep-running)

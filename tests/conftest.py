@@ -7,10 +7,11 @@ FIXTURES = Path(__file__).parent / "fixtures" / "celery-events-redis"
 
 # make test's parallel part (pytest-xdist, --dist loadfile) hands whole files to its 2 workers in
 # collection order: the longest files go first, so that neither worker is left with one of them at
-# the end while the other idles (the longest of a serial run on this 2-core machine, 2026-12-07).
+# the end while the other idles (the longest files of make test on this 2-core machine, 2026-12-07:
+# the image test's first build of its base images ≈ 2 min, the liveness tests ≈ 2.5 min together).
 LONGEST_FIRST = (
-    "test_long_retries.py", "test_image.py", "test_worker_liveness.py", "test_streams_correctness.py",
-    "test_wheel.py", "test_celery_metrics.py", "test_ui_browser.py", "test_sink_clickhouse_down.py",
+    "test_image.py", "test_worker_liveness.py", "test_celery_metrics.py", "test_streams_correctness.py",
+    "test_wheel.py", "test_sink_clickhouse_down.py", "test_long_retries.py", "test_clock_skew.py",
 )  # fmt: skip
 
 
