@@ -25,7 +25,10 @@ def sink_child(worker_pid: int, timeout: float = 60.0) -> psutil.Process:
 def test_the_sink_child_stops_with_its_worker_even_killed(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    pipeline.settings = pipeline.settings.replace(cluster=f"{base.cluster}-child-{pipeline.run_id}", sink="process")
+    pipeline.settings = pipeline.settings.replace(cluster=f"{base.cluster}-child-{pipeline.run_id}", sink="process",
+                                                  # its own group: a member killed in the stack's shared group can leave
+                                                  # Tansu's coordinator stuck for the next test's sink (known-issues.md)
+                                                  sink_group=f"child-sink-{pipeline.run_id}")
     try:
         worker = pipeline.start_streams()
         child = sink_child(worker.pid)
@@ -41,7 +44,10 @@ def test_the_sink_child_stops_with_its_worker_even_killed(stack):
 def test_a_dead_sink_child_takes_the_worker_down(stack):
     base = stack["settings"]
     pipeline = Pipeline(base, stack["run_dir"] / "logs")
-    pipeline.settings = pipeline.settings.replace(cluster=f"{base.cluster}-child-{pipeline.run_id}", sink="process")
+    pipeline.settings = pipeline.settings.replace(cluster=f"{base.cluster}-child-{pipeline.run_id}", sink="process",
+                                                  # its own group: a member killed in the stack's shared group can leave
+                                                  # Tansu's coordinator stuck for the next test's sink (known-issues.md)
+                                                  sink_group=f"child-sink-{pipeline.run_id}")
     try:
         worker = pipeline.start_streams()
         child = sink_child(worker.pid)
