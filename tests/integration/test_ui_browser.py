@@ -24,7 +24,8 @@ from demo import workload
 from devstack.pipeline import Pipeline, wait_for_tasks
 from devstack.services import free_port
 from tests.browser import chrome, full_page_screenshot
-from tests.integration.conftest import forget_kombu_keys
+from streams.topics import ensure_topics
+from tests.integration.conftest import forget_kombu_keys, own_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / ".run" / "screenshots"
@@ -97,6 +98,10 @@ def run(stack, ch):
     settings = pipeline.settings.replace(cluster=f"ui-{pipeline.run_id}", app_id=f"{base.app_id}-ui-{pipeline.run_id}", ui_port=str(free_port()),
         broker_url=BROKER,
     )  # fmt: skip
+    # Topics and a sink group of its own: on the stack's shared group, a test killed before it on the
+    # same xdist worker can leave Tansu's group coordinator stuck (no partition for this sink).
+    settings = own_topics(settings.replace(sink_group=f"ui-sink-{pipeline.run_id}"), pipeline.run_id)
+    ensure_topics(settings)
     pipeline.settings = settings
     try:
         pipeline.start_bridge()
