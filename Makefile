@@ -83,16 +83,11 @@ unit: setup docker  ## unit tests only (no servers; docker-compose validates the
 integration: setup browser faketime docker  ## integration tests (real Tansu, ClickHouse, RabbitMQ/Redis, Celery worker)
 	$(PY) -m pytest tests/integration -q
 
-# Two pytest-xdist workers, a file per worker, in collection order (the longest files first:
-# tests/conftest.py); each worker's stack has its own Kafka, ClickHouse and Celery event exchange.
-# Then the timing-sensitive tests (-m serial) alone, also when the first part failed. make exits
-# with the first part's status unless it is 0, else the second's (pytest's 5, "no tests
-# collected", included).
-test: setup browser faketime docker  ## all tests: unit + integration (isolated stacks on free ports; 2 workers, then the serial ones)
-	status=0; \
-	$(PY) -m pytest tests -q --durations=25 -n 2 --dist loadfile --no-loadscope-reorder -m "not serial" || status=$$?; \
-	$(PY) -m pytest tests -q --durations=5 -m serial || { serial=$$?; [ $$status -ne 0 ] || status=$$serial; }; \
-	exit $$status
+# One process for now: on two pytest-xdist workers (a file per worker; each stack with its own event
+# exchange) the suite took 11.7-14.6 min, but a run of this stop's final code lost a bridge's raw
+# publishes in test_dead_letters (0 messages received) -- not explained yet (docs/development.md).
+test: setup browser faketime docker  ## all tests: unit + integration (isolated stacks on free ports)
+	$(PY) -m pytest tests -q --durations=25
 
 demo: setup  ## the whole pipeline end to end with a real Celery worker and the web UI, then a report (KEEP=1: keep it running)
 	$(PY) -m demo $(if $(KEEP),--keep-running)
