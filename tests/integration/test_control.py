@@ -24,7 +24,7 @@ from devstack.services import free_port
 from streams.topics import ensure_topics
 from streams.ui.auth import hash_password
 from tests.integration.conftest import own_topics
-from tests.integration.test_ui_browser import wait_http
+from tests.integration.test_ui_browser import wait_for as wait, wait_http
 
 SECRET = "control-test-secret-" + "x" * 20
 USERS = {"alice": ("alice-pw", "operator"), "bob": ("bob-pw", "viewer")}
@@ -227,16 +227,6 @@ def test_retry_a_critical_task_from_its_page_in_the_browser(run):
         assert browser.find_element(By.CSS_SELECTOR, "a.retried-as").text.strip() == copy
         browser.get(f"{url}/audit")
         assert "alice" in browser.find_element(By.CSS_SELECTOR, "table.audit-requests").text
-
-
-def wait(driver, predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate(driver)
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {timeout}s: {driver.page_source[-2000:]}")
 
 
 def test_control_refuses_unsigned_replayed_and_unknown(run):
